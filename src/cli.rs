@@ -1,0 +1,269 @@
+//! Command-line types only. Every flag has an environment twin (shown in `--help`), and the
+//! doc comment is its help text. Defaults are applied in `config`, after `.env`, so that the
+//! order is flags > environment > `.env` > defaults.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::logging::LogFormat;
+
+#[derive(Debug, Parser)]
+#[command(name = "stark-sweep", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// SQLite state file [default: ./stark-sweep.db, or $STATE_DIRECTORY/stark-sweep.db under systemd]
+    #[arg(long, env = "STARK_SWEEP_DB", global = true, value_name = "PATH")]
+    pub db: Option<PathBuf>,
+    /// Business clock override (RFC 3339) for drills and tests: campaign window, slots, due dates.
+    /// Request signing always uses the real clock.
+    #[arg(long, env = "STARK_SWEEP_NOW", global = true, value_name = "RFC3339")]
+    pub now: Option<String>,
+    /// Log format on stderr [default: text]
+    #[arg(long, env = "STARK_SWEEP_LOG_FORMAT", global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// More logging (-v debug, -vv trace)
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Less logging (-q warnings only, -qq errors only)
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub quiet: u8,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Environment {
+    Sandbox,
+    Production,
+}
+
+#[derive(Clone, Args)]
+pub struct ApiArgs {
+    /// Stark Bank project id (required for any API call)
+    #[arg(long, env = "STARKBANK_PROJECT_ID", global = true, value_name = "ID")]
+    pub project_id: Option<String>,
+    /// Private key PEM file of the project (secp256k1)
+    #[arg(long, env = "STARKBANK_PRIVATE_KEY_PATH", global = true, value_name = "PATH")]
+    pub private_key_path: Option<PathBuf>,
+    /// Private key PEM text (prefer the file or a systemd credential)
+    #[arg(long, env = "STARKBANK_PRIVATE_KEY", global = true, hide_env_values = true, value_name = "PEM")]
+    pub private_key: Option<String>,
+    /// Stark Bank environment [default: sandbox]
+    #[arg(long, env = "STARKBANK_ENVIRONMENT", global = true, value_enum)]
+    pub environment: Option<Environment>,
+    /// API base URL override, e.g. http://127.0.0.1:9000 for the local sandbox (requests go to {base}/v2/...)
+    #[arg(long, env = "STARKBANK_API_URL", global = true, value_name = "URL")]
+    pub api_url: Option<String>,
+    /// Total time for one HTTP request, in seconds [default: 15]
+    #[arg(long, env = "STARK_SWEEP_HTTP_TIMEOUT", global = true, value_name = "SECS")]
+    pub http_timeout: Option<f64>,
+    /// Time to establish a connection, in seconds [default: 5]
+    #[arg(long, env = "STARK_SWEEP_CONNECT_TIMEOUT", global = true, value_name = "SECS")]
+    pub connect_timeout: Option<f64>,
+}
+
+impl std::fmt::Debug for ApiArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiArgs")
+            .field("project_id", &self.project_id)
+            .field("private_key_path", &self.private_key_path)
+            .field("private_key", &self.private_key.as_ref().map(|_| "<redacted>"))
+            .field("environment", &self.environment)
+            .field("api_url", &self.api_url)
+            .finish()
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a secp256k1 key pair for a Stark Bank project
+    Keygen(KeygenArgs),
+    /// Issue this 3-hour slot's batch of invoices (run every 3 hours)
+    IssueInvoices(IssueArgs),
+    /// Receive Stark Bank webhooks: verify, store durably, answer
+    ServeWebhook(ServeArgs),
+    /// Turn recorded credits into transfers to the target account (run every minute)
+    ProcessEvents(ProcessArgs),
+    /// Campaign, invoices, credits, transfers and their reconciliation
+    Status(StatusArgs),
+    /// Manage Stark Bank webhook subscriptions
+    #[command(subcommand)]
+    Webhook(WebhookCommand),
+    /// Run the local Stark Bank sandbox emulator
+    Sandbox(SandboxArgs),
+    /// The whole campaign on the embedded emulator, with no credentials, in under a minute
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct KeygenArgs {
+    /// Directory to write private-key.pem and public-key.pem into
+    #[arg(long, env = "STARK_SWEEP_KEY_DIR", default_value = ".", value_name = "DIR")]
+    pub out: PathBuf,
+    /// Overwrite existing key files
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CampaignArgs {
+    /// Campaign length in hours [default: 24]
+    #[arg(long, env = "STARK_SWEEP_CAMPAIGN_HOURS", value_name = "HOURS")]
+    pub campaign_hours: Option<u32>,
+    /// Slot length in hours [default: 3]
+    #[arg(long, env = "STARK_SWEEP_SLOT_HOURS", value_name = "HOURS")]
+    pub slot_hours: Option<u32>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct IssueArgs {
+    #[command(flatten)]
+    pub campaign: CampaignArgs,
+    /// Fewest invoices in a slot [default: 8]
+    #[arg(long, env = "STARK_SWEEP_INVOICES_MIN", value_name = "N")]
+    pub invoices_min: Option<u32>,
+    /// Most invoices in a slot [default: 12]
+    #[arg(long, env = "STARK_SWEEP_INVOICES_MAX", value_name = "N")]
+    pub invoices_max: Option<u32>,
+    /// Smallest invoice amount, in cents [default: 1000]
+    #[arg(long, env = "STARK_SWEEP_AMOUNT_MIN", value_name = "CENTS")]
+    pub amount_min: Option<i64>,
+    /// Largest invoice amount, in cents [default: 50000]
+    #[arg(long, env = "STARK_SWEEP_AMOUNT_MAX", value_name = "CENTS")]
+    pub amount_max: Option<i64>,
+    /// Days from issue to the invoice's due date [default: 2]
+    #[arg(long, env = "STARK_SWEEP_DUE_DAYS", value_name = "DAYS")]
+    pub due_days: Option<u32>,
+    /// Days after the due date during which the invoice can still be paid [default: 5]
+    #[arg(long, env = "STARK_SWEEP_EXPIRATION_DAYS", value_name = "DAYS")]
+    pub expiration_days: Option<u32>,
+    /// Show the drafts without calling the API or writing anything
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the result as JSON on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:8000]
+    #[arg(long, env = "STARK_SWEEP_LISTEN", value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Largest accepted body, in bytes [default: 1048576]
+    #[arg(long, env = "STARK_SWEEP_BODY_LIMIT", value_name = "BYTES")]
+    pub body_limit: Option<u64>,
+    /// Verification worker threads [default: 2 x CPUs]
+    #[arg(long, env = "STARK_SWEEP_WORKERS", value_name = "N")]
+    pub workers: Option<usize>,
+    /// Refuse events from any other workspace
+    #[arg(long, env = "STARKBANK_WORKSPACE_ID", value_name = "ID")]
+    pub workspace_id: Option<String>,
+    /// After storing a credit, run the transfer step at once in the background
+    #[arg(long, env = "STARK_SWEEP_PROCESS")]
+    pub process: bool,
+    #[command(flatten)]
+    pub sweep: SweepArgs,
+}
+
+/// Options of the transfer step, shared by `process-events` and `serve-webhook --process`.
+#[derive(Debug, Clone, Args)]
+pub struct SweepArgs {
+    /// Transfer every credited invoice of the workspace, not only stark-sweep's
+    #[arg(long, env = "STARK_SWEEP_ALL_CREDITS")]
+    pub all_credits: bool,
+    /// Sends of a transfer that really failed before it needs attention [default: 5]
+    #[arg(long, env = "STARK_SWEEP_TRANSFER_ATTEMPTS", value_name = "N")]
+    pub transfer_attempts: Option<u32>,
+    /// Base delay before re-sending a failed transfer, in seconds; doubles each time [default: 60]
+    #[arg(long, env = "STARK_SWEEP_RETRY_BACKOFF", value_name = "SECS")]
+    pub retry_backoff: Option<u64>,
+    /// Target bank code (ISPB) [default: 20018183]
+    #[arg(long, env = "STARK_SWEEP_TARGET_BANK_CODE", value_name = "CODE")]
+    pub target_bank_code: Option<String>,
+    /// Target branch [default: 0001]
+    #[arg(long, env = "STARK_SWEEP_TARGET_BRANCH", value_name = "BRANCH")]
+    pub target_branch: Option<String>,
+    /// Target account number [default: 6341320293482496]
+    #[arg(long, env = "STARK_SWEEP_TARGET_ACCOUNT", value_name = "NUMBER")]
+    pub target_account: Option<String>,
+    /// Target account holder name [default: Stark Bank S.A.]
+    #[arg(long, env = "STARK_SWEEP_TARGET_NAME", value_name = "NAME")]
+    pub target_name: Option<String>,
+    /// Target tax ID (CPF or CNPJ) [default: 20.018.183/0001-80]
+    #[arg(long, env = "STARK_SWEEP_TARGET_TAX_ID", value_name = "TAX_ID")]
+    pub target_tax_id: Option<String>,
+    /// Target account type: checking, savings, salary or payment [default: payment]
+    #[arg(long, env = "STARK_SWEEP_TARGET_ACCOUNT_TYPE", value_name = "TYPE")]
+    pub target_account_type: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ProcessArgs {
+    /// Do not pull undelivered events from Stark Bank (GET /v2/event?isDelivered=false)
+    #[arg(long, env = "STARK_SWEEP_NO_RECONCILE")]
+    pub no_reconcile: bool,
+    /// Print the result as JSON on stdout
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub sweep: SweepArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// Print the report as JSON on stdout
+    #[arg(long)]
+    pub json: bool,
+    /// A credit not transferred after this many minutes needs attention [default: 30]
+    #[arg(long, env = "STARK_SWEEP_STALE_MINUTES", value_name = "MINUTES")]
+    pub stale_minutes: Option<i64>,
+    #[command(flatten)]
+    pub campaign: CampaignArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WebhookCommand {
+    /// Subscribe a URL to invoice and transfer events
+    Register {
+        /// Public HTTPS URL of the listener, e.g. https://sweep.example.com/webhook
+        #[arg(long, env = "STARK_SWEEP_WEBHOOK_URL")]
+        url: String,
+    },
+    /// List webhook subscriptions
+    List {
+        /// Print as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a webhook subscription
+    Delete {
+        /// Webhook id (see `webhook list`)
+        id: String,
+        /// Confirm the deletion
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SandboxArgs {
+    /// Address to listen on [default: 127.0.0.1:9000]
+    #[arg(long, env = "STARK_SWEEP_SANDBOX_LISTEN", value_name = "ADDR")]
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Directory for the demo's database and keys [default: ./stark-sweep-demo]
+    #[arg(long, env = "STARK_SWEEP_DEMO_DIR", value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}

@@ -1,0 +1,102 @@
+//! Dispatch: one `run()` per subcommand, and the one place that turns a result into an exit
+//! code and a one-line error on stderr.
+
+pub mod keygen;
+
+use std::io::Write as _;
+use std::process::ExitCode;
+
+use crate::cli::{Cli, Command};
+use crate::config::{self, Clock};
+use crate::error::{self, ExitKind};
+use crate::logging::{self, LogFormat};
+
+/// What a command that did not fail ended as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Success,
+    /// Finished, but a human must look at something (exit 3).
+    Attention,
+}
+
+/// Shared context every command gets.
+#[derive(Debug)]
+pub struct Ctx {
+    pub global: crate::cli::GlobalArgs,
+    pub clock: Clock,
+    pub db: std::path::PathBuf,
+}
+
+pub fn run(cli: Cli, dotenv_error: Option<anyhow::Error>) -> ExitCode {
+    let verbosity = cli.global.verbose as i8 - cli.global.quiet as i8;
+    logging::init(cli.global.log_format.unwrap_or(LogFormat::Text), verbosity);
+    let result = dotenv_error.map_or(Ok(()), Err).and_then(|()| {
+        let ctx = Ctx {
+            clock: Clock::from_arg(cli.global.now.as_deref())?,
+            db: config::db_path(&cli.global),
+            global: cli.global,
+        };
+        dispatch(&ctx, cli.command)
+    });
+    match result {
+        Ok(Status::Success) => ExitCode::SUCCESS,
+        Ok(Status::Attention) => ExitCode::from(ExitKind::Attention.code()),
+        Err(err) => {
+            let kind = error::classify(&err);
+            let mut line = format!("stark-sweep: {}", error::one_line(&err));
+            if let Some(hint) = error::hint(&err) {
+                line.push_str("; ");
+                line.push_str(hint);
+            }
+            let _ = writeln!(std::io::stderr(), "{line}");
+            ExitCode::from(kind.code())
+        }
+    }
+}
+
+fn dispatch(ctx: &Ctx, command: Command) -> anyhow::Result<Status> {
+    match command {
+        Command::Keygen(args) => keygen::run(ctx, &args),
+        other => anyhow::bail!("{other:?} is not available in this build"),
+    }
+}
+
+/// Writes a result to stdout. A closed pipe (`| head`) is not a failure.
+pub fn print(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+/// Writes a JSON value (pretty) and a newline to stdout.
+pub fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
+    print(&format!("{}\n", serde_json::to_string_pretty(value)?))
+}
+
+/// Formats integer cents as `R$ 1.234,56`.
+pub fn brl(cents: i64) -> String {
+    let sign = if cents < 0 { "-" } else { "" };
+    let abs = cents.unsigned_abs();
+    let reais = (abs / 100).to_string();
+    let mut grouped = String::new();
+    for (i, ch) in reais.chars().enumerate() {
+        if i > 0 && (reais.len() - i).is_multiple_of(3) {
+            grouped.push('.');
+        }
+        grouped.push(ch);
+    }
+    format!("{sign}R$ {grouped},{:02}", abs % 100)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn formats_brazilian_reais() {
+        assert_eq!(super::brl(0), "R$ 0,00");
+        assert_eq!(super::brl(3619), "R$ 36,19");
+        assert_eq!(super::brl(123456789), "R$ 1.234.567,89");
+        assert_eq!(super::brl(-5), "-R$ 0,05");
+    }
+}

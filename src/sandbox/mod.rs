@@ -1,0 +1,1 @@
+//! The local Stark Bank sandbox emulator.

@@ -1,0 +1,402 @@
+//! The one HTTP client for the Stark Bank API v2.
+//!
+//! Owns: signed requests (`Access-Id`, `Access-Time`, `Access-Signature` over the exact bytes
+//! sent), timeouts, turning a status and Stark Bank's `errors[]` into one readable line, retries
+//! (transport errors and 5xx only, only for requests that are idempotent by construction, capped
+//! exponential backoff with jitter), the "outcome unknown" verdict for non-idempotent requests,
+//! and cursor pagination.
+//! Does not own: the shape of resources (see `resources`) or what a caller does with a failure.
+
+use std::time::Duration;
+
+use k256::ecdsa::SigningKey;
+use rand::RngExt as _;
+use serde_json::Value;
+
+use super::sign;
+
+/// Where and as whom to call the API.
+#[derive(Clone)]
+pub struct ClientConfig {
+    /// `https://sandbox.api.starkbank.com` or an emulator such as `http://127.0.0.1:9000`.
+    pub base_url: String,
+    pub project_id: String,
+    pub key: SigningKey,
+    pub connect_timeout: Duration,
+    pub timeout: Duration,
+    /// Attempts for a retryable request, first included.
+    pub max_attempts: u32,
+    pub backoff_base: Duration,
+    pub backoff_cap: Duration,
+    pub language: String,
+}
+
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("base_url", &self.base_url)
+            .field("project_id", &self.project_id)
+            .field("key", &"<redacted>")
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl ClientConfig {
+    pub fn new(base_url: impl Into<String>, project_id: impl Into<String>, key: SigningKey) -> Self {
+        Self {
+            base_url: base_url.into(),
+            project_id: project_id.into(),
+            key,
+            connect_timeout: Duration::from_secs(5),
+            timeout: Duration::from_secs(15),
+            max_attempts: 4,
+            backoff_base: Duration::from_millis(200),
+            backoff_cap: Duration::from_secs(5),
+            language: "en-US".into(),
+        }
+    }
+}
+
+/// One entry of Stark Bank's `{"errors": [...]}`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+pub struct ApiErrorItem {
+    pub code: String,
+    pub message: String,
+}
+
+/// A failed API call, classified by what the caller may do next.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Stark Bank refused the request (4xx): do not retry it unchanged.
+    #[error("Stark Bank refused {what} (HTTP {status}): {}", summarize(.errors))]
+    Rejected { what: String, status: u16, errors: Vec<ApiErrorItem> },
+    /// The request did not complete, and it certainly had no effect, or it is safe to repeat.
+    #[error("{what} failed: {cause}")]
+    Temporary { what: String, cause: String },
+    /// A request that is not idempotent was (or may have been) received, but no answer came:
+    /// the caller must look up what exists before sending it again.
+    #[error("{what}: outcome unknown ({cause}); look up what was created before sending it again")]
+    OutcomeUnknown { what: String, cause: String },
+    /// A 200 answer that is not the JSON we expect.
+    #[error("{what}: unexpected answer from Stark Bank: {cause}")]
+    Decode { what: String, cause: String },
+}
+
+impl ApiError {
+    /// True when running again later may succeed without anyone changing anything.
+    pub fn is_temporary(&self) -> bool {
+        matches!(self, ApiError::Temporary { .. } | ApiError::OutcomeUnknown { .. })
+    }
+
+    /// True for authentication and configuration refusals an operator must fix.
+    pub fn is_credentials(&self) -> bool {
+        matches!(self, ApiError::Rejected { status, errors, .. }
+            if *status == 401 || *status == 403 || errors.iter().any(|e| matches!(e.code.as_str(), "invalidCredentials" | "invalidAccessId" | "invalidSignature" | "invalidIp" | "invalidAccessTime")))
+    }
+
+    pub fn codes(&self) -> Vec<&str> {
+        match self {
+            ApiError::Rejected { errors, .. } => errors.iter().map(|e| e.code.as_str()).collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+fn summarize(errors: &[ApiErrorItem]) -> String {
+    if errors.is_empty() {
+        return "no error details".into();
+    }
+    let mut seen: Vec<String> = Vec::new();
+    for e in errors {
+        let line = format!("{}: {}", e.code, e.message);
+        if !seen.contains(&line) {
+            seen.push(line);
+        }
+    }
+    let shown = seen.iter().take(3).cloned().collect::<Vec<_>>().join("; ");
+    if seen.len() > 3 { format!("{shown}; and {} more", seen.len() - 3) } else { shown }
+}
+
+/// Whether a request may be repeated after an unknown outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Idempotency {
+    /// GET, DELETE, event PATCH, transfers that all carry an `externalId`.
+    Safe,
+    /// Invoice creation and anything else without a deduplication key.
+    Unsafe,
+}
+
+#[derive(Debug)]
+pub struct Client {
+    http: reqwest::blocking::Client,
+    cfg: ClientConfig,
+    access_id: String,
+}
+
+impl Client {
+    pub fn new(cfg: ClientConfig) -> anyhow::Result<Self> {
+        let http = reqwest::blocking::Client::builder()
+            .connect_timeout(cfg.connect_timeout)
+            .timeout(cfg.timeout)
+            .user_agent(concat!("stark-sweep/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| anyhow::anyhow!("could not build the HTTP client: {e}"))?;
+        let access_id = format!("project/{}", cfg.project_id);
+        Ok(Self { http, cfg, access_id })
+    }
+
+    pub fn config(&self) -> &ClientConfig {
+        &self.cfg
+    }
+
+    /// `{base}/v2/{path}?{query}` with the SDK's query encoding (comma lists, `+` for spaces).
+    fn url(&self, path: &str, query: &[(&str, String)]) -> String {
+        let mut url = format!("{}/v2/{}", self.cfg.base_url.trim_end_matches('/'), path.trim_start_matches('/'));
+        let mut first = true;
+        for (k, v) in query {
+            url.push(if first { '?' } else { '&' });
+            first = false;
+            url.push_str(k);
+            url.push('=');
+            url.push_str(&urlencoding::encode(v).replace("%20", "+"));
+        }
+        url
+    }
+
+    fn access_time() -> String {
+        // Always the real clock: Stark Bank checks it against its own.
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        format!("{}.{:06}", now.as_secs(), now.subsec_micros())
+    }
+
+    /// Sends one request; retries per the policy. `what` names the call in error messages.
+    pub fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+        idempotency: Idempotency,
+        what: &str,
+    ) -> Result<Value, ApiError> {
+        let body_text = match body {
+            Some(v) => {
+                serde_json::to_string(v).map_err(|e| ApiError::Decode { what: what.into(), cause: e.to_string() })?
+            }
+            None => String::new(),
+        };
+        let url = self.url(path, query);
+        let mut attempt: u32 = 0;
+        // Once a non-idempotent request may have reached the server, no answer can be trusted
+        // to mean "nothing happened"; for idempotent ones we remember it to explain refusals.
+        let mut maybe_received = false;
+        loop {
+            attempt += 1;
+            let outcome = self.send_once(&method, &url, &body_text);
+            let retryable_failure = match outcome {
+                Ok(Response { status: 200, text }) => {
+                    return serde_json::from_str(&text)
+                        .map_err(|e| ApiError::Decode { what: what.into(), cause: format!("not JSON ({e})") });
+                }
+                Ok(Response { status, text }) if (400..500).contains(&status) => {
+                    let errors = parse_errors(&text);
+                    if maybe_received && idempotency == Idempotency::Safe && method == reqwest::Method::POST {
+                        // A repeat of a create that may already have landed was refused (for
+                        // example a duplicate externalId): that says nothing about the first try.
+                        return Err(ApiError::OutcomeUnknown {
+                            what: what.into(),
+                            cause: format!("a retry was refused with HTTP {status}: {}", summarize(&errors)),
+                        });
+                    }
+                    return Err(ApiError::Rejected { what: what.into(), status, errors });
+                }
+                Ok(Response { status, text }) => {
+                    maybe_received = true;
+                    format!(
+                        "HTTP {status}{}",
+                        if status == 500 || text.is_empty() {
+                            String::new()
+                        } else {
+                            format!(": {}", truncate(&text, 200))
+                        }
+                    )
+                }
+                Err(SendError::NotSent(cause)) => cause,
+                Err(SendError::MaybeSent(cause)) => {
+                    maybe_received = true;
+                    cause
+                }
+            };
+            let may_retry = idempotency == Idempotency::Safe || !maybe_received;
+            if !may_retry {
+                return Err(ApiError::OutcomeUnknown { what: what.into(), cause: retryable_failure });
+            }
+            if attempt >= self.cfg.max_attempts {
+                return Err(if maybe_received && method == reqwest::Method::POST {
+                    ApiError::OutcomeUnknown { what: what.into(), cause: retryable_failure }
+                } else {
+                    ApiError::Temporary {
+                        what: what.into(),
+                        cause: format!("{retryable_failure} (after {attempt} attempts)"),
+                    }
+                });
+            }
+            let delay = self.backoff(attempt);
+            log::warn!(
+                "{what}: {retryable_failure}; retrying in {} ms (attempt {}/{})",
+                delay.as_millis(),
+                attempt + 1,
+                self.cfg.max_attempts
+            );
+            std::thread::sleep(delay);
+        }
+    }
+
+    /// Full jitter over a capped exponential: uniform in [0, min(cap, base * 2^(n-1))].
+    fn backoff(&self, attempt: u32) -> Duration {
+        let exp = self.cfg.backoff_base.saturating_mul(1u32 << (attempt - 1).min(16));
+        let ceiling = exp.min(self.cfg.backoff_cap);
+        let millis = ceiling.as_millis() as u64;
+        Duration::from_millis(if millis == 0 { 0 } else { rand::rng().random_range(millis / 2..=millis) })
+    }
+
+    fn send_once(&self, method: &reqwest::Method, url: &str, body: &str) -> Result<Response, SendError> {
+        let access_time = Self::access_time();
+        let message = sign::request_message(&self.access_id, &access_time, body.as_bytes());
+        let signature = sign::sign(&self.cfg.key, &message);
+        let req = self
+            .http
+            .request(method.clone(), url)
+            .header("Access-Id", &self.access_id)
+            .header("Access-Time", &access_time)
+            .header("Access-Signature", signature)
+            .header("Accept-Language", &self.cfg.language)
+            .header("Content-Type", "application/json")
+            .body(body.to_string());
+        match req.send() {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                match resp.text() {
+                    Ok(text) => Ok(Response { status, text }),
+                    Err(e) => Err(SendError::MaybeSent(format!("reading the answer failed: {}", error_chain(&e)))),
+                }
+            }
+            Err(e) if e.is_connect() => {
+                Err(SendError::NotSent(format!("could not connect to {}: {}", self.cfg.base_url, error_chain(&e))))
+            }
+            Err(e) if e.is_builder() => Err(SendError::NotSent(format!("invalid request: {}", error_chain(&e)))),
+            Err(e) if e.is_timeout() => {
+                Err(SendError::MaybeSent(format!("no answer within {} s", self.cfg.timeout.as_secs_f32())))
+            }
+            Err(e) => Err(SendError::MaybeSent(error_chain(&e))),
+        }
+    }
+
+    // ---- convenience verbs ------------------------------------------------------------------
+
+    pub fn get(&self, path: &str, query: &[(&str, String)], what: &str) -> Result<Value, ApiError> {
+        self.call(reqwest::Method::GET, path, query, None, Idempotency::Safe, what)
+    }
+
+    /// Every page of a list: follows `cursor` until it is empty. `key` is the plural wrapper.
+    pub fn get_all(&self, path: &str, key: &str, query: &[(&str, String)], what: &str) -> Result<Vec<Value>, ApiError> {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut q: Vec<(&str, String)> = query.to_vec();
+            q.push(("limit", "100".into()));
+            if let Some(c) = &cursor {
+                q.push(("cursor", c.clone()));
+            }
+            let page = self.get(path, &q, what)?;
+            let items = page.get(key).and_then(Value::as_array).ok_or_else(|| ApiError::Decode {
+                what: what.into(),
+                cause: format!("no `{key}` list in the answer"),
+            })?;
+            out.extend(items.iter().cloned());
+            cursor = page.get("cursor").and_then(Value::as_str).filter(|c| !c.is_empty()).map(str::to_string);
+            if cursor.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+}
+
+struct Response {
+    status: u16,
+    text: String,
+}
+
+enum SendError {
+    /// Nothing reached the server (connection refused, DNS): always safe to retry.
+    NotSent(String),
+    /// The request may have been received and acted on.
+    MaybeSent(String),
+}
+
+fn parse_errors(text: &str) -> Vec<ApiErrorItem> {
+    #[derive(serde::Deserialize)]
+    struct Errors {
+        errors: Vec<ApiErrorItem>,
+    }
+    match serde_json::from_str::<Errors>(text) {
+        Ok(e) => e.errors,
+        Err(_) => vec![ApiErrorItem { code: "unknown".into(), message: truncate(text, 200) }],
+    }
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n { s.to_string() } else { format!("{}...", s.chars().take(n).collect::<String>()) }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summarizes_errors_in_one_line() {
+        let errors = vec![
+            ApiErrorItem { code: "invalidTaxId".into(), message: "bad CPF".into() },
+            ApiErrorItem { code: "invalidTaxId".into(), message: "bad CPF".into() },
+            ApiErrorItem { code: "invalidAmount".into(), message: "zero".into() },
+        ];
+        let e = ApiError::Rejected { what: "creating invoices".into(), status: 400, errors };
+        assert_eq!(
+            e.to_string(),
+            "Stark Bank refused creating invoices (HTTP 400): invalidTaxId: bad CPF; invalidAmount: zero"
+        );
+        assert!(!e.is_temporary());
+    }
+
+    #[test]
+    fn encodes_queries_like_the_sdk() {
+        let c = Client::new(ClientConfig::new("http://x/", "1", crate::starkbank::keys::generate())).unwrap();
+        assert_eq!(c.url("/public-key", &[("limit", "1".into())]), "http://x/v2/public-key?limit=1");
+        assert_eq!(c.url("transfer", &[("tags", "a b,c".into())]), "http://x/v2/transfer?tags=a+b%2Cc");
+    }
+
+    #[test]
+    fn backoff_is_capped() {
+        let mut cfg = ClientConfig::new("http://x", "1", crate::starkbank::keys::generate());
+        cfg.backoff_cap = Duration::from_millis(300);
+        let c = Client::new(cfg).unwrap();
+        for attempt in 1..30 {
+            assert!(c.backoff(attempt) <= Duration::from_millis(300));
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Campaign, slot and invoice-draft queries (issue-invoices).

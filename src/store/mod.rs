@@ -1,0 +1,189 @@
+//! All SQL lives here. One SQLite file, WAL mode, a busy timeout, foreign keys on, and
+//! `synchronous=FULL` so a commit that answered 200 survives a power cut.
+//!
+//! Owns: opening (with a 0600 file), embedded migrations run on open, and the queries of each
+//! part of the product (`events`, `campaign`, `sweep`). Does not own: HTTP or decisions.
+
+mod campaign;
+mod events;
+mod sweep;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use rusqlite::Connection;
+
+pub use events::*;
+
+/// Migrations in order; `PRAGMA user_version` records how many are applied.
+const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed, mode 0600) and migrates the database.
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
+            && !parent.exists()
+        {
+            anyhow::bail!(
+                "database {}: the directory {} does not exist; to fix: create it or point STARK_SWEEP_DB elsewhere",
+                path.display(),
+                parent.display()
+            );
+        }
+        if !path.exists() {
+            // Create it ourselves so it is never world-readable, whatever the umask.
+            if let Err(e) = crate::config::write_private_file(path, b"", false)
+                && e.kind() != std::io::ErrorKind::AlreadyExists
+            {
+                return Err(e).with_context(|| format!("creating the database {}", path.display()));
+            }
+        }
+        let conn = Connection::open(path).with_context(|| format!("opening the database {}", path.display()))?;
+        let store = Self { conn, path: path.to_path_buf() };
+        store.configure().with_context(|| format!("configuring the database {}", path.display()))?;
+        store.migrate().with_context(|| format!("migrating the database {}", path.display()))?;
+        Ok(store)
+    }
+
+    fn configure(&self) -> rusqlite::Result<()> {
+        self.conn.busy_timeout(Duration::from_secs(10))?;
+        self.conn.pragma_update(None, "journal_mode", "WAL")?;
+        self.conn.pragma_update(None, "synchronous", "FULL")?;
+        self.conn.pragma_update(None, "foreign_keys", "ON")?;
+        Ok(())
+    }
+
+    fn migrate(&self) -> anyhow::Result<()> {
+        let current: i64 = self.conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let known = MIGRATIONS.len() as i64;
+        if current > known {
+            anyhow::bail!(
+                "it was written by a newer stark-sweep (schema {current}, this one knows {known}); to fix: upgrade stark-sweep"
+            );
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+            let tx = self.conn.unchecked_transaction()?;
+            // Re-check inside the write lock: another process may have migrated meanwhile.
+            let now: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+            if now > i as i64 {
+                continue;
+            }
+            tx.execute_batch(sql).with_context(|| format!("applying migration {}", i + 1))?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+            tx.commit()?;
+        }
+        Ok(())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A cheap read that proves the file is reachable (for `/health`).
+    pub fn ping(&self) -> anyhow::Result<()> {
+        self.conn.query_row("SELECT 1", [], |_| Ok(()))?;
+        Ok(())
+    }
+}
+
+/// An exclusive lock on `<db>.<name>.lock`, held for the life of the value. The kernel drops
+/// it when the process dies, so `kill -9` never leaves a stale lock behind. It tells a run
+/// whether another run of the same job is alive; the durable claims stay in SQLite.
+#[derive(Debug)]
+pub struct RunLock {
+    _file: std::fs::File,
+}
+
+impl RunLock {
+    /// `Ok(None)` when another live process holds it.
+    pub fn try_acquire(db: &Path, name: &str) -> anyhow::Result<Option<Self>> {
+        let path = lock_path(db, name);
+        let file = open_lock(&path)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(Self { _file: file })),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("locking {}", path.display())),
+        }
+    }
+
+    /// Waits for the lock (used by in-process background work that must not be skipped).
+    pub fn acquire(db: &Path, name: &str) -> anyhow::Result<Self> {
+        let path = lock_path(db, name);
+        let file = open_lock(&path)?;
+        file.lock().with_context(|| format!("locking {}", path.display()))?;
+        Ok(Self { _file: file })
+    }
+}
+
+fn lock_path(db: &Path, name: &str) -> PathBuf {
+    let mut p = db.as_os_str().to_owned();
+    p.push(format!(".{name}.lock"));
+    PathBuf::from(p)
+}
+
+fn open_lock(path: &Path) -> anyhow::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("opening the lock file {}", path.display()))
+}
+
+/// Current UTC time as stored text.
+pub(crate) fn ts(t: chrono::DateTime<chrono::Utc>) -> String {
+    crate::starkbank::time::format(t)
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    pub fn temp_store() -> (tempfile::TempDir, super::Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = super::Store::open(&dir.path().join("t.db")).unwrap();
+        (dir, store)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    #[test]
+    fn opens_migrates_and_reopens() {
+        let (dir, store) = testing::temp_store();
+        store.ping().unwrap();
+        drop(store);
+        let again = Store::open(&dir.path().join("t.db")).unwrap();
+        let v: i64 = again.conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(v, MIGRATIONS.len() as i64);
+        let mode = std::fs::metadata(dir.path().join("t.db")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn run_lock_excludes_a_second_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("x.db");
+        let first = RunLock::try_acquire(&db, "job").unwrap();
+        assert!(first.is_some());
+        assert!(RunLock::try_acquire(&db, "job").unwrap().is_none());
+        drop(first);
+        assert!(RunLock::try_acquire(&db, "job").unwrap().is_some());
+    }
+}

@@ -1,0 +1,1 @@
+//! Credits, sends and transfers (process-events).

@@ -1,0 +1,1 @@
+//! The inbound webhook listener.
