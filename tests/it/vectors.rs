@@ -1,6 +1,5 @@
 //! Every real, derived and negative Stark Bank webhook signature gets exactly the verdict the
 //! official SDK gives it (`expected_valid`), through our verifier and its Python-form fallback.
-#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code: a panic is the failed assertion")]
 
 use std::path::Path;
 

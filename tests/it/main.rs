@@ -1,0 +1,8 @@
+//! The integration tests: one binary, one module per area. They run the real `stark-sweep`
+//! executable in fresh temp dirs against the real emulator on port 0, real SQLite files and
+//! the official Python SDK (from the venv that `scripts/test` creates).
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code: a panic is the failed assertion")]
+
+mod util;
+
+mod vectors;
