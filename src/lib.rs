@@ -1,12 +1,14 @@
 //! stark-sweep: issues Stark Bank invoices on a 24-hour campaign and sweeps every credited
 //! invoice (amount - fee) to a target account, exactly once. See ARCHITECTURE.md.
 
+pub mod campaign; // the slot calendar and invoice tags
 pub mod cli; // clap types only
 pub mod cmd; // one run() per subcommand
 pub mod config; // flags > env > .env > defaults, validated once
 pub mod error; // exit codes and one-line errors
 pub mod logging; // stderr logs, text or JSON
+pub mod people;
 pub mod sandbox; // the local Stark Bank emulator
 pub mod starkbank; // the API client: keys, signing, requests, resources, events
 pub mod store; // all SQL: migrations, events, campaign, sweep
-pub mod webhook; // the inbound listener: verify -> store -> answer
+pub mod webhook; // the inbound listener: verify -> store -> answer // random Brazilian payers with valid CPFs

@@ -1,6 +1,7 @@
 //! Dispatch: one `run()` per subcommand, and the one place that turns a result into an exit
 //! code and a one-line error on stderr.
 
+pub mod issue_invoices;
 pub mod keygen;
 
 use std::io::Write as _;
@@ -57,6 +58,7 @@ pub fn run(cli: Cli, dotenv_error: Option<anyhow::Error>) -> ExitCode {
 fn dispatch(ctx: &Ctx, command: Command) -> anyhow::Result<Status> {
     match command {
         Command::Keygen(args) => keygen::run(ctx, &args),
+        Command::IssueInvoices(args) => issue_invoices::run(ctx, &args),
         other => anyhow::bail!("{other:?} is not available in this build"),
     }
 }

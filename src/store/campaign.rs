@@ -1,1 +1,301 @@
 //! Campaign, slot and invoice-draft queries (issue-invoices).
+//!
+//! The slot row is the claim: inserting it is what makes a run the one that issues that slot,
+//! and the drafts are written in the same transaction, before any API call.
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use rusqlite::{OptionalExtension as _, params};
+
+use super::{Store, ts};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CampaignRow {
+    pub tag: String,
+    pub started_at: DateTime<Utc>,
+    pub length_seconds: i64,
+    pub slot_seconds: i64,
+}
+
+impl CampaignRow {
+    pub fn shape(&self) -> crate::campaign::Shape {
+        crate::campaign::Shape::from_seconds(self.length_seconds, self.slot_seconds)
+    }
+
+    pub fn slots(&self) -> u32 {
+        self.shape().slots()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Draft {
+    pub draft_key: String,
+    pub slot: u32,
+    pub position: u32,
+    pub name: String,
+    pub tax_id: String,
+    pub amount: i64,
+    pub due: String,
+    pub expiration: i64,
+    pub tags: Vec<String>,
+    pub invoice_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SlotState {
+    /// No run has claimed it.
+    Free,
+    /// Claimed; some drafts may still lack an invoice id.
+    Claimed {
+        drafts: Vec<Draft>,
+    },
+    Issued {
+        issued_at: DateTime<Utc>,
+        drafts: Vec<Draft>,
+    },
+}
+
+/// Slot-level summary for `status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotRow {
+    pub slot: u32,
+    pub claimed_at: String,
+    pub issued_at: Option<String>,
+    pub invoices: i64,
+    pub total: i64,
+}
+
+fn parse_ts(s: &str) -> anyhow::Result<DateTime<Utc>> {
+    crate::starkbank::time::parse(s).with_context(|| format!("bad timestamp in the database: {s}"))
+}
+
+impl Store {
+    pub fn campaign(&self) -> anyhow::Result<Option<CampaignRow>> {
+        let row = self
+            .conn
+            .query_row("SELECT tag, started_at, length_seconds, slot_seconds FROM campaign WHERE id = 1", [], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?))
+            })
+            .optional()?;
+        row.map(|(tag, started, length_seconds, slot_seconds)| {
+            Ok(CampaignRow { tag, started_at: parse_ts(&started)?, length_seconds, slot_seconds })
+        })
+        .transpose()
+    }
+
+    pub fn slot_state(&self, slot: u32) -> anyhow::Result<SlotState> {
+        let row: Option<Option<String>> =
+            self.conn.query_row("SELECT issued_at FROM slots WHERE slot = ?1", [slot], |r| r.get(0)).optional()?;
+        Ok(match row {
+            None => SlotState::Free,
+            Some(None) => SlotState::Claimed { drafts: self.drafts(slot)? },
+            Some(Some(at)) => SlotState::Issued { issued_at: parse_ts(&at)?, drafts: self.drafts(slot)? },
+        })
+    }
+
+    pub fn drafts(&self, slot: u32) -> anyhow::Result<Vec<Draft>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT draft_key, slot, position, name, tax_id, amount, due, expiration, tags, invoice_id
+             FROM invoice_drafts WHERE slot = ?1 ORDER BY position",
+        )?;
+        let rows = stmt.query_map([slot], |r| {
+            Ok((
+                Draft {
+                    draft_key: r.get(0)?,
+                    slot: r.get(1)?,
+                    position: r.get(2)?,
+                    name: r.get(3)?,
+                    tax_id: r.get(4)?,
+                    amount: r.get(5)?,
+                    due: r.get(6)?,
+                    expiration: r.get(7)?,
+                    tags: Vec::new(),
+                    invoice_id: r.get(9)?,
+                },
+                r.get::<_, String>(8)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (mut d, tags) = row?;
+            d.tags = serde_json::from_str(&tags).context("bad tags in the database")?;
+            out.push(d);
+        }
+        Ok(out)
+    }
+
+    /// Names already invoiced in this campaign (to keep every payer distinct).
+    pub fn campaign_names(&self) -> anyhow::Result<Vec<String>> {
+        let mut stmt = self.conn.prepare_cached("SELECT name FROM invoice_drafts")?;
+        let names = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?;
+        Ok(names)
+    }
+
+    /// Atomically: starts the campaign if none exists (keeping an existing one), claims
+    /// `slot`, and writes its drafts. Returns `None` when another run claimed the slot first.
+    pub fn claim_slot(
+        &mut self,
+        campaign: &CampaignRow,
+        drafts: &[Draft],
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<Option<()>> {
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute(
+            "INSERT INTO campaign (id, tag, started_at, length_seconds, slot_seconds) VALUES (1, ?1, ?2, ?3, ?4)
+             ON CONFLICT (id) DO NOTHING",
+            params![campaign.tag, ts(campaign.started_at), campaign.length_seconds, campaign.slot_seconds],
+        )?;
+        let stored: String = tx.query_row("SELECT tag FROM campaign WHERE id = 1", [], |r| r.get(0))?;
+        anyhow::ensure!(stored == campaign.tag, "the campaign changed while this run was starting; run again");
+        let Some(first) = drafts.first() else { anyhow::bail!("no drafts to claim") };
+        let inserted = tx.execute(
+            "INSERT INTO slots (slot, claimed_at) VALUES (?1, ?2) ON CONFLICT (slot) DO NOTHING",
+            params![first.slot, ts(now)],
+        )?;
+        if inserted == 0 {
+            return Ok(None);
+        }
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO invoice_drafts (draft_key, slot, position, name, tax_id, amount, due, expiration, tags)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?;
+            for d in drafts {
+                stmt.execute(params![
+                    d.draft_key,
+                    d.slot,
+                    d.position,
+                    d.name,
+                    d.tax_id,
+                    d.amount,
+                    d.due,
+                    d.expiration,
+                    serde_json::to_string(&d.tags)?
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(Some(()))
+    }
+
+    /// Records which Stark Bank invoice each draft became; marks the slot issued when all have one.
+    pub fn record_invoices(&mut self, slot: u32, ids: &[(String, String)], now: DateTime<Utc>) -> anyhow::Result<bool> {
+        let tx = self.conn.transaction()?;
+        for (draft_key, invoice_id) in ids {
+            tx.execute(
+                "UPDATE invoice_drafts SET invoice_id = ?2 WHERE draft_key = ?1 AND invoice_id IS NULL",
+                params![draft_key, invoice_id],
+            )?;
+        }
+        let missing: i64 =
+            tx.query_row("SELECT COUNT(*) FROM invoice_drafts WHERE slot = ?1 AND invoice_id IS NULL", [slot], |r| {
+                r.get(0)
+            })?;
+        if missing == 0 {
+            tx.execute(
+                "UPDATE slots SET issued_at = ?2 WHERE slot = ?1 AND issued_at IS NULL",
+                params![slot, ts(now)],
+            )?;
+        }
+        tx.commit()?;
+        Ok(missing == 0)
+    }
+
+    /// Whether a create request was ever sent for this slot.
+    pub fn slot_attempted(&self, slot: u32) -> anyhow::Result<bool> {
+        let at: Option<Option<String>> =
+            self.conn.query_row("SELECT attempted_at FROM slots WHERE slot = ?1", [slot], |r| r.get(0)).optional()?;
+        Ok(matches!(at, Some(Some(_))))
+    }
+
+    /// Recorded durably before the create request leaves, so a crash mid-request is known.
+    pub fn mark_slot_attempted(&mut self, slot: u32, now: DateTime<Utc>) -> anyhow::Result<()> {
+        self.conn.execute("UPDATE slots SET attempted_at = ?2 WHERE slot = ?1", params![slot, ts(now)])?;
+        Ok(())
+    }
+
+    /// Forgets a claim whose create request Stark Bank refused outright (so nothing exists);
+    /// forgets the campaign too when this was its only slot, so the next run starts it afresh.
+    pub fn abandon_slot(&mut self, slot: u32) -> anyhow::Result<()> {
+        let tx = self.conn.transaction()?;
+        let with_ids: i64 = tx.query_row(
+            "SELECT COUNT(*) FROM invoice_drafts WHERE slot = ?1 AND invoice_id IS NOT NULL",
+            [slot],
+            |r| r.get(0),
+        )?;
+        anyhow::ensure!(with_ids == 0, "slot {slot} already has invoices; it cannot be abandoned");
+        tx.execute("DELETE FROM invoice_drafts WHERE slot = ?1", [slot])?;
+        tx.execute("DELETE FROM slots WHERE slot = ?1", [slot])?;
+        let left: i64 = tx.query_row("SELECT COUNT(*) FROM slots", [], |r| r.get(0))?;
+        if left == 0 {
+            tx.execute("DELETE FROM campaign", [])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn slots(&self) -> anyhow::Result<Vec<SlotRow>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT s.slot, s.claimed_at, s.issued_at, COUNT(d.invoice_id), COALESCE(SUM(CASE WHEN d.invoice_id IS NOT NULL THEN d.amount END), 0)
+             FROM slots s LEFT JOIN invoice_drafts d ON d.slot = s.slot GROUP BY s.slot ORDER BY s.slot",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(SlotRow {
+                slot: r.get(0)?,
+                claimed_at: r.get(1)?,
+                issued_at: r.get(2)?,
+                invoices: r.get(3)?,
+                total: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing::temp_store;
+
+    fn campaign() -> CampaignRow {
+        CampaignRow { tag: "c1".into(), started_at: Utc::now(), length_seconds: 86_400, slot_seconds: 10_800 }
+    }
+
+    fn draft(slot: u32, pos: u32) -> Draft {
+        Draft {
+            draft_key: format!("k{slot}-{pos}"),
+            slot,
+            position: pos,
+            name: "Ana Lima".into(),
+            tax_id: "337.451.076-08".into(),
+            amount: 1000,
+            due: "2030-01-01T00:00:00+00:00".into(),
+            expiration: 100,
+            tags: vec!["stark-sweep".into()],
+            invoice_id: None,
+        }
+    }
+
+    #[test]
+    fn a_slot_is_claimed_once() {
+        let (_d, mut store) = temp_store();
+        assert_eq!(store.slot_state(0).unwrap(), SlotState::Free);
+        assert!(store.claim_slot(&campaign(), &[draft(0, 0), draft(0, 1)], Utc::now()).unwrap().is_some());
+        assert!(store.claim_slot(&campaign(), &[draft(0, 5)], Utc::now()).unwrap().is_none());
+        let SlotState::Claimed { drafts } = store.slot_state(0).unwrap() else { panic!("not claimed") };
+        assert_eq!(drafts.len(), 2);
+        assert!(!store.record_invoices(0, &[("k0-0".into(), "i1".into())], Utc::now()).unwrap());
+        assert!(store.record_invoices(0, &[("k0-1".into(), "i2".into())], Utc::now()).unwrap());
+        assert!(matches!(store.slot_state(0).unwrap(), SlotState::Issued { .. }));
+        assert!(store.abandon_slot(0).is_err(), "issued slots are never forgotten");
+    }
+
+    #[test]
+    fn abandoning_the_only_slot_forgets_the_campaign() {
+        let (_d, mut store) = temp_store();
+        store.claim_slot(&campaign(), &[draft(0, 0)], Utc::now()).unwrap();
+        store.abandon_slot(0).unwrap();
+        assert_eq!(store.campaign().unwrap(), None);
+        assert_eq!(store.slot_state(0).unwrap(), SlotState::Free);
+    }
+}

@@ -14,6 +14,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use rusqlite::Connection;
 
+pub use campaign::*;
 pub use events::*;
 
 /// Migrations in order; `PRAGMA user_version` records how many are applied.

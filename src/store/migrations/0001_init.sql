@@ -7,13 +7,14 @@ CREATE TABLE campaign (
     id            INTEGER PRIMARY KEY CHECK (id = 1),
     tag           TEXT    NOT NULL,          -- e.g. c20261129t1830, carried by every invoice
     started_at    TEXT    NOT NULL,
-    slot_seconds  INTEGER NOT NULL CHECK (slot_seconds > 0),
-    slots         INTEGER NOT NULL CHECK (slots > 0)
+    length_seconds INTEGER NOT NULL CHECK (length_seconds > 0),
+    slot_seconds  INTEGER NOT NULL CHECK (slot_seconds > 0)
 );
 
 CREATE TABLE slots (
     slot          INTEGER PRIMARY KEY CHECK (slot >= 0),
     claimed_at    TEXT    NOT NULL,
+    attempted_at  TEXT,                      -- set before each create request is sent
     issued_at     TEXT                       -- NULL until every draft has its invoice id
 );
 

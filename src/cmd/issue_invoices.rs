@@ -1,0 +1,393 @@
+//! `stark-sweep issue-invoices`: this slot's batch of 8-12 invoices, exactly once.
+//!
+//! Order of operations, each step durable before the next:
+//! 1. a process lock (another live run of this job means "in progress elsewhere", exit 0);
+//! 2. the slot row and its drafts, in one SQLite transaction (the claim);
+//! 3. for a slot claimed earlier but not finished: look its invoices up by tag, and record them;
+//! 4. one `POST /v2/invoice` with the drafts that do not exist yet;
+//! 5. the invoice ids, and the slot marked issued.
+//!
+//! Invoices have no idempotency key at Stark Bank, so an unknown outcome is never retried
+//! blindly: the next run does step 3 first.
+
+use chrono::{DateTime, Duration, Utc};
+use rand::RngExt as _;
+use serde_json::json;
+
+use super::{Ctx, Status, brl, print, print_json};
+use crate::campaign::{self, Shape, SlotAt};
+use crate::cli::IssueArgs;
+use crate::error;
+use crate::people;
+use crate::starkbank::resources::{ListFilter, NewInvoice};
+use crate::starkbank::{ApiError, Client, time};
+use crate::store::{CampaignRow, Draft, RunLock, SlotState, Store};
+
+/// A sanity bound for configured amounts: R$ 1.000.000,00 (Stark Bank's real limit is undocumented).
+const MAX_INVOICE_CENTS: i64 = 100_000_000;
+
+/// Validated options.
+#[derive(Debug, Clone)]
+struct Plan {
+    shape: Shape,
+    count: (u32, u32),
+    amount: (i64, i64),
+    due: Duration,
+    expiration: Duration,
+}
+
+impl Plan {
+    fn from_args(a: &IssueArgs) -> anyhow::Result<Self> {
+        let length = a.campaign.campaign_hours.unwrap_or(24);
+        let slot = a.campaign.slot_hours.unwrap_or(3);
+        if slot == 0 || length == 0 || slot > length {
+            return Err(error::config(format!(
+                "STARK_SWEEP_CAMPAIGN_HOURS={length} / STARK_SWEEP_SLOT_HOURS={slot}: need 0 < slot <= campaign"
+            )));
+        }
+        let count = (a.invoices_min.unwrap_or(8), a.invoices_max.unwrap_or(12));
+        if count.0 == 0 || count.0 > count.1 || count.1 > 100 {
+            return Err(error::config(format!(
+                "STARK_SWEEP_INVOICES_MIN={} / STARK_SWEEP_INVOICES_MAX={}: need 1 <= min <= max <= 100 (one request per slot)",
+                count.0, count.1
+            )));
+        }
+        let amount = (a.amount_min.unwrap_or(1_000), a.amount_max.unwrap_or(50_000));
+        if amount.0 <= 0 || amount.0 > amount.1 || amount.1 > MAX_INVOICE_CENTS {
+            return Err(error::config(format!(
+                "STARK_SWEEP_AMOUNT_MIN={} / STARK_SWEEP_AMOUNT_MAX={}: need 0 < min <= max <= {MAX_INVOICE_CENTS} (integer cents)",
+                amount.0, amount.1
+            )));
+        }
+        let due_days = a.due_days.unwrap_or(2);
+        let expiration_days = a.expiration_days.unwrap_or(5);
+        if due_days == 0 || expiration_days == 0 {
+            return Err(error::config(
+                "STARK_SWEEP_DUE_DAYS and STARK_SWEEP_EXPIRATION_DAYS must be at least 1: the sandbox never pays overdue invoices",
+            ));
+        }
+        Ok(Self {
+            shape: Shape::hours(length, slot),
+            count,
+            amount,
+            due: Duration::days(i64::from(due_days)),
+            expiration: Duration::days(i64::from(expiration_days)),
+        })
+    }
+
+    /// Fresh drafts for a slot: distinct people, random amounts, tags that find them again.
+    fn drafts(&self, campaign: &CampaignRow, slot: u32, now: DateTime<Utc>, taken: &[String]) -> Vec<Draft> {
+        let mut rng = rand::rng();
+        let n = rng.random_range(self.count.0..=self.count.1) as usize;
+        let due = time::format_secs(now + self.due);
+        people::distinct_people(&mut rng, n, taken)
+            .into_iter()
+            .enumerate()
+            .map(|(i, person)| {
+                let draft_key = format!("{}-{slot}-{i}-{:08x}", campaign.tag, rng.random::<u32>());
+                Draft {
+                    tags: vec![
+                        campaign::OWNER_TAG.to_string(),
+                        campaign::campaign_label(&campaign.tag),
+                        campaign::slot_tag(&campaign.tag, slot),
+                        campaign::draft_tag(&draft_key),
+                    ],
+                    draft_key,
+                    slot,
+                    position: i as u32,
+                    name: person.name,
+                    tax_id: person.cpf,
+                    amount: rng.random_range(self.amount.0..=self.amount.1),
+                    due: due.clone(),
+                    expiration: self.expiration.num_seconds(),
+                    invoice_id: None,
+                }
+            })
+            .collect()
+    }
+}
+
+/// What the run did, for the summary.
+#[derive(Debug)]
+enum Outcome {
+    Ended { ended_at: DateTime<Utc> },
+    NotStarted { starts_at: DateTime<Utc> },
+    AlreadyIssued { slot: u32, drafts: Vec<Draft> },
+    Busy,
+    Taken { slot: u32 },
+    Issued { slot: u32, drafts: Vec<Draft>, created_now: usize },
+    DryRun { slot: u32, drafts: Vec<Draft> },
+}
+
+pub fn run(ctx: &Ctx, args: &IssueArgs) -> anyhow::Result<Status> {
+    let plan = Plan::from_args(args)?;
+    let now = ctx.clock.now();
+    let (campaign_row, outcome) = if args.dry_run { dry_run(ctx, &plan, now)? } else { issue(ctx, &plan, now)? };
+    report(&plan, campaign_row.as_ref(), &outcome, args.json)?;
+    Ok(Status::Success)
+}
+
+fn dry_run(ctx: &Ctx, plan: &Plan, now: DateTime<Utc>) -> anyhow::Result<(Option<CampaignRow>, Outcome)> {
+    // Never create the database for a dry run.
+    let store = if ctx.db.exists() { Some(Store::open(&ctx.db)?) } else { None };
+    let existing = match &store {
+        Some(s) => s.campaign()?,
+        None => None,
+    };
+    let campaign = existing.clone().unwrap_or_else(|| new_campaign(plan, now));
+    match campaign.shape().slot_at(campaign.started_at, now) {
+        SlotAt::Ended { ended_at } => Ok((Some(campaign), Outcome::Ended { ended_at })),
+        SlotAt::NotStarted => Ok((Some(campaign.clone()), Outcome::NotStarted { starts_at: campaign.started_at })),
+        SlotAt::Slot(slot) => {
+            if let Some(store) = &store
+                && let SlotState::Issued { drafts, .. } = store.slot_state(slot)?
+            {
+                return Ok((Some(campaign), Outcome::AlreadyIssued { slot, drafts }));
+            }
+            let taken = match &store {
+                Some(s) => s.campaign_names()?,
+                None => Vec::new(),
+            };
+            let drafts = plan.drafts(&campaign, slot, now, &taken);
+            Ok((Some(campaign), Outcome::DryRun { slot, drafts }))
+        }
+    }
+}
+
+fn new_campaign(plan: &Plan, now: DateTime<Utc>) -> CampaignRow {
+    // Whole seconds: the start is stored as text and compared against tags.
+    let start = DateTime::<Utc>::from_timestamp(now.timestamp(), 0).unwrap_or(now);
+    CampaignRow {
+        tag: campaign::campaign_tag(start),
+        started_at: start,
+        length_seconds: plan.shape.length.num_seconds(),
+        slot_seconds: plan.shape.slot.num_seconds(),
+    }
+}
+
+fn issue(ctx: &Ctx, plan: &Plan, now: DateTime<Utc>) -> anyhow::Result<(Option<CampaignRow>, Outcome)> {
+    // Configuration is checked before anything is written.
+    let client = crate::config::client(&ctx.global.api)?;
+    let mut store = Store::open(&ctx.db)?;
+    let Some(_lock) = RunLock::try_acquire(&ctx.db, "issue-invoices")? else {
+        return Ok((store.campaign()?, Outcome::Busy));
+    };
+    let existing = store.campaign()?;
+    if let Some(c) = &existing
+        && c.shape() != plan.shape
+    {
+        log::warn!(
+            "the running campaign keeps the shape it started with ({} s long, {} s slots); the configured shape applies to the next campaign",
+            c.length_seconds,
+            c.slot_seconds
+        );
+    }
+    let campaign = existing.unwrap_or_else(|| new_campaign(plan, now));
+    let slot = match campaign.shape().slot_at(campaign.started_at, now) {
+        SlotAt::Ended { ended_at } => return Ok((Some(campaign), Outcome::Ended { ended_at })),
+        SlotAt::NotStarted => {
+            let starts_at = campaign.started_at;
+            return Ok((Some(campaign), Outcome::NotStarted { starts_at }));
+        }
+        SlotAt::Slot(slot) => slot,
+    };
+    let drafts = match store.slot_state(slot)? {
+        SlotState::Issued { drafts, .. } => return Ok((Some(campaign), Outcome::AlreadyIssued { slot, drafts })),
+        SlotState::Claimed { drafts } => {
+            log::info!("slot {slot} was claimed by an earlier run that did not finish; completing it");
+            drafts
+        }
+        SlotState::Free => {
+            let drafts = plan.drafts(&campaign, slot, now, &store.campaign_names()?);
+            if store.claim_slot(&campaign, &drafts, now)?.is_none() {
+                return Ok((Some(campaign), Outcome::Taken { slot }));
+            }
+            log::info!("claimed slot {slot} of campaign {} with {} drafts", campaign.tag, drafts.len());
+            drafts
+        }
+    };
+    let created_now = complete_slot(&client, &mut store, &campaign, slot, drafts, now)?;
+    let drafts = store.drafts(slot)?;
+    Ok((Some(campaign), Outcome::Issued { slot, drafts, created_now }))
+}
+
+/// Makes every draft of a claimed slot exist at Stark Bank exactly once. Returns how many
+/// invoices this run created.
+fn complete_slot(
+    client: &Client,
+    store: &mut Store,
+    campaign: &CampaignRow,
+    slot: u32,
+    drafts: Vec<Draft>,
+    now: DateTime<Utc>,
+) -> anyhow::Result<usize> {
+    let mut missing: Vec<Draft> = drafts.into_iter().filter(|d| d.invoice_id.is_none()).collect();
+    if missing.is_empty() {
+        store.record_invoices(slot, &[], now)?;
+        return Ok(0);
+    }
+    let resumed = store.slot_attempted(slot)?;
+    if resumed {
+        // An earlier attempt may have created some or all of them: find them by tag first.
+        let found =
+            client.query_invoices(&ListFilter::tags([campaign::slot_tag(&campaign.tag, slot)])).map_err(|e| {
+                anyhow::Error::new(e).context(format!("looking up slot {slot}'s invoices before completing it"))
+            })?;
+        let mut matched = Vec::new();
+        for inv in found {
+            if let Some(d) = missing.iter().find(|d| inv.tags.iter().any(|t| *t == campaign::draft_tag(&d.draft_key))) {
+                matched.push((d.draft_key.clone(), inv.id.clone()));
+            }
+        }
+        if !matched.is_empty() {
+            log::info!("slot {slot}: {} invoices from an earlier attempt already exist", matched.len());
+        }
+        store.record_invoices(slot, &matched, now)?;
+        missing.retain(|d| !matched.iter().any(|(k, _)| *k == d.draft_key));
+        if missing.is_empty() {
+            return Ok(0);
+        }
+    }
+    store.mark_slot_attempted(slot, now)?;
+    let batch: Vec<NewInvoice> = missing
+        .iter()
+        .map(|d| NewInvoice {
+            amount: d.amount,
+            tax_id: d.tax_id.clone(),
+            name: d.name.clone(),
+            due: d.due.clone(),
+            expiration: d.expiration,
+            tags: d.tags.clone(),
+        })
+        .collect();
+    match client.create_invoices(&batch) {
+        Ok(created) => {
+            let mut ids = Vec::new();
+            for inv in &created {
+                match missing.iter().find(|d| inv.tags.iter().any(|t| *t == campaign::draft_tag(&d.draft_key))) {
+                    Some(d) => ids.push((d.draft_key.clone(), inv.id.clone())),
+                    None => log::warn!("invoice {} came back without a draft tag we know", inv.id),
+                }
+            }
+            let complete = store.record_invoices(slot, &ids, now)?;
+            if !complete {
+                return Err(error::temporary(format!(
+                    "slot {slot}: Stark Bank answered with {} of {} invoices; the next run looks up the rest by tag",
+                    ids.len(),
+                    missing.len()
+                )));
+            }
+            Ok(ids.len())
+        }
+        Err(e @ ApiError::Rejected { .. }) if !resumed => {
+            // The whole request was refused, so nothing was created: forget the claim, so a
+            // corrected configuration can issue this slot on the next run.
+            store.abandon_slot(slot)?;
+            Err(anyhow::Error::new(e).context(format!("issuing slot {slot}")))
+        }
+        Err(e) => {
+            let what = match e {
+                ApiError::OutcomeUnknown { .. } => {
+                    format!("issuing slot {slot} (the next run finds them by tag first)")
+                }
+                _ => format!("issuing slot {slot}"),
+            };
+            Err(anyhow::Error::new(e).context(what))
+        }
+    }
+}
+
+fn report(plan: &Plan, campaign: Option<&CampaignRow>, outcome: &Outcome, json: bool) -> anyhow::Result<()> {
+    let tag = campaign.map(|c| c.tag.clone()).unwrap_or_default();
+    let slots = campaign.map(CampaignRow::slots).unwrap_or(plan.shape.slots());
+    let invoices = |drafts: &[Draft], with_people: bool| -> Vec<serde_json::Value> {
+        drafts
+            .iter()
+            .map(|d| {
+                let mut v =
+                    json!({"draftKey": d.draft_key, "invoiceId": d.invoice_id, "amount": d.amount, "due": d.due});
+                if with_people {
+                    v["name"] = json!(d.name);
+                    v["taxId"] = json!(d.tax_id);
+                }
+                v
+            })
+            .collect()
+    };
+    let total = |drafts: &[Draft]| drafts.iter().map(|d| d.amount).sum::<i64>();
+    let (status, slot, drafts, text): (&str, Option<u32>, &[Draft], String) = match outcome {
+        Outcome::Ended { ended_at } => {
+            ("ended", None, &[], format!("campaign {tag} ended at {}; nothing to do\n", time::format_secs(*ended_at)))
+        }
+        Outcome::NotStarted { starts_at } => (
+            "not-started",
+            None,
+            &[],
+            format!("campaign {tag} starts at {}; nothing to do yet\n", time::format_secs(*starts_at)),
+        ),
+        Outcome::Busy => (
+            "in-progress",
+            None,
+            &[],
+            "another issue-invoices run is in progress; it will issue this slot\n".to_string(),
+        ),
+        Outcome::Taken { slot } => (
+            "taken",
+            Some(*slot),
+            &[],
+            format!("slot {}/{slots} was just taken by another run; nothing to do\n", slot + 1),
+        ),
+        Outcome::AlreadyIssued { slot, drafts } => (
+            "already-issued",
+            Some(*slot),
+            drafts,
+            format!(
+                "slot {}/{slots} of campaign {tag} is already issued ({} invoices, {}); nothing to do\n",
+                slot + 1,
+                drafts.len(),
+                brl(total(drafts))
+            ),
+        ),
+        Outcome::Issued { slot, drafts, created_now } => {
+            let ids: Vec<&str> = drafts.iter().filter_map(|d| d.invoice_id.as_deref()).collect();
+            (
+                "issued",
+                Some(*slot),
+                drafts,
+                format!(
+                    "issued slot {}/{slots} of campaign {tag}: {} invoices ({} created by this run), total {}\ninvoice ids: {}\n",
+                    slot + 1,
+                    drafts.len(),
+                    created_now,
+                    brl(total(drafts)),
+                    ids.join(" ")
+                ),
+            )
+        }
+        Outcome::DryRun { slot, drafts } => {
+            let mut text = format!(
+                "dry run: slot {}/{slots} of campaign {tag} would issue {} invoices, total {}\n",
+                slot + 1,
+                drafts.len(),
+                brl(total(drafts))
+            );
+            for d in drafts.iter() {
+                text.push_str(&format!("  {:>14}  {}  {}  due {}\n", brl(d.amount), d.tax_id, d.name, d.due));
+            }
+            ("dry-run", Some(*slot), drafts, text)
+        }
+    };
+    if json {
+        print_json(&json!({
+            "status": status,
+            "campaign": tag,
+            "slot": slot,
+            "slots": slots,
+            "count": drafts.len(),
+            "total": total(drafts),
+            "invoices": invoices(drafts, matches!(outcome, Outcome::DryRun { .. })),
+        }))
+    } else {
+        print(&text)
+    }
+}
