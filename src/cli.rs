@@ -211,6 +211,9 @@ pub struct ProcessArgs {
     /// Do not pull undelivered events from Stark Bank (GET /v2/event?isDelivered=false)
     #[arg(long, env = "STARK_SWEEP_NO_RECONCILE")]
     pub no_reconcile: bool,
+    /// Put credits that need attention back in play with a fresh attempt budget (after fixing the cause)
+    #[arg(long)]
+    pub retry_attention: bool,
     /// Print the result as JSON on stdout
     #[arg(long)]
     pub json: bool,

@@ -11,4 +11,5 @@ pub mod people;
 pub mod sandbox; // the local Stark Bank emulator
 pub mod starkbank; // the API client: keys, signing, requests, resources, events
 pub mod store; // all SQL: migrations, events, campaign, sweep
+pub mod sweep; // the transfer step: credits -> exactly one transfer each
 pub mod webhook; // the inbound listener: verify -> store -> answer // random Brazilian payers with valid CPFs

@@ -3,6 +3,7 @@
 
 pub mod issue_invoices;
 pub mod keygen;
+pub mod process_events;
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -59,6 +60,7 @@ fn dispatch(ctx: &Ctx, command: Command) -> anyhow::Result<Status> {
     match command {
         Command::Keygen(args) => keygen::run(ctx, &args),
         Command::IssueInvoices(args) => issue_invoices::run(ctx, &args),
+        Command::ProcessEvents(args) => process_events::run(ctx, &args),
         other => anyhow::bail!("{other:?} is not available in this build"),
     }
 }

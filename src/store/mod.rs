@@ -16,6 +16,7 @@ use rusqlite::Connection;
 
 pub use campaign::*;
 pub use events::*;
+pub use sweep::*;
 
 /// Migrations in order; `PRAGMA user_version` records how many are applied.
 const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
