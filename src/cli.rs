@@ -229,8 +229,6 @@ pub struct StatusArgs {
     /// A credit not transferred after this many minutes needs attention [default: 30]
     #[arg(long, env = "STARK_SWEEP_STALE_MINUTES", value_name = "MINUTES")]
     pub stale_minutes: Option<i64>,
-    #[command(flatten)]
-    pub campaign: CampaignArgs,
 }
 
 #[derive(Debug, Subcommand)]

@@ -4,6 +4,7 @@
 pub mod issue_invoices;
 pub mod keygen;
 pub mod process_events;
+pub mod status;
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -61,6 +62,7 @@ fn dispatch(ctx: &Ctx, command: Command) -> anyhow::Result<Status> {
         Command::Keygen(args) => keygen::run(ctx, &args),
         Command::IssueInvoices(args) => issue_invoices::run(ctx, &args),
         Command::ProcessEvents(args) => process_events::run(ctx, &args),
+        Command::Status(args) => status::run(ctx, &args),
         other => anyhow::bail!("{other:?} is not available in this build"),
     }
 }
