@@ -5,4 +5,5 @@
 
 mod util;
 
+mod sandbox;
 mod vectors;
