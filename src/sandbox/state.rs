@@ -5,7 +5,7 @@
 //! Owns: the money rules and the life cycles. Does not own: HTTP, wire validation (`routes`)
 //! or the network side of deliveries (`delivery`).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -301,6 +301,8 @@ pub struct State {
     seq: u64,
     ids: HashSet<String>,
     schedule: BTreeMap<(DateTime<Utc>, u64), Action>,
+    /// Deliveries waiting for another event's first try, by invoice id.
+    held: HashMap<String, Vec<Delivery>>,
 }
 
 fn chrono_between(rng: &mut StdRng, min: Duration, max: Duration) -> chrono::Duration {
@@ -337,6 +339,7 @@ impl State {
             seq: 0,
             ids: HashSet::new(),
             schedule: BTreeMap::new(),
+            held: HashMap::new(),
         };
         s.workspace_id = s.new_id();
         s
@@ -452,7 +455,7 @@ impl State {
             out.push(Self::invoice_json(&inv));
             self.invoices.push(inv);
             let idx = self.invoices.len() - 1;
-            self.invoice_log(idx, "created", now, chrono::Duration::zero());
+            self.invoice_log(idx, "created", now, false);
             if let Some(t) = pay_at {
                 self.at(t, Action::Pay(id.clone()));
             }
@@ -466,10 +469,10 @@ impl State {
         self.at(due + chrono::Duration::seconds(expiration), Action::Expire(id.to_string()));
     }
 
-    fn invoice_log(&mut self, idx: usize, log_type: &str, at: DateTime<Utc>, delivery_delay: chrono::Duration) {
+    fn invoice_log(&mut self, idx: usize, log_type: &str, at: DateTime<Utc>, hold: bool) {
         let inv = &self.invoices[idx];
         let (resource, resource_id) = (Self::invoice_json(inv), inv.id.clone());
-        self.add_log(Kind::Invoice, log_type, resource_id, resource, Vec::new(), at, delivery_delay);
+        self.add_log(Kind::Invoice, log_type, resource_id, resource, Vec::new(), at, hold);
     }
 
     #[allow(clippy::too_many_arguments, reason = "one private constructor of a log and its event")]
@@ -481,7 +484,7 @@ impl State {
         resource: Value,
         errors: Vec<String>,
         at: DateTime<Utc>,
-        delivery_delay: chrono::Duration,
+        hold: bool,
     ) {
         let log = Log {
             seq: self.next_seq(),
@@ -516,6 +519,7 @@ impl State {
             .filter(|w| !w.deleted && w.subscriptions.iter().any(|s| s == kind.name()))
             .map(|w| (w.id.clone(), w.url.clone()))
             .collect();
+        let mut scheduled = false;
         for (webhook_id, url) in hooks {
             if faults::roll(&mut self.rng, self.faults.drop_delivery_rate) {
                 self.deliveries.push(SnapDelivery {
@@ -532,9 +536,24 @@ impl State {
             }
             let repeat = faults::roll(&mut self.rng, self.faults.duplicate_delivery_rate);
             let d = Delivery { event_id: event.id.clone(), webhook_id, attempt: 0, duplicate: false, repeat };
-            self.at(at + delivery_delay, Action::Deliver(d));
+            if hold {
+                self.held.entry(event.resource_id.clone()).or_default().push(d);
+            } else {
+                scheduled = true;
+                self.at(at, Action::Deliver(d));
+            }
+        }
+        if kind == Kind::Invoice && event.log_type == "credited" && !scheduled {
+            self.release_held(&event.resource_id, at);
         }
         self.events.push(event);
+    }
+
+    /// Schedules the deliveries held back for an invoice (its `paid` event, out of order).
+    fn release_held(&mut self, invoice_id: &str, at: DateTime<Utc>) {
+        for d in self.held.remove(invoice_id).unwrap_or_default() {
+            self.at(at + chrono::Duration::seconds(1), Action::Deliver(d));
+        }
     }
 
     /// The amounts a payment at `at` comes to: (amount paid, fine, interest, discount).
@@ -584,12 +603,9 @@ impl State {
         inv.status = "paid".into();
         inv.updated = at;
         inv.pay_at = None;
-        let delay = if self.faults.out_of_order {
-            credit_at - at + chrono::Duration::seconds(1)
-        } else {
-            chrono::Duration::zero()
-        };
-        self.invoice_log(idx, "paid", at, delay);
+        // Out of order: the `paid` deliveries wait until the `credited` one has been tried.
+        let hold = self.faults.out_of_order && !opts.skip_credit;
+        self.invoice_log(idx, "paid", at, hold);
         if !opts.skip_credit {
             self.at(credit_at, Action::Credit { id: id.to_string(), fee: opts.fee });
         }
@@ -608,7 +624,7 @@ impl State {
         inv.transaction_ids.push(tx);
         inv.updated = at;
         self.balance += inv.amount - inv.fee;
-        self.invoice_log(idx, "credited", at, chrono::Duration::zero());
+        self.invoice_log(idx, "credited", at, false);
     }
 
     /// PATCH: cancel, or change amount/due/expiration of an unpaid invoice.
@@ -644,7 +660,7 @@ impl State {
         if cancel {
             inv.status = "canceled".into();
             inv.pay_at = None;
-            self.invoice_log(idx, "canceled", now, chrono::Duration::zero());
+            self.invoice_log(idx, "canceled", now, false);
         } else if reschedule {
             let (due, exp) = (self.invoices[idx].due, self.invoices[idx].expiration);
             self.schedule_due(id, due, exp);
@@ -660,7 +676,7 @@ impl State {
         }
         inv.status = "overdue".into();
         inv.updated = at;
-        self.invoice_log(idx, "overdue", at, chrono::Duration::zero());
+        self.invoice_log(idx, "overdue", at, false);
     }
 
     fn expire(&mut self, id: &str, at: DateTime<Utc>) {
@@ -673,7 +689,7 @@ impl State {
         }
         inv.status = "expired".into();
         inv.updated = at;
-        self.invoice_log(idx, "expired", at, chrono::Duration::zero());
+        self.invoice_log(idx, "expired", at, false);
     }
 
     // ---- transfers ----------------------------------------------------------------------------
@@ -806,7 +822,7 @@ impl State {
     fn transfer_log(&mut self, idx: usize, log_type: &str, errors: Vec<String>, at: DateTime<Utc>) {
         let t = &self.transfers[idx];
         let (resource, id) = (Self::transfer_json(t), t.id.clone());
-        self.add_log(Kind::Transfer, log_type, id, resource, errors, at, chrono::Duration::zero());
+        self.add_log(Kind::Transfer, log_type, id, resource, errors, at, false);
     }
 
     fn transfer_step(&mut self, id: &str, at: DateTime<Utc>) {
@@ -884,6 +900,14 @@ impl State {
     /// Records what a POST came to; schedules a retry or a duplicate as the rules say.
     pub fn record(&mut self, job: &Job, outcome: Outcome) {
         let d = &job.delivery;
+        let credited = self
+            .events
+            .iter()
+            .find(|e| e.id == d.event_id && e.subscription == "invoice" && e.log_type == "credited")
+            .map(|e| e.resource_id.clone());
+        if let Some(invoice_id) = credited {
+            self.release_held(&invoice_id, job.at);
+        }
         let (name, status) = match &outcome {
             Outcome::Status(200) => ("delivered".to_string(), Some(200)),
             Outcome::Status(s) => ("badHttpStatus".to_string(), Some(*s)),

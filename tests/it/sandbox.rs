@@ -668,7 +668,8 @@ fn failed_deliveries_retry_after_5_30_120_minutes_then_stop() {
 
 #[test]
 fn a_later_success_marks_the_event_delivered() {
-    let sb = Sandbox::start(SandboxConfig { time_scale: 36_000.0, ..config() }).unwrap();
+    // Slow enough (5 simulated minutes = 0.5 s) that the receiver recovers before the retries end.
+    let sb = Sandbox::start(SandboxConfig { time_scale: 600.0, ..config() }).unwrap();
     let c = client(&sb);
     let rx = Receiver::start(503);
     c.create_webhook(&rx.url, &["invoice"]).unwrap();
@@ -803,4 +804,53 @@ fn sandbox_command_prints_env_reuses_its_key_and_stops_on_sigterm() {
     assert_eq!(std::fs::metadata(&key_path).unwrap().permissions().mode() & 0o777, 0o600);
     let second = run();
     assert_eq!(first["STARKBANK_PROJECT_ID"], second["STARKBANK_PROJECT_ID"], "the key is reused, not replaced");
+}
+
+// ---- the official Python SDK --------------------------------------------------------------------
+
+#[test]
+fn official_python_sdk_flows() {
+    let dir = tempfile::tempdir().unwrap();
+    let sb = Sandbox::start(SandboxConfig {
+        key_dir: Some(dir.path().to_path_buf()),
+        time_scale: 600.0,
+        initial_balance: 100_000,
+        ..config()
+    })
+    .unwrap();
+    let key_path = sb.private_key_path().unwrap();
+    let out = util::run_python(
+        "sandbox_sdk.py",
+        &[],
+        &[
+            ("SANDBOX_URL", sb.url().as_str()),
+            ("SANDBOX_PROJECT_ID", sb.project_id().as_str()),
+            ("SANDBOX_PRIVATE_KEY_PATH", key_path.to_str().unwrap()),
+            ("NO_PROXY", "127.0.0.1,localhost"),
+        ],
+    );
+    for name in [
+        "webhook_create_list_get",
+        "invoice_create_query_page_get_update_cancel_logs",
+        "invoice_errors",
+        "event_parse_of_a_delivered_webhook",
+        "event_query_page_get_update_delete",
+        "event_attempts_of_a_failing_webhook",
+        "transfer_create_query_page_get_logs",
+        "transfer_webhook_event_parses",
+        "webhook_delete",
+        "wrong_key_is_refused",
+    ] {
+        assert!(out.contains(&format!("ok {name}\n")), "{name} did not report ok:\n{out}");
+    }
+    let snap = sb.snapshot();
+    // The SDK's `/v2//public-key` fetch arrived, signed, and was served.
+    assert!(snap.requests.iter().any(|r| r.path == "/v2/public-key" && r.authenticated && r.status == 200));
+    assert_eq!(snap.auth_failures, 1, "only the wrong-key request was refused");
+    let refused: Vec<_> = snap.requests.iter().filter(|r| !r.authenticated).collect();
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0].error.as_deref(), Some("invalidCredentials"));
+    assert!(snap.requests.iter().any(|r| r.query.contains("isDelivered=False")), "Python's capitalized booleans");
+    assert_eq!(snap.transfers.iter().filter(|t| t.status == "success").count(), 2);
+    assert_eq!(snap.balance, 100_000 - 100 - 101 + (4102 - 205 - 50));
 }
