@@ -854,3 +854,21 @@ fn official_python_sdk_flows() {
     assert_eq!(snap.transfers.iter().filter(|t| t.status == "success").count(), 2);
     assert_eq!(snap.balance, 100_000 - 100 - 101 + (4102 - 205 - 50));
 }
+
+#[test]
+fn high_s_fault_signs_webhooks_like_stark_bank_and_they_still_verify() {
+    use base64::Engine as _;
+    let sb =
+        Sandbox::start(SandboxConfig { faults: Faults { high_s_signatures: true, ..Faults::default() }, ..config() })
+            .unwrap();
+    let c = client(&sb);
+    let rx = Receiver::start(200);
+    c.create_webhook(&rx.url, &["invoice"]).unwrap();
+    c.create_invoices(&[new_invoice(100, "high-s")]).unwrap();
+    wait_for("a delivery", || !rx.got.lock().unwrap().is_empty());
+    let (sig, body) = rx.got.lock().unwrap()[0].clone();
+    let low = base64::engine::general_purpose::STANDARD.encode(sign::decode(&sig).unwrap().to_der().as_bytes());
+    assert_ne!(low, sig, "the POSTed signature is the high-S form");
+    let key = keys::parse_public_key(&sb.public_key_pem()).unwrap();
+    assert!(verify::verify_body(&key, body.as_bytes(), &sig).is_ok());
+}
