@@ -255,11 +255,96 @@ pub enum WebhookCommand {
     },
 }
 
+/// `stark-sweep sandbox`: the local emulator. Simulated durations run on the simulated clock
+/// (real seconds x time scale). The emulator is for loopback only: its /_sandbox routes are open.
 #[derive(Debug, Clone, Args)]
 pub struct SandboxArgs {
     /// Address to listen on [default: 127.0.0.1:9000]
     #[arg(long, env = "STARK_SWEEP_SANDBOX_LISTEN", value_name = "ADDR")]
     pub listen: Option<String>,
+    /// Simulated seconds per real second, e.g. 3600 for an hour a second [default: 1]
+    #[arg(long, env = "STARK_SWEEP_SANDBOX_TIME_SCALE", value_name = "FACTOR")]
+    pub time_scale: Option<f64>,
+    /// Simulated start time (RFC 3339) [default: now]
+    #[arg(long, env = "STARK_SWEEP_SANDBOX_START", value_name = "RFC3339")]
+    pub start: Option<String>,
+    /// Share of new invoices that get paid, 0 to 1 [default: 0.9]
+    #[arg(long, env = "STARK_SWEEP_SANDBOX_PAY_RATE", value_name = "RATE")]
+    pub pay_rate: Option<f64>,
+    /// Shortest simulated delay from invoice creation to payment, in seconds [default: 60]
+    #[arg(long, env = "STARK_SWEEP_SANDBOX_PAY_DELAY_MIN", value_name = "SECS")]
+    pub pay_delay_min: Option<u64>,
+    /// Longest simulated delay from invoice creation to payment, in seconds [default: 600]
+    #[arg(long, env = "STARK_SWEEP_SANDBOX_PAY_DELAY_MAX", value_name = "SECS")]
+    pub pay_delay_max: Option<u64>,
+    /// Simulated delay from `paid` to `credited`, in seconds [default: 2]
+    #[arg(long, env = "STARK_SWEEP_SANDBOX_CREDIT_DELAY", value_name = "SECS")]
+    pub credit_delay: Option<u64>,
+    /// Fee set on each credited invoice, in cents [default: 50]
+    #[arg(long, env = "STARK_SWEEP_SANDBOX_INVOICE_FEE", value_name = "CENTS")]
+    pub invoice_fee: Option<i64>,
+    /// Fee of each transfer, in cents [default: 0]
+    #[arg(long, env = "STARK_SWEEP_SANDBOX_TRANSFER_FEE", value_name = "CENTS")]
+    pub transfer_fee: Option<i64>,
+    /// Simulated seconds per transfer status step (created, processing, success) [default: 30]
+    #[arg(long, env = "STARK_SWEEP_SANDBOX_TRANSFER_STEP", value_name = "SECS")]
+    pub transfer_step: Option<u64>,
+    /// Largest accepted distance between Access-Time and the real clock, in seconds [default: 300]
+    #[arg(long, env = "STARK_SWEEP_SANDBOX_MAX_CLOCK_SKEW", value_name = "SECS")]
+    pub max_clock_skew: Option<u64>,
+    /// How a repeated transfer externalId is refused: sync (400 at once) or late (200, then a
+    /// `failed` log "Duplicated transfer") [default: sync]
+    #[arg(long, env = "STARK_SWEEP_SANDBOX_DUPLICATE_EXTERNAL_ID", value_enum, value_name = "MODE")]
+    pub duplicate_external_id: Option<crate::sandbox::DuplicateMode>,
+    /// Workspace balance at start, in cents [default: 0]
+    #[arg(long, env = "STARK_SWEEP_SANDBOX_INITIAL_BALANCE", value_name = "CENTS")]
+    pub initial_balance: Option<i64>,
+    /// Accept requests of this project id (repeatable; pairs with --project-public-key in order).
+    /// Not `--project-id`: that name is the global client flag.
+    #[arg(long = "project", env = "STARK_SWEEP_SANDBOX_PROJECTS", value_delimiter = ',', value_name = "ID")]
+    pub project_ids: Vec<String>,
+    /// Public key PEM file of the project given at the same position in --project (repeatable)
+    #[arg(
+        long = "project-public-key",
+        env = "STARK_SWEEP_SANDBOX_PROJECT_PUBLIC_KEYS",
+        value_delimiter = ',',
+        value_name = "PEM-FILE"
+    )]
+    pub project_public_keys: Vec<PathBuf>,
+    /// Without --project: where the created project's private-key.pem is written, or reused
+    /// when it is already there [default: .]
+    #[arg(long, env = "STARK_SWEEP_SANDBOX_KEY_DIR", value_name = "DIR")]
+    pub key_dir: Option<PathBuf>,
+    /// Seed of every random choice (payments, ids, faults) [default: random, printed at start]
+    #[arg(long, env = "STARK_SWEEP_SANDBOX_SEED", value_name = "N")]
+    pub seed: Option<u64>,
+    /// Real seconds a webhook POST may take [default: 5]
+    #[arg(long, env = "STARK_SWEEP_SANDBOX_DELIVERY_TIMEOUT", value_name = "SECS")]
+    pub delivery_timeout: Option<f64>,
+    /// Fault: share of /v2 requests answered 500 [default: 0]
+    #[arg(long, env = "STARK_SWEEP_SANDBOX_ERROR_RATE", value_name = "RATE")]
+    pub error_rate: Option<f64>,
+    /// Fault: real milliseconds added to every /v2 answer [default: 0]
+    #[arg(long, env = "STARK_SWEEP_SANDBOX_LATENCY_MS", value_name = "MS")]
+    pub latency_ms: Option<u64>,
+    /// Fault: share of invoice creations committed and then answered 500 [default: 0]
+    #[arg(long, env = "STARK_SWEEP_SANDBOX_COMMIT_THEN_500_INVOICE", value_name = "RATE")]
+    pub commit_then_500_invoice: Option<f64>,
+    /// Fault: share of transfer creations committed and then answered 500 [default: 0]
+    #[arg(long, env = "STARK_SWEEP_SANDBOX_COMMIT_THEN_500_TRANSFER", value_name = "RATE")]
+    pub commit_then_500_transfer: Option<f64>,
+    /// Fault: share of delivered webhooks POSTed a second time [default: 0]
+    #[arg(long, env = "STARK_SWEEP_SANDBOX_DUPLICATE_DELIVERY_RATE", value_name = "RATE")]
+    pub duplicate_delivery_rate: Option<f64>,
+    /// Fault: share of webhook deliveries never POSTed [default: 0]
+    #[arg(long, env = "STARK_SWEEP_SANDBOX_DROP_DELIVERY_RATE", value_name = "RATE")]
+    pub drop_delivery_rate: Option<f64>,
+    /// Fault: deliver each invoice's `credited` event before its `paid` event
+    #[arg(long, env = "STARK_SWEEP_SANDBOX_OUT_OF_ORDER")]
+    pub out_of_order: bool,
+    /// Fault: transfers created before this simulated time (RFC 3339) fail for insufficient balance
+    #[arg(long, env = "STARK_SWEEP_SANDBOX_INSUFFICIENT_BALANCE_UNTIL", value_name = "RFC3339")]
+    pub insufficient_balance_until: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]

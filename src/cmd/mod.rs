@@ -5,6 +5,7 @@ pub mod issue_invoices;
 pub mod keygen;
 pub mod process_events;
 pub mod status;
+pub mod sandbox;
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -63,6 +64,7 @@ fn dispatch(ctx: &Ctx, command: Command) -> anyhow::Result<Status> {
         Command::IssueInvoices(args) => issue_invoices::run(ctx, &args),
         Command::ProcessEvents(args) => process_events::run(ctx, &args),
         Command::Status(args) => status::run(ctx, &args),
+        Command::Sandbox(args) => sandbox::run(ctx, &args),
         other => anyhow::bail!("{other:?} is not available in this build"),
     }
 }

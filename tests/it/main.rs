@@ -6,4 +6,5 @@
 mod util;
 
 mod deploy;
+mod sandbox;
 mod vectors;
