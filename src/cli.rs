@@ -352,4 +352,10 @@ pub struct DemoArgs {
     /// Directory for the demo's database and keys [default: ./stark-sweep-demo]
     #[arg(long, env = "STARK_SWEEP_DEMO_DIR", value_name = "DIR")]
     pub dir: Option<PathBuf>,
+    /// Simulated seconds per real second [default: 3600: the 24 hours take 24 seconds]
+    #[arg(long, env = "STARK_SWEEP_DEMO_TIME_SCALE", value_name = "FACTOR")]
+    pub time_scale: Option<f64>,
+    /// Seed of the emulator's random choices (printed, so a run can be replayed) [default: random]
+    #[arg(long, env = "STARK_SWEEP_DEMO_SEED", value_name = "N")]
+    pub seed: Option<u64>,
 }

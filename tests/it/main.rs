@@ -6,5 +6,8 @@
 mod util;
 
 mod deploy;
+mod issue_invoices;
+mod process_events;
+mod properties;
 mod sandbox;
 mod vectors;

@@ -69,3 +69,83 @@ pub fn run_python(script: &str, args: &[&str], env: &[(&str, &str)]) -> String {
     );
     stdout(&out)
 }
+
+/// A test world: a temp dir, the real emulator on port 0 (its project key written in the
+/// dir), and a database path for the binary.
+pub struct World {
+    pub dir: tempfile::TempDir,
+    pub sandbox: stark_sweep::sandbox::Sandbox,
+    pub db: PathBuf,
+}
+
+impl World {
+    pub fn new(mut cfg: stark_sweep::sandbox::SandboxConfig) -> World {
+        let dir = tempfile::tempdir().unwrap();
+        cfg.key_dir = Some(dir.path().to_path_buf());
+        let sandbox = stark_sweep::sandbox::Sandbox::start(cfg).unwrap();
+        let db = dir.path().join("stark-sweep.db");
+        World { dir, sandbox, db }
+    }
+
+    /// The binary, configured for this world's emulator and database.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = cmd(self.dir.path());
+        c.env("STARKBANK_PROJECT_ID", self.sandbox.project_id())
+            .env("STARKBANK_PRIVATE_KEY_PATH", self.sandbox.private_key_path().unwrap())
+            .env("STARKBANK_API_URL", self.sandbox.url())
+            .env("STARK_SWEEP_DB", &self.db)
+            .env("STARK_SWEEP_HTTP_TIMEOUT", "10")
+            .args(args);
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+
+    /// Runs and asserts the exit code, showing all output when it differs.
+    pub fn run_expect(&self, args: &[&str], code: i32) -> Output {
+        let out = self.run(args);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "stark-sweep {args:?}\n--- stdout\n{}\n--- stderr\n{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        out
+    }
+
+    /// A client of the emulator, as the project.
+    pub fn client(&self) -> stark_sweep::starkbank::Client {
+        let key = stark_sweep::starkbank::keys::parse_private_key(&self.sandbox.private_key_pem().unwrap()).unwrap();
+        stark_sweep::starkbank::Client::new(stark_sweep::starkbank::ClientConfig::new(
+            self.sandbox.url(),
+            self.sandbox.project_id(),
+            key,
+        ))
+        .unwrap()
+    }
+
+    pub fn open_store(&self) -> stark_sweep::store::Store {
+        stark_sweep::store::Store::open(&self.db).unwrap()
+    }
+}
+
+/// `--now` text for a moment.
+pub fn at(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Polls `f` until it holds. The deadline only bounds a hung test; it asserts no speed.
+pub fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !f() {
+        assert!(std::time::Instant::now() < deadline, "gave up waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+pub fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(out)))
+}
