@@ -35,10 +35,39 @@ pub fn load_dotenv() -> Option<anyhow::Error> {
                     unsafe { std::env::set_var(key, value) };
                 }
             }
-            Err(e) => return Some(error::config(format!(".env: {e}; to fix: correct the line or remove ./.env"))),
+            Err(e) => {
+                let content = std::fs::read_to_string(path).unwrap_or_default();
+                return Some(error::config(format!(
+                    ".env: {}; to fix: correct the line or remove ./.env",
+                    describe_dotenv_error(&e, &content)
+                )));
+            }
         }
     }
     None
+}
+
+/// What is wrong with `.env`, naming the line and variable but never quoting the text: a broken
+/// line is often a multi-line private key, and dotenvy's own message quotes the whole line.
+fn describe_dotenv_error(err: &dotenvy::Error, content: &str) -> String {
+    match err {
+        dotenvy::Error::LineParse(line, _) => {
+            let at = content.find(line.as_str()).map(|offset| content[..offset].matches('\n').count() + 1);
+            let at = at.map_or_else(|| "a line".to_string(), |n| format!("line {n}"));
+            let head = line.trim_start();
+            let head = head.strip_prefix("export ").unwrap_or(head);
+            let name = head.split('=').next().unwrap_or_default().trim();
+            let is_name = head.contains('=')
+                && !name.is_empty()
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+            if is_name {
+                format!("{at}: the value of {name} cannot be parsed (an unclosed quote, or spaces without quotes?)")
+            } else {
+                format!("{at} is not NAME=value")
+            }
+        }
+        other => other.to_string(),
+    }
 }
 
 /// The SQLite path: `--db`, else `$STATE_DIRECTORY/stark-sweep.db`, else `./stark-sweep.db`.
@@ -230,6 +259,20 @@ mod tests {
         let cfg = client_config(&a).unwrap();
         assert!(!format!("{cfg:?}").contains("PRIVATE"));
         assert_eq!(cfg.base_url, starkbank::SANDBOX_URL);
+    }
+
+    /// Regression: dotenvy's message quotes the broken line, which is often the private key.
+    #[test]
+    fn dotenv_errors_name_the_variable_but_never_quote_the_value() {
+        let content = "STARKBANK_PROJECT_ID=1\nSTARKBANK_PRIVATE_KEY=\"-----BEGIN EC PRIVATE KEY-----\nSECRETSECRET\n";
+        let err = dotenvy::from_read_iter(content.as_bytes()).find_map(Result::err).unwrap();
+        let text = describe_dotenv_error(&err, content);
+        assert!(text.starts_with("line 2: the value of STARKBANK_PRIVATE_KEY"), "{text}");
+        assert!(!text.contains("SECRET") && !text.contains("BEGIN"), "{text}");
+        let content = "FOO=1\nnot a setting SECRETSECRET\n";
+        let err = dotenvy::from_read_iter(content.as_bytes()).find_map(Result::err).unwrap();
+        let text = describe_dotenv_error(&err, content);
+        assert_eq!(text, "line 2 is not NAME=value");
     }
 
     #[test]
