@@ -48,25 +48,33 @@ pub fn load_dotenv() -> Option<anyhow::Error> {
 }
 
 /// What is wrong with `.env`, naming the line and variable but never quoting the text: a broken
-/// line is often a multi-line private key, and dotenvy's own message quotes the whole line.
+/// line is often a multi-line private key, and dotenvy's own message quotes it.
 fn describe_dotenv_error(err: &dotenvy::Error, content: &str) -> String {
-    match err {
-        dotenvy::Error::LineParse(line, _) => {
-            let at = content.find(line.as_str()).map(|offset| content[..offset].matches('\n').count() + 1);
-            let at = at.map_or_else(|| "a line".to_string(), |n| format!("line {n}"));
-            let head = line.trim_start();
-            let head = head.strip_prefix("export ").unwrap_or(head);
-            let name = head.split('=').next().unwrap_or_default().trim();
-            let is_name = head.contains('=')
-                && !name.is_empty()
-                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
-            if is_name {
-                format!("{at}: the value of {name} cannot be parsed (an unclosed quote, or spaces without quotes?)")
-            } else {
-                format!("{at} is not NAME=value")
-            }
-        }
-        other => other.to_string(),
+    let dotenvy::Error::LineParse(fragment, _) = err else {
+        return err.to_string();
+    };
+    // dotenvy reports either the whole (possibly multi-line) entry or only its value; find
+    // where it starts: at the start of a line, or right after `NAME=`.
+    let found = content.match_indices(fragment.as_str()).find_map(|(offset, _)| {
+        let line_start = content[..offset].rfind('\n').map_or(0, |i| i + 1);
+        let prefix = content[line_start..offset].trim();
+        (prefix.is_empty() || prefix.ends_with('=')).then_some(line_start)
+    });
+    let Some(line_start) = found else {
+        return "a line cannot be parsed".to_string();
+    };
+    let number = content[..line_start].matches('\n').count() + 1;
+    let physical = content[line_start..].lines().next().unwrap_or_default().trim_start();
+    let physical = physical.strip_prefix("export ").unwrap_or(physical);
+    let name = physical
+        .split_once('=')
+        .map(|(name, _)| name.trim())
+        .filter(|name| !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.'));
+    match name {
+        Some(name) => format!(
+            "line {number}: the value of {name} cannot be parsed (an unclosed quote, or spaces without quotes?)"
+        ),
+        None => format!("line {number} is not NAME=value"),
     }
 }
 
@@ -269,6 +277,11 @@ mod tests {
         let text = describe_dotenv_error(&err, content);
         assert!(text.starts_with("line 2: the value of STARKBANK_PRIVATE_KEY"), "{text}");
         assert!(!text.contains("SECRET") && !text.contains("BEGIN"), "{text}");
+        let content = "# comment\nSTARKBANK_PROJECT_ID=not SECRET id\n";
+        let err = dotenvy::from_read_iter(content.as_bytes()).find_map(Result::err).unwrap();
+        let text = describe_dotenv_error(&err, content);
+        assert!(text.starts_with("line 2: the value of STARKBANK_PROJECT_ID"), "{text}");
+        assert!(!text.contains("SECRET"), "{text}");
         let content = "FOO=1\nnot a setting SECRETSECRET\n";
         let err = dotenvy::from_read_iter(content.as_bytes()).find_map(Result::err).unwrap();
         let text = describe_dotenv_error(&err, content);
