@@ -5,4 +5,6 @@
 
 mod util;
 
+mod cli_config;
+mod conformance;
 mod vectors;
