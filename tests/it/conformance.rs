@@ -307,3 +307,25 @@ fn official_event_parse_agrees_with_verify_body_on_every_vector() {
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     assert!(valid >= 25 && events >= 20, "valid {valid}, events {events}");
 }
+
+/// The SDK re-verifies a webhook over `json.dumps(json.loads(body), sort_keys=True)`; our
+/// `pyjson::canonicalize` must produce those exact bytes (or refuse where Python raises), or
+/// `verify_body` accepts less, or more, than `event.parse`.
+#[test]
+fn canonical_json_matches_python_on_random_texts() {
+    let texts = parse_stdout(&run_python("canonical_json.py", &["4000", "20261129"], &[]));
+    let texts = texts.as_array().unwrap();
+    let mut wrong = Vec::new();
+    let mut refused = 0;
+    for t in texts {
+        let text = t["text"].as_str().unwrap();
+        let expected = t["canonical"].as_str();
+        refused += usize::from(expected.is_none());
+        let ours = stark_sweep::starkbank::pyjson::canonicalize(text.as_bytes());
+        if ours.as_deref() != expected {
+            wrong.push(format!("{text:?}\n  python: {expected:?}\n  ours:   {ours:?}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{} of {} differ:\n{}", wrong.len(), texts.len(), wrong.join("\n"));
+    assert!(refused >= 100, "the refusals are exercised too ({refused})");
+}
