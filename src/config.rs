@@ -35,10 +35,47 @@ pub fn load_dotenv() -> Option<anyhow::Error> {
                     unsafe { std::env::set_var(key, value) };
                 }
             }
-            Err(e) => return Some(error::config(format!(".env: {e}; to fix: correct the line or remove ./.env"))),
+            Err(e) => {
+                let content = std::fs::read_to_string(path).unwrap_or_default();
+                return Some(error::config(format!(
+                    ".env: {}; to fix: correct the line or remove ./.env",
+                    describe_dotenv_error(&e, &content)
+                )));
+            }
         }
     }
     None
+}
+
+/// What is wrong with `.env`, naming the line and variable but never quoting the text: a broken
+/// line is often a multi-line private key, and dotenvy's own message quotes it.
+fn describe_dotenv_error(err: &dotenvy::Error, content: &str) -> String {
+    let dotenvy::Error::LineParse(fragment, _) = err else {
+        return err.to_string();
+    };
+    // dotenvy reports either the whole (possibly multi-line) entry or only its value; find
+    // where it starts: at the start of a line, or right after `NAME=`.
+    let found = content.match_indices(fragment.as_str()).find_map(|(offset, _)| {
+        let line_start = content[..offset].rfind('\n').map_or(0, |i| i + 1);
+        let prefix = content[line_start..offset].trim();
+        (prefix.is_empty() || prefix.ends_with('=')).then_some(line_start)
+    });
+    let Some(line_start) = found else {
+        return "a line cannot be parsed".to_string();
+    };
+    let number = content[..line_start].matches('\n').count() + 1;
+    let physical = content[line_start..].lines().next().unwrap_or_default().trim_start();
+    let physical = physical.strip_prefix("export ").unwrap_or(physical);
+    let name = physical
+        .split_once('=')
+        .map(|(name, _)| name.trim())
+        .filter(|name| !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.'));
+    match name {
+        Some(name) => format!(
+            "line {number}: the value of {name} cannot be parsed (an unclosed quote, or spaces without quotes?)"
+        ),
+        None => format!("line {number} is not NAME=value"),
+    }
 }
 
 /// The SQLite path: `--db`, else `$STATE_DIRECTORY/stark-sweep.db`, else `./stark-sweep.db`.
@@ -230,6 +267,25 @@ mod tests {
         let cfg = client_config(&a).unwrap();
         assert!(!format!("{cfg:?}").contains("PRIVATE"));
         assert_eq!(cfg.base_url, starkbank::SANDBOX_URL);
+    }
+
+    /// Regression: dotenvy's message quotes the broken line, which is often the private key.
+    #[test]
+    fn dotenv_errors_name_the_variable_but_never_quote_the_value() {
+        let content = "STARKBANK_PROJECT_ID=1\nSTARKBANK_PRIVATE_KEY=\"-----BEGIN EC PRIVATE KEY-----\nSECRETSECRET\n";
+        let err = dotenvy::from_read_iter(content.as_bytes()).find_map(Result::err).unwrap();
+        let text = describe_dotenv_error(&err, content);
+        assert!(text.starts_with("line 2: the value of STARKBANK_PRIVATE_KEY"), "{text}");
+        assert!(!text.contains("SECRET") && !text.contains("BEGIN"), "{text}");
+        let content = "# comment\nSTARKBANK_PROJECT_ID=not SECRET id\n";
+        let err = dotenvy::from_read_iter(content.as_bytes()).find_map(Result::err).unwrap();
+        let text = describe_dotenv_error(&err, content);
+        assert!(text.starts_with("line 2: the value of STARKBANK_PROJECT_ID"), "{text}");
+        assert!(!text.contains("SECRET"), "{text}");
+        let content = "FOO=1\nnot a setting SECRETSECRET\n";
+        let err = dotenvy::from_read_iter(content.as_bytes()).find_map(Result::err).unwrap();
+        let text = describe_dotenv_error(&err, content);
+        assert_eq!(text, "line 2 is not NAME=value");
     }
 
     #[test]

@@ -4,8 +4,9 @@
 pub mod issue_invoices;
 pub mod keygen;
 pub mod process_events;
-pub mod status;
 pub mod sandbox;
+pub mod status;
+pub mod webhook;
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -65,6 +66,7 @@ fn dispatch(ctx: &Ctx, command: Command) -> anyhow::Result<Status> {
         Command::ProcessEvents(args) => process_events::run(ctx, &args),
         Command::Status(args) => status::run(ctx, &args),
         Command::Sandbox(args) => sandbox::run(ctx, &args),
+        Command::Webhook(command) => webhook::run(ctx, &command),
         other => anyhow::bail!("{other:?} is not available in this build"),
     }
 }

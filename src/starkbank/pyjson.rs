@@ -172,8 +172,14 @@ pub fn float_repr(f: f64) -> String {
     if f == 0.0 {
         return if f.is_sign_negative() { "-0.0" } else { "0.0" }.to_string();
     }
-    // `{:e}` gives the shortest round-trip digits: "1.2345e-5", "1e16", "-2.5e0".
-    let sci = format!("{:e}", f);
+    // `{:e}` gives the shortest round-trip digits: "1.2345e-5", "1e16", "-2.5e0". When two
+    // candidates of that length are equally near the exact value, Rust rounds the tie up while
+    // Python (David Gay's dtoa) rounds it to even: -28082684949261.3125 is `...261.313` in Rust
+    // and `...261.312` in Python. Re-format with that many digits, which Rust rounds exactly
+    // and half-to-even, as Python does.
+    let shortest = format!("{:e}", f);
+    let significant = shortest.split('e').next().unwrap_or_default().chars().filter(char::is_ascii_digit).count();
+    let sci = format!("{:.*e}", significant.saturating_sub(1), f);
     let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
     let exp: i32 = exp.parse().unwrap_or(0);
     let (sign, mantissa) = match mantissa.strip_prefix('-') {
@@ -457,6 +463,14 @@ mod tests {
         assert_eq!(canon("[1e400, -1e400, NaN, 1e15, 100]"), "[Infinity, -Infinity, NaN, 1000000000000000.0, 100]");
         assert_eq!(float_repr(0.1 + 0.2), "0.30000000000000004");
         assert_eq!(float_repr(123456789.125), "123456789.125");
+    }
+
+    /// Regression: the exact value is ...261.3125, a tie between two 17-digit forms; Python
+    /// picks the even one. Found by the random conformance test against Python.
+    #[test]
+    fn float_repr_breaks_shortest_digit_ties_to_even_like_python() {
+        assert_eq!(float_repr(-28082684949261.312), "-28082684949261.312");
+        assert_eq!(canon("[-28082684949261.312, 28082684949261.3125]"), "[-28082684949261.312, 28082684949261.312]");
     }
 
     #[test]

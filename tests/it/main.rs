@@ -5,6 +5,8 @@
 
 mod util;
 
+mod cli_config;
+mod conformance;
 mod deploy;
 mod issue_invoices;
 mod process_events;
