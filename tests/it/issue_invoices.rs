@@ -67,7 +67,13 @@ fn two_runs_at_the_same_instant_issue_one_batch() {
     let now = at(w.sandbox.now());
     for _ in 0..3 {
         let runs: Vec<_> = (0..2)
-            .map(|_| w.cmd(&["issue-invoices", "--json", "--now", &now]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap())
+            .map(|_| {
+                w.cmd(&["issue-invoices", "--json", "--now", &now])
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
             .collect();
         for r in runs {
             let out = r.wait_with_output().unwrap();

@@ -68,17 +68,34 @@ fn assert_exactly_once(w: &World) {
     for inv in snap.invoices.iter().filter(|i| i.logs.iter().any(|l| l.log_type == "credited")) {
         let net = inv.amount - inv.fee;
         match ok.get(&inv.id) {
-            Some(amounts) if net > 0 => assert_eq!(amounts, &vec![net], "invoice {} (amount {}, fee {})", inv.id, inv.amount, inv.fee),
+            Some(amounts) if net > 0 => {
+                assert_eq!(amounts, &vec![net], "invoice {} (amount {}, fee {})", inv.id, inv.amount, inv.fee)
+            }
             None if net <= 0 => {}
             other => panic!("invoice {} net {net}: successful transfers {other:?}", inv.id),
         }
     }
     for t in snap.transfers.iter().filter(|t| t.status == "success") {
         assert_eq!(
-            (t.bank_code.as_str(), t.branch_code.as_str(), t.account_number.as_str(), t.name.as_str(), t.account_type.as_str()),
-            (target.bank_code.as_str(), target.branch_code.as_str(), target.account_number.as_str(), target.name.as_str(), target.account_type.as_str())
+            (
+                t.bank_code.as_str(),
+                t.branch_code.as_str(),
+                t.account_number.as_str(),
+                t.name.as_str(),
+                t.account_type.as_str()
+            ),
+            (
+                target.bank_code.as_str(),
+                target.branch_code.as_str(),
+                target.account_number.as_str(),
+                target.name.as_str(),
+                target.account_type.as_str()
+            )
         );
-        assert_eq!(stark_sweep::sandbox::normalize_tax_id(&t.tax_id), stark_sweep::sandbox::normalize_tax_id(&target.tax_id));
+        assert_eq!(
+            stark_sweep::sandbox::normalize_tax_id(&t.tax_id),
+            stark_sweep::sandbox::normalize_tax_id(&target.tax_id)
+        );
         assert!(t.external_id.as_deref().is_some_and(|x| x.starts_with("stark-sweep-")));
     }
     // No invoice is paid without being credited-and-transferred, and nothing else moved.
@@ -99,7 +116,16 @@ fn varied_credits_become_exact_transfers_once() {
         "expiration": 86_400, "tags": ["stark-sweep"],
         "discounts": [{"percentage": 10.5, "due": stark_sweep::starkbank::time::format_secs(due - Duration::days(1))}]
     }]});
-    let made = client.call(reqwest::Method::POST, "invoice", &[], Some(&discounted), stark_sweep::starkbank::client::Idempotency::Unsafe, "test").unwrap();
+    let made = client
+        .call(
+            reqwest::Method::POST,
+            "invoice",
+            &[],
+            Some(&discounted),
+            stark_sweep::starkbank::client::Idempotency::Unsafe,
+            "test",
+        )
+        .unwrap();
     let discounted_id = made["invoices"][0]["id"].as_str().unwrap().to_string();
     // Pay: on time, late (fine and interest), the same net twice, a fee eating everything,
     // paid but never credited, and the discounted one.
@@ -107,7 +133,9 @@ fn varied_credits_become_exact_transfers_once() {
     w.sandbox.pay_invoice(&ids[1], PayOptions { days_late: Some(4), ..PayOptions::default() }).unwrap();
     w.sandbox.pay_invoice(&ids[2], PayOptions { amount: Some(5_000), fee: Some(75), ..PayOptions::default() }).unwrap();
     w.sandbox.pay_invoice(&ids[3], PayOptions { amount: Some(5_000), fee: Some(75), ..PayOptions::default() }).unwrap();
-    w.sandbox.pay_invoice(&ids[4], PayOptions { fee: Some(1_000_000), ..PayOptions::default() }).unwrap();
+    w.sandbox
+        .pay_invoice(&ids[4], PayOptions { amount: Some(3_000), fee: Some(3_000), ..PayOptions::default() })
+        .unwrap();
     w.sandbox.pay_invoice(&ids[5], PayOptions { skip_credit: true, ..PayOptions::default() }).unwrap();
     w.sandbox.pay_invoice(&discounted_id, PayOptions::default()).unwrap();
     wait_credited(&w, 6);
@@ -186,7 +214,14 @@ fn insufficient_balance_is_retried_with_a_new_external_id_then_succeeds() {
     // Backoff is on the business clock: walk it forward with --now.
     let base = w.sandbox.now();
     for minute in (0..600).step_by(10) {
-        let out = w.run(&["process-events", "--json", "--retry-backoff", "60", "--now", &at(base + Duration::minutes(minute))]);
+        let out = w.run(&[
+            "process-events",
+            "--json",
+            "--retry-backoff",
+            "60",
+            "--now",
+            &at(base + Duration::minutes(minute)),
+        ]);
         assert!(matches!(out.status.code(), Some(0) | Some(75)), "{}", stderr(&out));
         if successes(&w.sandbox.snapshot()).len() == 1 {
             break;
@@ -206,11 +241,22 @@ fn a_credit_that_keeps_failing_needs_attention_and_status_flags_it() {
     let ids = issue(&w);
     w.sandbox.pay_invoice(&ids[0], PayOptions::default()).unwrap();
     wait_credited(&w, 1);
-    w.sandbox.set_faults(Faults { insufficient_balance_until: Some(w.sandbox.now() + Duration::days(365)), ..Faults::default() });
+    w.sandbox.set_faults(Faults {
+        insufficient_balance_until: Some(w.sandbox.now() + Duration::days(365)),
+        ..Faults::default()
+    });
     let base = w.sandbox.now();
     let mut last = None;
     for minute in (0..24 * 60).step_by(30) {
-        let out = w.run(&["process-events", "--transfer-attempts", "2", "--retry-backoff", "60", "--now", &at(base + Duration::minutes(minute))]);
+        let out = w.run(&[
+            "process-events",
+            "--transfer-attempts",
+            "2",
+            "--retry-backoff",
+            "60",
+            "--now",
+            &at(base + Duration::minutes(minute)),
+        ]);
         last = out.status.code();
         if last == Some(3) {
             assert!(stdout(&out).contains(&ids[0]), "{}", stdout(&out));
