@@ -1,6 +1,7 @@
 //! Dispatch: one `run()` per subcommand, and the one place that turns a result into an exit
 //! code and a one-line error on stderr.
 
+pub mod demo;
 pub mod issue_invoices;
 pub mod keygen;
 pub mod process_events;
@@ -67,6 +68,7 @@ fn dispatch(ctx: &Ctx, command: Command) -> anyhow::Result<Status> {
         Command::Status(args) => status::run(ctx, &args),
         Command::Sandbox(args) => sandbox::run(ctx, &args),
         Command::Webhook(command) => webhook::run(ctx, &command),
+        Command::Demo(args) => demo::run(ctx, &args),
         other => anyhow::bail!("{other:?} is not available in this build"),
     }
 }
