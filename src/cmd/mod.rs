@@ -2,6 +2,7 @@
 //! code and a one-line error on stderr.
 
 pub mod keygen;
+pub mod serve_webhook;
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -57,6 +58,7 @@ pub fn run(cli: Cli, dotenv_error: Option<anyhow::Error>) -> ExitCode {
 fn dispatch(ctx: &Ctx, command: Command) -> anyhow::Result<Status> {
     match command {
         Command::Keygen(args) => keygen::run(ctx, &args),
+        Command::ServeWebhook(args) => serve_webhook::run(ctx, &args),
         other => anyhow::bail!("{other:?} is not available in this build"),
     }
 }

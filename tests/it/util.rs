@@ -42,9 +42,8 @@ pub fn stderr(o: &Output) -> String {
 
 /// The venv's Python with the pinned official SDK. Tests fail (never skip) without it.
 pub fn python() -> PathBuf {
-    let p = std::env::var_os("STARK_SWEEP_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join(".venv/bin/python"));
+    let p =
+        std::env::var_os("STARK_SWEEP_PYTHON").map(PathBuf::from).unwrap_or_else(|| repo().join(".venv/bin/python"));
     assert!(
         p.exists(),
         "{} not found: the conformance tests need the official SDK; run `scripts/test` (it creates the venv) or set STARK_SWEEP_PYTHON",
@@ -61,6 +60,12 @@ pub fn run_python(script: &str, args: &[&str], env: &[(&str, &str)]) -> String {
         c.env(k, v);
     }
     let out = c.output().expect("running python");
-    assert!(out.status.success(), "{script} failed ({}):\n--- stdout\n{}\n--- stderr\n{}", out.status, stdout(&out), stderr(&out));
+    assert!(
+        out.status.success(),
+        "{script} failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
+        out.status,
+        stdout(&out),
+        stderr(&out)
+    );
     stdout(&out)
 }
