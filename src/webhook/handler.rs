@@ -4,6 +4,8 @@
 //! forged, 403 other workspace, 404/405, 413 too large, 431 headers too large, 503 store or key
 //! unavailable or too busy) and the one log line per request (event id, subscription, log type,
 //! outcome, latency; never bodies, names, tax ids or keys).
+//! tiny_http drops `Connection` headers from responses, so we cannot ask a client to close;
+//! it decides keep-alive from the request alone.
 
 use std::io::Read as _;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,7 +17,7 @@ use tiny_http::{Header, Method, Request, Response};
 
 use super::pool::Permits;
 use super::writer::{Msg, Verdict};
-use super::{Config, HEADER_LIMIT, Shutdown};
+use super::{Config, HEADER_LIMIT};
 use crate::starkbank::event::{self, EventSummary};
 use crate::starkbank::verify::{KeyCache, Signed, WebhookAuthError};
 use crate::store::{EventSource, Inserted, NewEvent};
@@ -28,24 +30,17 @@ pub struct Shared {
     permits: Permits,
     body_limit: u64,
     workspace_id: Option<String>,
-    shutdown: Shutdown,
     /// Answers 503 to overflow requests whose body is still on the socket, so that reading it
     /// away (tiny_http does so when a request is dropped) never blocks the accept loop.
     refuser: Mutex<Option<SyncSender<Request>>>,
 }
 
 impl Shared {
-    pub fn new(
-        cfg: &Config,
-        keys: Arc<KeyCache>,
-        store_healthy: Arc<AtomicBool>,
-        writer: SyncSender<Msg>,
-        shutdown: Shutdown,
-    ) -> Self {
+    pub fn new(cfg: &Config, keys: Arc<KeyCache>, store_healthy: Arc<AtomicBool>, writer: SyncSender<Msg>) -> Self {
         let (tx, rx) = mpsc::sync_channel::<Request>(1024);
         let refuser = std::thread::Builder::new().name("refuser".into()).spawn(move || {
             for rq in rx {
-                let _ = rq.respond(close(text(503, "busy")));
+                let _ = rq.respond(text(503, "busy"));
             }
         });
         Self {
@@ -55,7 +50,6 @@ impl Shared {
             permits: Permits::new(cfg.workers),
             body_limit: cfg.body_limit,
             workspace_id: cfg.workspace_id.clone(),
-            shutdown,
             refuser: Mutex::new(refuser.ok().map(|_| tx)),
         }
     }
@@ -69,10 +63,6 @@ fn with(response: Answered, name: &'static str, value: &'static str) -> Answered
         Ok(h) => response.with_header(h),
         Err(()) => response,
     }
-}
-
-fn close(response: Answered) -> Answered {
-    with(response, "Connection", "close")
 }
 
 fn json(status: u16, body: String) -> Answered {
@@ -148,7 +138,7 @@ pub fn refuse_busy(shared: &Shared, rq: Request) {
     };
     if let Err(mpsc::TrySendError::Full(rq) | mpsc::TrySendError::Disconnected(rq)) = sent {
         // Last resort: answer here, even if reading the body away takes a while.
-        let _ = rq.respond(close(text(503, "busy")));
+        let _ = rq.respond(text(503, "busy"));
     }
 }
 
@@ -188,11 +178,7 @@ pub fn handle(shared: &Shared, mut rq: Request) {
     }
     let started = Instant::now();
     let answer = webhook(shared, &mut rq);
-    let mut response = text(answer.status, answer.outcome);
-    if answer.close || shared.shutdown.is_triggered() {
-        response = close(response);
-    }
-    let _ = rq.respond(response);
+    // Logged before answering, so the log never lags behind what a client has seen.
     let ms = started.elapsed().as_secs_f64() * 1e3;
     match &answer.event {
         Some(e) => log::info!(
@@ -205,29 +191,28 @@ pub fn handle(shared: &Shared, mut rq: Request) {
         ),
         None => log::info!("webhook -: {} {} in {ms:.1} ms", answer.status, answer.outcome),
     }
+    let _ = rq.respond(text(answer.status, answer.outcome));
 }
 
 struct Answer {
     status: u16,
     outcome: &'static str,
     event: Option<EventSummary>,
-    /// Close the connection (the body was not read to its end).
-    close: bool,
 }
 
 fn refuse(status: u16, outcome: &'static str) -> Answer {
-    Answer { status, outcome, event: None, close: false }
+    Answer { status, outcome, event: None }
 }
 
 fn webhook(shared: &Shared, rq: &mut Request) -> Answer {
     let head: usize = rq.url().len()
         + rq.headers().iter().map(|h| h.field.as_str().as_str().len() + h.value.as_str().len() + 4).sum::<usize>();
     if head > HEADER_LIMIT {
-        return Answer { close: true, ..refuse(431, "headers too large") };
+        return refuse(431, "headers too large");
     }
     let limit = shared.body_limit;
     if rq.body_length().is_some_and(|n| n as u64 > limit) {
-        return Answer { close: true, ..refuse(413, "body too large") };
+        return refuse(413, "body too large");
     }
     let signature =
         rq.headers().iter().find(|h| h.field.equiv("Digital-Signature")).map(|h| h.value.as_str().trim().to_string());
@@ -236,10 +221,10 @@ fn webhook(shared: &Shared, rq: &mut Request) -> Answer {
     let mut body = Vec::with_capacity(capacity);
     if let Err(e) = rq.as_reader().take(limit + 1).read_to_end(&mut body) {
         log::debug!("reading a webhook body failed: {e}");
-        return Answer { close: true, ..refuse(400, "incomplete body") };
+        return refuse(400, "incomplete body");
     }
     if body.len() as u64 > limit {
-        return Answer { close: true, ..refuse(413, "body too large") };
+        return refuse(413, "body too large");
     }
 
     // Verify before anything else looks at the body.
@@ -291,5 +276,5 @@ fn webhook(shared: &Shared, rq: &mut Request) -> Answer {
         Ok(Ok(Inserted::Duplicate)) => (200, "duplicate"),
         Ok(Err(())) | Err(_) => (503, "store unavailable"),
     };
-    Answer { status, outcome, event: Some(summary), close: false }
+    Answer { status, outcome, event: Some(summary) }
 }

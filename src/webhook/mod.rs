@@ -136,7 +136,7 @@ pub fn serve(listener: TcpListener, cfg: Config, keys: Arc<KeyCache>, shutdown: 
     let writer_thread = std::thread::Builder::new().name("writer".into()).spawn(move || w.run())?;
     let loader = spawn_key_loader(keys.clone(), shutdown.clone())?;
 
-    let shared = Arc::new(handler::Shared::new(&cfg, keys, healthy, tx.clone(), shutdown.clone()));
+    let shared = Arc::new(handler::Shared::new(&cfg, keys, healthy, tx.clone()));
     let requests = {
         let shared = shared.clone();
         pool::Elastic::new("request", cfg.max_requests, 512 * 1024, move |rq| handler::handle(&shared, rq))

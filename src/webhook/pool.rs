@@ -79,7 +79,9 @@ impl<J: Send + 'static> Elastic<J> {
             return Err(job);
         }
         st.queue.push_back(job);
-        if st.idle >= st.queue.len() {
+        // With `max` threads and fewer than `max` jobs in flight, some thread is idle or about
+        // to look at the queue (it does so under this lock before idling): no new thread.
+        if st.idle >= st.queue.len() || st.threads >= self.inner.max {
             st.in_flight += 1;
             self.inner.work.notify_one();
             return Ok(());

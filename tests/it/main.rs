@@ -5,4 +5,5 @@
 
 mod util;
 
+mod serve_webhook;
 mod vectors;
