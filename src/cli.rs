@@ -164,9 +164,14 @@ pub struct ServeArgs {
     /// Verification worker threads [default: 2 x CPUs]
     #[arg(long, env = "STARK_SWEEP_WORKERS", value_name = "N")]
     pub workers: Option<usize>,
-    /// Refuse events from any other workspace
+    /// Refuse (403, not stored) events from any other workspace, and events naming none
     #[arg(long, env = "STARKBANK_WORKSPACE_ID", value_name = "ID")]
     pub workspace_id: Option<String>,
+    /// Verify with this public key PEM instead of fetching it from Stark Bank (GET
+    /// /v2/public-key). Pinning disables key rotation: if Stark Bank rotates its key, every
+    /// delivery gets 401 until the file is replaced and the listener restarted
+    #[arg(long, env = "STARK_SWEEP_PUBLIC_KEY_FILE", value_name = "PATH")]
+    pub public_key_file: Option<PathBuf>,
     /// After storing a credit, run the transfer step at once in the background
     #[arg(long, env = "STARK_SWEEP_PROCESS")]
     pub process: bool,

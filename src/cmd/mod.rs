@@ -6,6 +6,7 @@ pub mod issue_invoices;
 pub mod keygen;
 pub mod process_events;
 pub mod sandbox;
+pub mod serve_webhook;
 pub mod status;
 pub mod webhook;
 
@@ -69,6 +70,7 @@ fn dispatch(ctx: &Ctx, command: Command) -> anyhow::Result<Status> {
         Command::Sandbox(args) => sandbox::run(ctx, &args),
         Command::Webhook(command) => webhook::run(ctx, &command),
         Command::Demo(args) => demo::run(ctx, &args),
+        Command::ServeWebhook(args) => serve_webhook::run(ctx, &args),
         other => anyhow::bail!("{other:?} is not available in this build"),
     }
 }

@@ -12,4 +12,5 @@ mod issue_invoices;
 mod process_events;
 mod properties;
 mod sandbox;
+mod serve_webhook;
 mod vectors;

@@ -1,0 +1,337 @@
+//! Load benchmark for `stark-sweep serve-webhook` (not a test: nothing here asserts a time).
+//!
+//! Starts the release binary on port 0 with a pinned key, pre-signs every event before the
+//! clock starts, then measures over keep-alive connections:
+//!   1. throughput: `--concurrency` clients sending as fast as they can for `--seconds`;
+//!   2. latency at a fixed rate (`--rate` events/s, open loop: latency counts from each event's
+//!      scheduled send time, so a stalled server cannot hide its queueing).
+//!
+//! It reports events/s, p50/p99/max latency, the listener's peak resident memory (VmHWM),
+//! and checks that every 200 is a row in the SQLite file after a graceful SIGTERM.
+//!
+//! Run: `cargo build --release && cargo run --release --example webhook_load -- [--concurrency 32]
+//!       [--seconds 10] [--rate 500] [--rate-seconds 10] [--bin target/release/stark-sweep]`
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use stark_sweep::starkbank::{keys, sign};
+
+struct Args {
+    bin: PathBuf,
+    concurrency: usize,
+    seconds: f64,
+    rate: f64,
+    rate_seconds: f64,
+}
+
+fn args() -> Result<Args, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    // target/release/examples/webhook_load -> target/release/stark-sweep
+    let default_bin = exe.parent().and_then(|p| p.parent()).map(|p| p.join("stark-sweep")).unwrap_or_default();
+    let mut a = Args { bin: default_bin, concurrency: 32, seconds: 10.0, rate: 500.0, rate_seconds: 10.0 };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().ok_or(format!("{flag} needs a value"))?;
+        let num = || value.parse::<f64>().map_err(|e| format!("{flag}: {e}"));
+        match flag.as_str() {
+            "--bin" => a.bin = PathBuf::from(&value),
+            "--concurrency" => a.concurrency = num()? as usize,
+            "--seconds" => a.seconds = num()?,
+            "--rate" => a.rate = num()?,
+            "--rate-seconds" => a.rate_seconds = num()?,
+            _ => return Err(format!("unknown flag {flag}")),
+        }
+    }
+    Ok(a)
+}
+
+/// A body shaped like a real `invoice`/`credited` delivery (Python `json.dumps(sort_keys=True)`), ~1.4 KiB.
+fn event_body(id: usize) -> String {
+    format!(
+        concat!(
+            "{{\"event\": {{\"created\": \"2026-11-29T12:00:00.000000+00:00\", \"id\": \"{id}\", \"log\": {{",
+            "\"created\": \"2026-11-29T12:00:00.000000+00:00\", \"errors\": [], \"id\": \"l{id}\", \"invoice\": {{",
+            "\"amount\": 4100, \"brcode\": \"00020101021226890014br.gov.bcb.pix2567invoice-h.sandbox.starkbank.com/v2/",
+            "afdf94b770b0458a8440a335daf77c4c5204000053039865802BR5915Stark Bank S.A.6009Sao Paulo62070503***6304CC32\", ",
+            "\"created\": \"2026-11-29T11:00:00.000000+00:00\", \"descriptions\": [], \"discountAmount\": 0, ",
+            "\"discounts\": [], \"due\": \"2026-12-01T11:00:00+00:00\", \"expiration\": 432000, \"fee\": 50, ",
+            "\"fine\": 2.0, \"fineAmount\": 0, \"id\": \"i{id}\", \"interest\": 1.0, \"interestAmount\": 0, ",
+            "\"link\": \"https://example.sandbox.starkbank.com/invoicelink/afdf94b770b0458a8440a335daf77c4c\", ",
+            "\"name\": \"Benchmark Payer\", \"nominalAmount\": 4100, ",
+            "\"pdf\": \"https://sandbox.api.starkbank.com/v2/invoice/afdf94b770b0458a8440a335daf77c4c.pdf\", ",
+            "\"rules\": [], \"splits\": [], \"status\": \"paid\", \"tags\": [\"c20261129t1200\", \"bench\"], ",
+            "\"taxId\": \"337.451.076-08\", \"transactionIds\": [\"t{id}\"], \"updated\": \"2026-11-29T12:00:00.000000+00:00\"}}, ",
+            "\"type\": \"credited\"}}, \"subscription\": \"invoice\", \"workspaceId\": \"5078376503050240\"}}}}"
+        ),
+        id = 9_000_000_000_000_000usize + id
+    )
+}
+
+fn request(body: &str, sig: &str) -> Vec<u8> {
+    format!(
+        "POST /webhook HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nDigital-Signature: {sig}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+struct Conn {
+    addr: SocketAddr,
+    reader: Option<BufReader<TcpStream>>,
+}
+
+impl Conn {
+    /// Sends one request on the keep-alive connection (reconnecting if needed); returns the status.
+    fn send(&mut self, bytes: &[u8]) -> Result<u16, String> {
+        if self.reader.is_none() {
+            let s = TcpStream::connect(self.addr).map_err(|e| e.to_string())?;
+            s.set_nodelay(true).map_err(|e| e.to_string())?;
+            s.set_read_timeout(Some(Duration::from_secs(60))).map_err(|e| e.to_string())?;
+            self.reader = Some(BufReader::new(s));
+        }
+        let r = self.reader.as_mut().ok_or("no connection")?;
+        let result = (|| {
+            r.get_mut().write_all(bytes).map_err(|e| e.to_string())?;
+            let mut line = String::new();
+            r.read_line(&mut line).map_err(|e| e.to_string())?;
+            let status: u16 = line
+                .split_whitespace()
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .ok_or(format!("bad status line {line:?}"))?;
+            let mut len = 0usize;
+            loop {
+                let mut h = String::new();
+                r.read_line(&mut h).map_err(|e| e.to_string())?;
+                if h == "\r\n" || h.is_empty() {
+                    break;
+                }
+                if let Some((k, v)) = h.split_once(':')
+                    && k.eq_ignore_ascii_case("content-length")
+                {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0u8; len];
+            r.read_exact(&mut body).map_err(|e| e.to_string())?;
+            Ok(status)
+        })();
+        if result.is_err() {
+            self.reader = None;
+        }
+        result
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Runs `clients` closed-loop threads pulling events from `next` until `end_index` or
+/// `deadline`. Returns (200 count, other count, sorted latencies).
+fn run_phase(
+    addr: SocketAddr,
+    clients: usize,
+    requests: Arc<Vec<Vec<u8>>>,
+    next: Arc<AtomicUsize>,
+    end_index: usize,
+    deadline: Instant,
+) -> (usize, usize, Vec<Duration>) {
+    let handles: Vec<_> = (0..clients)
+        .map(|_| {
+            let (requests, next) = (requests.clone(), next.clone());
+            std::thread::spawn(move || {
+                let mut conn = Conn { addr, reader: None };
+                let (mut ok, mut other, mut lat) = (0usize, 0usize, Vec::new());
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    if i >= end_index || Instant::now() >= deadline {
+                        break;
+                    }
+                    let start = Instant::now();
+                    match conn.send(&requests[i]) {
+                        Ok(200) => ok += 1,
+                        Ok(_) | Err(_) => other += 1,
+                    }
+                    lat.push(start.elapsed());
+                }
+                (ok, other, lat)
+            })
+        })
+        .collect();
+    let (mut ok, mut other, mut lat) = (0, 0, Vec::new());
+    for h in handles {
+        if let Ok((o, x, l)) = h.join() {
+            ok += o;
+            other += x;
+            lat.extend(l);
+        }
+    }
+    lat.sort();
+    (ok, other, lat)
+}
+
+fn vm_hwm_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn start_listener(bin: &PathBuf, dir: &std::path::Path) -> Result<(Child, SocketAddr), String> {
+    let log = dir.join("listener.log");
+    let child = Command::new(bin)
+        .current_dir(dir)
+        .env_clear()
+        .args(["--db", "bench.db", "serve-webhook", "--listen", "127.0.0.1:0", "--public-key-file", "key.pem"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).map_err(|e| e.to_string())?)
+        .spawn()
+        .map_err(|e| format!("{}: {e}", bin.display()))?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(addr) = text.split("listening on http://").nth(1).and_then(|r| r.split_whitespace().next()) {
+            return Ok((child, addr.parse().map_err(|e| format!("{e}"))?));
+        }
+        if Instant::now() > deadline {
+            return Err(format!("the listener did not start:\n{text}"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn main() -> Result<(), String> {
+    let a = args()?;
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let key = keys::generate();
+    std::fs::write(dir.path().join("key.pem"), keys::public_key_pem(key.verifying_key()).map_err(|e| e.to_string())?)
+        .map_err(|e| e.to_string())?;
+
+    // Enough pre-signed events for 20k events/s in phase 1, plus phase 2.
+    let n_fast = (a.seconds * 20_000.0) as usize;
+    let n_rate = (a.rate * a.rate_seconds) as usize;
+    eprintln!("pre-signing {} events ...", n_fast + n_rate);
+    let requests: Vec<Vec<u8>> = (0..n_fast + n_rate)
+        .map(|i| {
+            let body = event_body(i);
+            let sig = sign::sign(&key, body.as_bytes());
+            request(&body, &sig)
+        })
+        .collect();
+    let body_len = event_body(0).len();
+    let requests = Arc::new(requests);
+
+    let (mut child, addr) = start_listener(&a.bin, dir.path())?;
+    let pid = child.id();
+    eprintln!("listener pid {pid} on {addr}; events of {body_len} bytes");
+
+    // Phase 1: throughput.
+    let next = Arc::new(AtomicUsize::new(0));
+    let t0 = Instant::now();
+    let (ok1, other1, lat1) =
+        run_phase(addr, a.concurrency, requests.clone(), next.clone(), n_fast, t0 + Duration::from_secs_f64(a.seconds));
+    let secs = t0.elapsed().as_secs_f64();
+
+    // Phase 2: fixed rate, open loop.
+    let start_i = n_fast;
+    let next2 = Arc::new(AtomicUsize::new(start_i));
+    let t1 = Instant::now() + Duration::from_millis(100);
+    // Event i is due at t1 + (i - start_i) / rate.
+    let handles_clients = a.concurrency.max((a.rate / 50.0) as usize);
+    let (ok2, other2, lat2) = {
+        let requests = requests.clone();
+        let rate = a.rate;
+        let end = n_fast + n_rate;
+        let deadline = t1 + Duration::from_secs_f64(a.rate_seconds + 30.0);
+        let handles: Vec<_> = (0..handles_clients)
+            .map(|_| {
+                let (requests, next2) = (requests.clone(), next2.clone());
+                std::thread::spawn(move || {
+                    let mut conn = Conn { addr, reader: None };
+                    let (mut ok, mut other, mut lat) = (0usize, 0usize, Vec::new());
+                    loop {
+                        let i = next2.fetch_add(1, Ordering::SeqCst);
+                        if i >= end || Instant::now() >= deadline {
+                            break;
+                        }
+                        let at = t1 + Duration::from_secs_f64((i - start_i) as f64 / rate);
+                        let now = Instant::now();
+                        if at > now {
+                            std::thread::sleep(at - now);
+                        }
+                        match conn.send(&requests[i]) {
+                            Ok(200) => ok += 1,
+                            Ok(_) | Err(_) => other += 1,
+                        }
+                        lat.push(at.elapsed());
+                    }
+                    (ok, other, lat)
+                })
+            })
+            .collect();
+        let (mut ok, mut other, mut lat) = (0, 0, Vec::new());
+        for h in handles {
+            if let Ok((o, x, l)) = h.join() {
+                ok += o;
+                other += x;
+                lat.extend(l);
+            }
+        }
+        lat.sort();
+        (ok, other, lat)
+    };
+
+    let hwm = vm_hwm_kib(pid);
+    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    let exit = child.wait().map_err(|e| e.to_string())?;
+    let rows: i64 = rusqlite::Connection::open(dir.path().join("bench.db"))
+        .and_then(|c| c.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0)))
+        .map_err(|e| e.to_string())?;
+
+    println!(
+        "stark-sweep serve-webhook benchmark (release, {} CPUs)",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+    );
+    println!(
+        "throughput  : {:.0} events/s verified+stored ({ok1} x 200, {other1} other) in {secs:.1} s at concurrency {}",
+        ok1 as f64 / secs,
+        a.concurrency
+    );
+    println!(
+        "  latency   : p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+        ms(percentile(&lat1, 0.5)),
+        ms(percentile(&lat1, 0.99)),
+        ms(lat1.last().copied().unwrap_or_default())
+    );
+    println!(
+        "fixed rate  : {} events/s for {} s, {ok2} x 200, {other2} other; latency from schedule p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+        a.rate,
+        a.rate_seconds,
+        ms(percentile(&lat2, 0.5)),
+        ms(percentile(&lat2, 0.99)),
+        ms(lat2.last().copied().unwrap_or_default())
+    );
+    match hwm {
+        Some(k) => println!("memory      : VmHWM {:.1} MiB (listener peak resident set)", k as f64 / 1024.0),
+        None => println!("memory      : VmHWM unavailable"),
+    }
+    println!("durability  : {rows} rows for {} answers of 200; listener exit {exit}", ok1 + ok2);
+    if rows as usize != ok1 + ok2 {
+        return Err("row count differs from the number of 200 answers".into());
+    }
+    Ok(())
+}

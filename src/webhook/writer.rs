@@ -1,0 +1,110 @@
+//! The single SQLite writer with group commit.
+//!
+//! Owns: the listener's `Store`, batching (take one event, then everything queued behind it,
+//! commit them in one transaction with one fsync, then answer each), the store-health flag
+//! that `/health` reads, and telling the credit hook that a new credit is on disk.
+//! Does not own: verification, parsing or HTTP.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError};
+use std::time::Duration;
+
+use crate::config::Clock;
+use crate::store::{Inserted, NewEvent, Store};
+
+use super::credit::CreditRunner;
+
+/// Most events per transaction: large enough to amortize the fsync, small enough that the
+/// first event of a batch does not wait long for the last.
+const MAX_BATCH: usize = 512;
+/// How often an idle writer proves the database is still there.
+const PING_EVERY: Duration = Duration::from_secs(5);
+
+/// What the writer answers for one event: stored, already there, or the store failed (503).
+pub type Verdict = Result<Inserted, ()>;
+
+pub enum Msg {
+    Store(Box<NewEvent>, SyncSender<Verdict>),
+    /// Commit what is queued before this message, then exit.
+    Stop,
+}
+
+pub struct Writer {
+    pub store: Store,
+    pub rx: Receiver<Msg>,
+    pub clock: Clock,
+    pub healthy: Arc<AtomicBool>,
+    pub credits: Option<Arc<CreditRunner>>,
+}
+
+impl Writer {
+    pub fn run(mut self) {
+        let mut batch: Vec<NewEvent> = Vec::with_capacity(MAX_BATCH);
+        let mut replies: Vec<SyncSender<Verdict>> = Vec::with_capacity(MAX_BATCH);
+        loop {
+            let mut stop = match self.rx.recv_timeout(PING_EVERY) {
+                Ok(Msg::Store(e, r)) => {
+                    batch.push(*e);
+                    replies.push(r);
+                    false
+                }
+                Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => true,
+                Err(RecvTimeoutError::Timeout) => {
+                    let ok = self.store.ping().is_ok();
+                    if ok != self.healthy.swap(ok, Ordering::Relaxed) {
+                        log::warn!(
+                            "database {}: {}",
+                            self.store.path().display(),
+                            if ok { "reachable again" } else { "unreachable" }
+                        );
+                    }
+                    continue;
+                }
+            };
+            while !stop && batch.len() < MAX_BATCH {
+                match self.rx.try_recv() {
+                    Ok(Msg::Store(e, r)) => {
+                        batch.push(*e);
+                        replies.push(r);
+                    }
+                    Ok(Msg::Stop) | Err(TryRecvError::Disconnected) => stop = true,
+                    Err(TryRecvError::Empty) => break,
+                }
+            }
+            if !batch.is_empty() {
+                self.commit(&batch, &replies);
+                batch.clear();
+                replies.clear();
+            }
+            if stop {
+                return;
+            }
+        }
+    }
+
+    fn commit(&mut self, batch: &[NewEvent], replies: &[SyncSender<Verdict>]) {
+        match self.store.insert_events(batch, self.clock.now()) {
+            Ok(verdicts) => {
+                self.healthy.store(true, Ordering::Relaxed);
+                let new_credit = batch.iter().zip(&verdicts).any(|(e, v)| {
+                    *v == Inserted::New && e.summary.subscription == "invoice" && e.summary.log_type == "credited"
+                });
+                for (reply, v) in replies.iter().zip(verdicts) {
+                    // The requester may have gone (client hung up); the row is stored anyway.
+                    let _ = reply.send(Ok(v));
+                }
+                if new_credit && let Some(credits) = &self.credits {
+                    credits.trigger();
+                }
+            }
+            Err(e) => {
+                self.healthy.store(false, Ordering::Relaxed);
+                log::error!("storing {} event(s) failed: {e:#}", batch.len());
+                for reply in replies {
+                    let _ = reply.send(Err(()));
+                }
+            }
+        }
+    }
+}
