@@ -56,7 +56,11 @@ impl Demo {
     /// Runs a subcommand to completion; returns (exit code, stdout). Its stderr is shown only
     /// when it fails unexpectedly.
     fn run(&self, args: &[&str], ok_codes: &[i32]) -> anyhow::Result<(i32, String)> {
-        let out = self.command(args).stdin(Stdio::null()).output().with_context(|| format!("running `stark-sweep {}`", args.join(" ")))?;
+        let out = self
+            .command(args)
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("running `stark-sweep {}`", args.join(" ")))?;
         let code = out.status.code().unwrap_or(-1);
         if !ok_codes.contains(&code) {
             anyhow::bail!(
@@ -77,7 +81,7 @@ impl Demo {
                 totals.0 += sent;
                 totals.1 += total;
                 print(&format!(
-                    "  [{}] process-events: {sent} transfers sent ({})\n",
+                    "  [{}] process-events: {sent} transfer(s) sent ({})\n",
                     clock(self.sandbox.now()),
                     brl(total)
                 ))?;
@@ -124,7 +128,9 @@ fn wait_healthy(url: &str) -> anyhow::Result<()> {
             return Ok(());
         }
         if Instant::now() > deadline {
-            anyhow::bail!("the webhook listener did not become healthy at {url}; see listener.log in the demo directory");
+            anyhow::bail!(
+                "the webhook listener did not become healthy at {url}; see listener.log in the demo directory"
+            );
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -205,7 +211,8 @@ pub fn run(_ctx: &Ctx, args: &DemoArgs) -> anyhow::Result<Status> {
     drop(listener);
 
     print("\n")?;
-    let (status_code, report) = demo.run(&["status"], &[0, 3])?;
+    let now = demo.sandbox.now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let (status_code, report) = demo.run(&["status", "--now", &now], &[0, 3])?;
     print(&report)?;
     let verdict = verdict(&demo.sandbox.snapshot(), &demo.db, status_code)?;
     print(&format!("\n{}\n", verdict.line))?;
@@ -223,7 +230,10 @@ pub fn run(_ctx: &Ctx, args: &DemoArgs) -> anyhow::Result<Status> {
 fn settled(demo: &Demo) -> anyhow::Result<bool> {
     let snap = demo.sandbox.snapshot();
     let now = demo.sandbox.now();
-    let pending_payment = snap.invoices.iter().any(|i| i.will_pay_at.is_some_and(|t| t <= now + chrono::Duration::hours(1)) && i.status == "created");
+    let pending_payment = snap
+        .invoices
+        .iter()
+        .any(|i| i.will_pay_at.is_some_and(|t| t <= now + chrono::Duration::hours(1)) && i.status == "created");
     let in_flight = snap.transfers.iter().any(|t| t.status == "created" || t.status == "processing");
     let credited = snap.invoices.iter().filter(|i| i.logs.iter().any(|l| l.log_type == "credited")).count();
     let store = Store::open(&demo.db)?;

@@ -26,7 +26,8 @@ struct Chaos {
 
 impl Chaos {
     fn start_listener(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.w.dir.path().join("listener.log")).unwrap();
+        let log =
+            std::fs::OpenOptions::new().create(true).append(true).open(self.w.dir.path().join("listener.log")).unwrap();
         let child = self
             .w
             .cmd(&["serve-webhook", "--listen", &format!("127.0.0.1:{}", self.port)])
@@ -69,23 +70,30 @@ impl Chaos {
         assert!(matches!(code, Some(0) | Some(75)), "process-events exited {code:?}: {}", stderr(&out));
     }
 
-    /// Issues the current slot the way the timer would, sometimes with two runs at once;
-    /// a temporary failure is completed by the next tick.
-    fn issue_tick(&mut self) -> bool {
+    /// Runs issue-invoices the way the timer would, sometimes two at once; a temporary
+    /// failure is completed by a later tick. Returns the slot reported issued, if any.
+    fn issue_tick(&mut self) -> Option<usize> {
         let now = at(self.w.sandbox.now());
         let racers = if self.rng.random_bool(0.4) { 2 } else { 1 };
         let children: Vec<Child> = (0..racers)
             .map(|_| {
-                self.w.cmd(&["issue-invoices", "--json", "-q", "--now", &now]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+                self.w
+                    .cmd(&["issue-invoices", "--json", "-q", "--now", &now])
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
             })
             .collect();
-        let mut issued = false;
+        let mut issued = None;
         for c in children {
             let out = c.wait_with_output().unwrap();
             match out.status.code() {
                 Some(0) => {
                     let v = json(&out);
-                    issued |= matches!(v["status"].as_str(), Some("issued" | "already-issued"));
+                    if matches!(v["status"].as_str(), Some("issued" | "already-issued")) {
+                        issued = v["slot"].as_u64().map(|k| k as usize);
+                    }
                 }
                 Some(75) => {}
                 other => panic!("issue-invoices exited {other:?}: {}{}", stdout(&out), stderr(&out)),
@@ -97,7 +105,8 @@ impl Chaos {
 
 #[test]
 fn chaos_campaign_ends_with_every_credit_transferred_exactly_once() {
-    let seed: u64 = std::env::var("STARK_SWEEP_CHAOS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
+    let seed: u64 =
+        std::env::var("STARK_SWEEP_CHAOS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
     eprintln!("chaos seed: {seed} (replay with STARK_SWEEP_CHAOS_SEED={seed})");
     let w = World::new(SandboxConfig {
         time_scale: 3600.0,
@@ -109,11 +118,11 @@ fn chaos_campaign_ends_with_every_credit_transferred_exactly_once() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut chaos = Chaos { w, rng: StdRng::seed_from_u64(seed), port, listener: None, kills: 0 };
     chaos.start_listener();
-    crate::util::wait_for("the listener to answer", || {
-        std::net::TcpStream::connect(("127.0.0.1", chaos.port)).is_ok()
-    });
+    crate::util::wait_for("the listener to answer", || std::net::TcpStream::connect(("127.0.0.1", chaos.port)).is_ok());
     let hook = format!("http://127.0.0.1:{}/webhook", chaos.port);
-    crate::util::wait_for("the webhook registration", || chaos.w.run(&["webhook", "register", "--url", &hook, "-q"]).status.success());
+    crate::util::wait_for("the webhook registration", || {
+        chaos.w.run(&["webhook", "register", "--url", &hook, "-q"]).status.success()
+    });
 
     chaos.w.sandbox.set_faults(Faults {
         error_rate: 0.05,
@@ -128,14 +137,16 @@ fn chaos_campaign_ends_with_every_credit_transferred_exactly_once() {
         ..Faults::default()
     });
 
-    // The campaign: every simulated 20 minutes, a process-events tick; at each slot boundary,
-    // issue-invoices until the slot is issued; the listener dies now and then.
+    // The campaign: on every tick (a few simulated minutes apart), issue-invoices and
+    // process-events run as their timers would; the listener dies now and then.
     let mut slot_issued = [false; 8];
-    while chaos.w.sandbox.now() < start + Duration::hours(24) {
-        let elapsed = chaos.w.sandbox.now() - start;
-        let slot = (elapsed.num_seconds() / (3 * 3600)).clamp(0, 7) as usize;
-        if !slot_issued[slot] {
-            slot_issued[slot] = chaos.issue_tick();
+    loop {
+        if let Some(k) = chaos.issue_tick() {
+            slot_issued[k] = true;
+        }
+        let started = chaos.w.open_store().campaign().unwrap().map(|c| c.started_at);
+        if started.is_some_and(|s| chaos.w.sandbox.now() > s + Duration::hours(24)) {
+            break;
         }
         chaos.process_tick(0.15);
         if chaos.listener.is_some() && chaos.rng.random_bool(0.08) {
@@ -157,11 +168,17 @@ fn chaos_campaign_ends_with_every_credit_transferred_exactly_once() {
         chaos.process_tick(0.0);
         let snap = chaos.w.sandbox.snapshot();
         let now = chaos.w.sandbox.now();
-        let paying = snap.invoices.iter().any(|i| i.status == "created" && i.will_pay_at.is_some_and(|t| t > start && t <= now + Duration::hours(1)));
+        let paying = snap.invoices.iter().any(|i| {
+            i.status == "created" && i.will_pay_at.is_some_and(|t| t > start && t <= now + Duration::hours(1))
+        });
         let in_flight = snap.transfers.iter().any(|t| t.status == "created" || t.status == "processing");
         let store = chaos.w.open_store();
         let credited = snap.invoices.iter().filter(|i| i.logs.iter().any(|l| l.log_type == "credited")).count();
-        if !paying && !in_flight && store.open_credits().unwrap().is_empty() && store.credits().unwrap().len() == credited {
+        if !paying
+            && !in_flight
+            && store.open_credits().unwrap().is_empty()
+            && store.credits().unwrap().len() == credited
+        {
             settled = true;
             break;
         }
@@ -183,7 +200,11 @@ fn chaos_campaign_ends_with_every_credit_transferred_exactly_once() {
     for s in &slots {
         let tag = stark_sweep::campaign::slot_tag(&campaign.tag, s.slot);
         let at_emulator = snap.invoices.iter().filter(|i| i.tags.contains(&tag)).count() as i64;
-        assert_eq!(at_emulator, s.invoices, "slot {} has extra or missing invoices at the emulator (seed {seed})", s.slot);
+        assert_eq!(
+            at_emulator, s.invoices,
+            "slot {} has extra or missing invoices at the emulator (seed {seed})",
+            s.slot
+        );
     }
     assert_eq!(snap.invoices.len() as i64, slots.iter().map(|s| s.invoices).sum::<i64>(), "seed {seed}");
 

@@ -5,6 +5,7 @@
 
 mod util;
 
+mod chaos;
 mod cli_config;
 mod conformance;
 mod deploy;
