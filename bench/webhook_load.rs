@@ -9,8 +9,10 @@
 //! It reports events/s, p50/p99/max latency, the listener's peak resident memory (VmHWM),
 //! and checks that every 200 is a row in the SQLite file after a graceful SIGTERM.
 //!
+//! `BENCH_KEEP_LOG=path` keeps the listener's log (one line per request, slow commits).
+//!
 //! Run: `cargo build --release && cargo run --release --example webhook_load -- [--concurrency 32]
-//!       [--seconds 10] [--rate 500] [--rate-seconds 10] [--bin target/release/stark-sweep]`
+//!       [--seconds 10] [--rate 500] [--rate-seconds 10] [--new-connections] [--bin target/release/stark-sweep]`
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -28,15 +30,28 @@ struct Args {
     seconds: f64,
     rate: f64,
     rate_seconds: f64,
+    /// One connection per request (`Connection: close`), as behind the shipped nginx config.
+    new_connections: bool,
 }
 
 fn args() -> Result<Args, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     // target/release/examples/webhook_load -> target/release/stark-sweep
     let default_bin = exe.parent().and_then(|p| p.parent()).map(|p| p.join("stark-sweep")).unwrap_or_default();
-    let mut a = Args { bin: default_bin, concurrency: 32, seconds: 10.0, rate: 500.0, rate_seconds: 10.0 };
+    let mut a = Args {
+        bin: default_bin,
+        concurrency: 32,
+        seconds: 10.0,
+        rate: 500.0,
+        rate_seconds: 10.0,
+        new_connections: false,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
+        if flag == "--new-connections" {
+            a.new_connections = true;
+            continue;
+        }
         let value = it.next().ok_or(format!("{flag} needs a value"))?;
         let num = || value.parse::<f64>().map_err(|e| format!("{flag}: {e}"));
         match flag.as_str() {
@@ -73,9 +88,10 @@ fn event_body(id: usize) -> String {
     )
 }
 
-fn request(body: &str, sig: &str) -> Vec<u8> {
+fn request(body: &str, sig: &str, close: bool) -> Vec<u8> {
+    let connection = if close { "Connection: close\r\n" } else { "" };
     format!(
-        "POST /webhook HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nDigital-Signature: {sig}\r\nContent-Length: {}\r\n\r\n{body}",
+        "POST /webhook HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nDigital-Signature: {sig}\r\n{connection}Content-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .into_bytes()
@@ -122,7 +138,7 @@ impl Conn {
             r.read_exact(&mut body).map_err(|e| e.to_string())?;
             Ok(status)
         })();
-        if result.is_err() {
+        if result.is_err() || bytes.windows(17).any(|w| w == b"Connection: close") {
             self.reader = None;
         }
         result
@@ -229,7 +245,7 @@ fn main() -> Result<(), String> {
         .map(|i| {
             let body = event_body(i);
             let sig = sign::sign(&key, body.as_bytes());
-            request(&body, &sig)
+            request(&body, &sig, a.new_connections)
         })
         .collect();
     let body_len = event_body(0).len();
@@ -296,6 +312,9 @@ fn main() -> Result<(), String> {
     };
 
     let hwm = vm_hwm_kib(pid);
+    if let Some(keep) = std::env::var_os("BENCH_KEEP_LOG") {
+        let _ = std::fs::copy(dir.path().join("listener.log"), keep);
+    }
     let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
     let exit = child.wait().map_err(|e| e.to_string())?;
     let rows: i64 = rusqlite::Connection::open(dir.path().join("bench.db"))
@@ -307,9 +326,10 @@ fn main() -> Result<(), String> {
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
     );
     println!(
-        "throughput  : {:.0} events/s verified+stored ({ok1} x 200, {other1} other) in {secs:.1} s at concurrency {}",
+        "throughput  : {:.0} events/s verified+stored ({ok1} x 200, {other1} other) in {secs:.1} s at concurrency {}, {}",
         ok1 as f64 / secs,
-        a.concurrency
+        a.concurrency,
+        if a.new_connections { "one connection per request" } else { "keep-alive connections" }
     );
     println!(
         "  latency   : p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",

@@ -18,6 +18,11 @@
 //!   503 at once rather than waiting behind stalled ones.
 //! - the writer (one thread, bounded channel): group commit, see `writer`.
 //! - the key loader (one thread, until the first key is loaded) and the credit hook runner.
+//!
+//! Known tiny_http 0.12 limits that our code cannot fix, covered by the proxy in front
+//! (deploy/nginx): unbounded header buffering before we see a request (we answer 431 after the
+//! fact), no socket timeouts, and a connection pool that can leave a new connection queued
+//! until another connection closes (so the proxy uses one upstream connection per delivery).
 
 mod credit;
 mod handler;

@@ -18,6 +18,8 @@ use super::credit::CreditRunner;
 /// Most events per transaction: large enough to amortize the fsync, small enough that the
 /// first event of a batch does not wait long for the last.
 const MAX_BATCH: usize = 512;
+/// A commit slower than this is logged as a warning (the disk is the bottleneck).
+const SLOW_COMMIT: Duration = Duration::from_millis(200);
 /// How often an idle writer proves the database is still there.
 const PING_EVERY: Duration = Duration::from_secs(5);
 
@@ -84,8 +86,15 @@ impl Writer {
     }
 
     fn commit(&mut self, batch: &[NewEvent], replies: &[SyncSender<Verdict>]) {
+        let started = std::time::Instant::now();
         match self.store.insert_events(batch, self.clock.now()) {
             Ok(verdicts) => {
+                let took = started.elapsed();
+                if took > SLOW_COMMIT {
+                    log::warn!("committing {} event(s) took {} ms (fsync)", batch.len(), took.as_millis());
+                } else {
+                    log::debug!("committed {} event(s) in {:.1} ms", batch.len(), took.as_secs_f64() * 1e3);
+                }
                 self.healthy.store(true, Ordering::Relaxed);
                 let new_credit = batch.iter().zip(&verdicts).any(|(e, v)| {
                     *v == Inserted::New && e.summary.subscription == "invoice" && e.summary.log_type == "credited"
