@@ -14,7 +14,8 @@ use super::{Ctx, Status};
 use crate::cli::ServeArgs;
 use crate::starkbank::verify::KeyCache;
 use crate::starkbank::{Client, keys};
-use crate::{config, error, webhook};
+use crate::store::Store;
+use crate::{config, error, sweep, webhook};
 
 /// A failed verification refetches the key at most this often (forged requests cannot make us
 /// hammer the API; a real rotation is picked up within this long).
@@ -23,11 +24,6 @@ const KEY_REFETCH: Duration = Duration::from_secs(60);
 const MAX_BODY_LIMIT: u64 = 64 * 1024 * 1024;
 
 pub fn run(ctx: &Ctx, args: &ServeArgs) -> anyhow::Result<Status> {
-    if args.process {
-        return Err(error::config(
-            "--process / STARK_SWEEP_PROCESS: the transfer step is not wired into the listener in this build; to fix: unset it and run `stark-sweep process-events` every minute",
-        ));
-    }
     let listen = args.listen.as_deref().unwrap_or("127.0.0.1:8000");
     let body_limit = args.body_limit.unwrap_or(webhook::DEFAULT_BODY_LIMIT);
     if body_limit == 0 || body_limit > MAX_BODY_LIMIT {
@@ -46,6 +42,9 @@ pub fn run(ctx: &Ctx, args: &ServeArgs) -> anyhow::Result<Status> {
     }
     cfg.workspace_id = args.workspace_id.as_deref().map(str::trim).filter(|w| !w.is_empty()).map(str::to_string);
 
+    if args.process {
+        cfg.on_credit = Some(transfer_hook(ctx, args)?);
+    }
     let keys = key_source(ctx, args)?;
     let listener = TcpListener::bind(listen)
         .map_err(|e| error::config(format!("STARK_SWEEP_LISTEN / --listen: cannot listen on {listen}: {e}")))?;
@@ -55,6 +54,25 @@ pub fn run(ctx: &Ctx, args: &ServeArgs) -> anyhow::Result<Status> {
     ctrlc::set_handler(move || on_signal.trigger()).context("installing the SIGTERM/SIGINT handler")?;
     webhook::serve(listener, cfg, Arc::new(keys), shutdown)?;
     Ok(Status::Success)
+}
+
+/// `--process`: after a credit is stored, the transfer step runs at once in the background
+/// (coalesced by the listener; under the same lock as `process-events`, so the two never send
+/// at the same time). It skips reconciliation: the `process-events` timer still does that.
+fn transfer_hook(ctx: &Ctx, args: &ServeArgs) -> anyhow::Result<webhook::OnCreditStored> {
+    let opts = super::process_events::options(&args.sweep, false)?;
+    let client = config::client(&ctx.global.api)?;
+    let (db, clock) = (ctx.db.clone(), ctx.clock);
+    Ok(Arc::new(move || {
+        let result = Store::open(&db).and_then(|mut store| sweep::run_waiting(&client, &mut store, &opts, clock.now()));
+        match result {
+            Ok(r) if r.transfers_sent > 0 => {
+                log::info!("--process: sent {} transfer(s), {} cents", r.transfers_sent, r.sent_total)
+            }
+            Ok(_) => {}
+            Err(e) => log::warn!("--process: the transfer step failed (the process-events timer retries): {e:#}"),
+        }
+    }))
 }
 
 fn key_source(ctx: &Ctx, args: &ServeArgs) -> anyhow::Result<KeyCache> {

@@ -271,3 +271,48 @@ fn a_credit_that_keeps_failing_needs_attention_and_status_flags_it() {
     assert_eq!(v["needsAttention"], 1);
     assert!(successes(&w.sandbox.snapshot()).is_empty());
 }
+
+/// The listener with `--process`: Stark Bank's (the emulator's) webhook delivers the credit,
+/// out of order (credited before paid), and the transfer goes out without any process-events
+/// run. A later process-events run sends nothing more.
+#[test]
+fn serve_webhook_process_transfers_a_delivered_credit_at_once() {
+    let w = world(DuplicateMode::Sync);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut listener = w
+        .cmd(&["serve-webhook", "--process", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the listener", || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    w.run_expect(&["webhook", "register", "--url", &format!("http://127.0.0.1:{port}/webhook")], 0);
+    w.sandbox.set_faults(Faults { out_of_order: true, ..Faults::default() });
+    let ids = issue(&w);
+    for id in &ids[..2] {
+        w.sandbox.pay_invoice(id, PayOptions::default()).unwrap();
+    }
+    wait_for("transfers sent by the listener", || successes(&w.sandbox.snapshot()).len() == 2);
+    wait_for("both logs delivered", || {
+        let s = w.sandbox.snapshot();
+        ["paid", "credited"]
+            .iter()
+            .all(|t| s.deliveries.iter().any(|d| s.events.iter().any(|e| e.id == d.event_id && e.log_type == *t)))
+    });
+    listener.kill().unwrap();
+    listener.wait().unwrap();
+    let snap = w.sandbox.snapshot();
+    assert!(
+        snap.requests.iter().filter(|r| r.path.ends_with("/event") && r.method == "GET").count() == 0,
+        "no reconciliation ran"
+    );
+    let credited_first =
+        snap.deliveries.iter().position(|d| snap.events.iter().any(|e| e.id == d.event_id && e.log_type == "credited"));
+    let paid_first =
+        snap.deliveries.iter().position(|d| snap.events.iter().any(|e| e.id == d.event_id && e.log_type == "paid"));
+    let (credited_first, paid_first) = (credited_first.unwrap(), paid_first.unwrap_or(usize::MAX));
+    assert!(credited_first < paid_first, "the emulator delivered credited before paid");
+    settle(&w);
+    assert_exactly_once(&w);
+    assert_eq!(successes(&w.sandbox.snapshot()).len(), 2);
+}

@@ -746,7 +746,7 @@ fn replace_once(text: &str, from: &str, to: &str) -> String {
 /// oversized header before the listener sees them.
 #[test]
 fn nginx_config_terminates_tls_and_enforces_limits() {
-    let install = "run `sudo apt-get install -y nginx-light openssl` (scripts/install-test-deps does it)";
+    let install = "run `sudo apt-get install -y nginx-light openssl` (scripts/test does it)";
     let nginx = find_tool("nginx", "STARK_SWEEP_NGINX", install);
     let openssl = find_tool("openssl", "STARK_SWEEP_OPENSSL", install);
     let signer = Signer::new();
