@@ -17,7 +17,6 @@ use stark_sweep::sandbox::{DuplicateMode, Faults, SandboxConfig};
 use crate::util::{World, at, json, stderr, stdout};
 
 struct Chaos {
-    w: World,
     rng: StdRng,
     port: u16,
     listener: Option<Child>,
@@ -25,11 +24,10 @@ struct Chaos {
 }
 
 impl Chaos {
-    fn start_listener(&mut self) {
+    fn start_listener(&mut self, w: &World) {
         let log =
-            std::fs::OpenOptions::new().create(true).append(true).open(self.w.dir.path().join("listener.log")).unwrap();
-        let child = self
-            .w
+            std::fs::OpenOptions::new().create(true).append(true).open(w.dir.path().join("listener.log")).unwrap();
+        let child = w
             .cmd(&["serve-webhook", "--listen", &format!("127.0.0.1:{}", self.port)])
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -47,10 +45,9 @@ impl Chaos {
     }
 
     /// One `process-events` tick on the emulator's clock; sometimes killed mid-run.
-    fn process_tick(&mut self, kill_chance: f64) {
-        let now = at(self.w.sandbox.now());
-        let mut child = self
-            .w
+    fn process_tick(&mut self, w: &World, kill_chance: f64) {
+        let now = at(w.sandbox.now());
+        let mut child = w
             .cmd(&["process-events", "-q", "--now", &now, "--retry-backoff", "60", "--transfer-attempts", "10"])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -69,38 +66,37 @@ impl Chaos {
         let code = out.status.code();
         assert!(matches!(code, Some(0) | Some(75)), "process-events exited {code:?}: {}", stderr(&out));
     }
+}
 
-    /// Runs issue-invoices the way the timer would, sometimes two at once; a temporary
-    /// failure is completed by a later tick. Returns the slot reported issued, if any.
-    fn issue_tick(&mut self) -> Option<usize> {
-        let now = at(self.w.sandbox.now());
-        let racers = if self.rng.random_bool(0.4) { 2 } else { 1 };
-        let children: Vec<Child> = (0..racers)
-            .map(|_| {
-                self.w
-                    .cmd(&["issue-invoices", "--json", "-q", "--now", &now])
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .unwrap()
-            })
-            .collect();
-        let mut issued = None;
-        for c in children {
-            let out = c.wait_with_output().unwrap();
-            match out.status.code() {
-                Some(0) => {
-                    let v = json(&out);
-                    if matches!(v["status"].as_str(), Some("issued" | "already-issued")) {
-                        issued = v["slot"].as_u64().map(|k| k as usize);
-                    }
+/// Runs issue-invoices the way the timer would, sometimes two at once; a temporary
+/// failure is completed by a later tick. Returns the slot reported issued, if any.
+fn issue_tick(w: &World, rng: &mut StdRng) -> Option<usize> {
+    let now = at(w.sandbox.now());
+    let racers = if rng.random_bool(0.4) { 2 } else { 1 };
+    let children: Vec<Child> = (0..racers)
+        .map(|_| {
+            w.cmd(&["issue-invoices", "--json", "-q", "--now", &now])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut issued = None;
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        match out.status.code() {
+            Some(0) => {
+                let v = json(&out);
+                if matches!(v["status"].as_str(), Some("issued" | "already-issued")) {
+                    issued = v["slot"].as_u64().map(|k| k as usize);
                 }
-                Some(75) => {}
-                other => panic!("issue-invoices exited {other:?}: {}{}", stdout(&out), stderr(&out)),
             }
+            Some(75) => {}
+            other => panic!("issue-invoices exited {other:?}: {}{}", stdout(&out), stderr(&out)),
         }
-        issued
     }
+    issued
 }
 
 #[test]
@@ -116,15 +112,15 @@ fn chaos_campaign_ends_with_every_credit_transferred_exactly_once() {
     });
     let start = w.sandbox.now();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut chaos = Chaos { w, rng: StdRng::seed_from_u64(seed), port, listener: None, kills: 0 };
-    chaos.start_listener();
+    let mut chaos = Chaos { rng: StdRng::seed_from_u64(seed), port, listener: None, kills: 0 };
+    chaos.start_listener(&w);
     crate::util::wait_for("the listener to answer", || std::net::TcpStream::connect(("127.0.0.1", chaos.port)).is_ok());
     let hook = format!("http://127.0.0.1:{}/webhook", chaos.port);
     crate::util::wait_for("the webhook registration", || {
-        chaos.w.run(&["webhook", "register", "--url", &hook, "-q"]).status.success()
+        w.run(&["webhook", "register", "--url", &hook, "-q"]).status.success()
     });
 
-    chaos.w.sandbox.set_faults(Faults {
+    w.sandbox.set_faults(Faults {
         error_rate: 0.05,
         latency_ms: 15,
         commit_then_500_invoice: 0.25,
@@ -137,42 +133,54 @@ fn chaos_campaign_ends_with_every_credit_transferred_exactly_once() {
         ..Faults::default()
     });
 
-    // The campaign: on every tick (a few simulated minutes apart), issue-invoices and
-    // process-events run as their timers would; the listener dies now and then.
+    // The campaign: the invoice timer and the transfer timer tick independently, as systemd
+    // runs them; the listener dies now and then.
+    let campaign_over = |w: &World| {
+        let started = w.open_store().campaign().unwrap().map(|c| c.started_at);
+        started.is_some_and(|s| w.sandbox.now() > s + Duration::hours(24))
+    };
     let mut slot_issued = [false; 8];
-    loop {
-        if let Some(k) = chaos.issue_tick() {
-            slot_issued[k] = true;
+    std::thread::scope(|scope| {
+        let w = &w;
+        let invoices = scope.spawn(move || {
+            let mut rng = StdRng::seed_from_u64(seed.wrapping_add(1));
+            let mut issued = [false; 8];
+            while !campaign_over(w) {
+                if let Some(k) = issue_tick(w, &mut rng) {
+                    issued[k] = true;
+                }
+                std::thread::sleep(StdDuration::from_millis(rng.random_range(100..300)));
+            }
+            issued
+        });
+        while !invoices.is_finished() {
+            chaos.process_tick(&w, 0.15);
+            if chaos.listener.is_some() && chaos.rng.random_bool(0.08) {
+                chaos.kill_listener();
+            } else if chaos.listener.is_none() && chaos.rng.random_bool(0.5) {
+                chaos.start_listener(&w);
+            }
+            std::thread::sleep(StdDuration::from_millis(chaos.rng.random_range(50..350)));
         }
-        let started = chaos.w.open_store().campaign().unwrap().map(|c| c.started_at);
-        if started.is_some_and(|s| chaos.w.sandbox.now() > s + Duration::hours(24)) {
-            break;
-        }
-        chaos.process_tick(0.15);
-        if chaos.listener.is_some() && chaos.rng.random_bool(0.08) {
-            chaos.kill_listener();
-        } else if chaos.listener.is_none() && chaos.rng.random_bool(0.5) {
-            chaos.start_listener();
-        }
-        std::thread::sleep(StdDuration::from_millis(chaos.rng.random_range(50..350)));
-    }
+        slot_issued = invoices.join().unwrap();
+    });
     assert!(slot_issued.iter().all(|s| *s), "every slot was issued: {slot_issued:?} (seed {seed})");
     // After the campaign, the outage ends: the listener stays up and the timer keeps ticking
     // until nothing is left in flight. Dropped webhooks are recovered by reconciliation.
     if chaos.listener.is_none() {
-        chaos.start_listener();
+        chaos.start_listener(&w);
     }
-    chaos.w.sandbox.set_faults(Faults::default());
+    w.sandbox.set_faults(Faults::default());
     let mut settled = false;
     for _ in 0..400 {
-        chaos.process_tick(0.0);
-        let snap = chaos.w.sandbox.snapshot();
-        let now = chaos.w.sandbox.now();
+        chaos.process_tick(&w, 0.0);
+        let snap = w.sandbox.snapshot();
+        let now = w.sandbox.now();
         let paying = snap.invoices.iter().any(|i| {
             i.status == "created" && i.will_pay_at.is_some_and(|t| t > start && t <= now + Duration::hours(1))
         });
         let in_flight = snap.transfers.iter().any(|t| t.status == "created" || t.status == "processing");
-        let store = chaos.w.open_store();
+        let store = w.open_store();
         let credited = snap.invoices.iter().filter(|i| i.logs.iter().any(|l| l.log_type == "credited")).count();
         if !paying
             && !in_flight
@@ -188,7 +196,7 @@ fn chaos_campaign_ends_with_every_credit_transferred_exactly_once() {
     assert!(settled, "the campaign did not settle (seed {seed})");
 
     // 8 batches of 8-12 invoices, no extra invoice.
-    let w = &chaos.w;
+    let w = &w;
     let snap = w.sandbox.snapshot();
     let store = w.open_store();
     let slots = store.slots().unwrap();
