@@ -154,11 +154,11 @@ fn chaos_campaign_ends_with_every_credit_transferred_exactly_once() {
             issued
         });
         while !invoices.is_finished() {
-            chaos.process_tick(&w, 0.15);
+            chaos.process_tick(w, 0.15);
             if chaos.listener.is_some() && chaos.rng.random_bool(0.08) {
                 chaos.kill_listener();
             } else if chaos.listener.is_none() && chaos.rng.random_bool(0.5) {
-                chaos.start_listener(&w);
+                chaos.start_listener(w);
             }
             std::thread::sleep(StdDuration::from_millis(chaos.rng.random_range(50..350)));
         }
