@@ -93,6 +93,9 @@ pub struct Report {
     pub attention: Vec<Attention>,
     pub marked_delivered: usize,
     pub errors: Vec<String>,
+    /// Ids pulled as undelivered in this run, to mark delivered once applied.
+    #[serde(skip)]
+    pulled: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -192,6 +195,7 @@ fn pull_undelivered(client: &Client, store: &mut Store, now: DateTime<Utc>, repo
     for event in events {
         match summarize_event(&event) {
             Ok(summary) => {
+                report.pulled.push(summary.id.clone());
                 let body = serde_json::to_vec(&serde_json::json!({ "event": event }))?;
                 batch.push(NewEvent { summary, body, signature: None, source: EventSource::Api });
             }
@@ -599,9 +603,10 @@ fn settle(store: &mut Store, report: &mut Report) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Step 7.
+/// Step 7: every event Stark Bank listed as undelivered, now that its effects are recorded
+/// (whether the listener or this run stored it). One that fails is listed again next run.
 fn mark_delivered(client: &Client, store: &mut Store, now: DateTime<Utc>, report: &mut Report) {
-    let ids = match store.events_to_mark_delivered() {
+    let ids = match store.applied_among(&report.pulled) {
         Ok(ids) => ids,
         Err(e) => {
             report.errors.push(format!("listing events to mark delivered: {e:#}"));

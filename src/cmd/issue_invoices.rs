@@ -122,9 +122,14 @@ enum Outcome {
 pub fn run(ctx: &Ctx, args: &IssueArgs) -> anyhow::Result<Status> {
     let plan = Plan::from_args(args)?;
     let now = ctx.clock.now();
-    let (campaign_row, outcome) = if args.dry_run { dry_run(ctx, &plan, now)? } else { issue(ctx, &plan, now)? };
+    let mut earlier_failures = Vec::new();
+    let (campaign_row, outcome) =
+        if args.dry_run { dry_run(ctx, &plan, now)? } else { issue(ctx, &plan, now, &mut earlier_failures)? };
     report(&plan, campaign_row.as_ref(), &outcome, args.json)?;
-    Ok(Status::Success)
+    match earlier_failures.into_iter().next() {
+        Some(e) => Err(e.context("an earlier slot is still unfinished")),
+        None => Ok(Status::Success),
+    }
 }
 
 fn dry_run(ctx: &Ctx, plan: &Plan, now: DateTime<Utc>) -> anyhow::Result<(Option<CampaignRow>, Outcome)> {
@@ -165,7 +170,12 @@ fn new_campaign(plan: &Plan, now: DateTime<Utc>) -> CampaignRow {
     }
 }
 
-fn issue(ctx: &Ctx, plan: &Plan, now: DateTime<Utc>) -> anyhow::Result<(Option<CampaignRow>, Outcome)> {
+fn issue(
+    ctx: &Ctx,
+    plan: &Plan,
+    now: DateTime<Utc>,
+    earlier_failures: &mut Vec<anyhow::Error>,
+) -> anyhow::Result<(Option<CampaignRow>, Outcome)> {
     // Configuration is checked before anything is written.
     let client = crate::config::client(&ctx.global.api)?;
     let mut store = Store::open(&ctx.db)?;
@@ -183,7 +193,21 @@ fn issue(ctx: &Ctx, plan: &Plan, now: DateTime<Utc>) -> anyhow::Result<(Option<C
         );
     }
     let campaign = existing.unwrap_or_else(|| new_campaign(plan, now));
-    let slot = match campaign.shape().slot_at(campaign.started_at, now) {
+    let at = campaign.shape().slot_at(campaign.started_at, now);
+    // A batch left unfinished (its outcome unknown) is completed by the next run, whatever
+    // slot that run lands in; a failure there does not stop this slot from being issued.
+    for earlier in store.slots()?.into_iter().filter(|s| s.issued_at.is_none()).map(|s| s.slot) {
+        if at == SlotAt::Slot(earlier) {
+            continue;
+        }
+        log::info!("completing slot {earlier}, left unfinished by an earlier run");
+        let drafts = store.drafts(earlier)?;
+        if let Err(e) = complete_slot(&client, &mut store, &campaign, earlier, drafts, now) {
+            log::error!("slot {earlier} is still unfinished: {}", error::one_line(&e));
+            earlier_failures.push(e);
+        }
+    }
+    let slot = match at {
         SlotAt::Ended { ended_at } => return Ok((Some(campaign), Outcome::Ended { ended_at })),
         SlotAt::NotStarted => {
             let starts_at = campaign.started_at;

@@ -217,7 +217,8 @@ impl Store {
     /// Forgets a claim whose create request Stark Bank refused outright (so nothing exists);
     /// forgets the campaign too when this was its only slot, so the next run starts it afresh.
     pub fn abandon_slot(&mut self, slot: u32) -> anyhow::Result<()> {
-        let tx = self.conn.transaction()?;
+        // Reads then writes: take the write lock first (see `migrate`).
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let with_ids: i64 = tx.query_row(
             "SELECT COUNT(*) FROM invoice_drafts WHERE slot = ?1 AND invoice_id IS NOT NULL",
             [slot],

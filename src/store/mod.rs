@@ -53,7 +53,7 @@ impl Store {
             }
         }
         let conn = Connection::open(path).with_context(|| format!("opening the database {}", path.display()))?;
-        let store = Self { conn, path: path.to_path_buf() };
+        let mut store = Self { conn, path: path.to_path_buf() };
         store.configure().with_context(|| format!("configuring the database {}", path.display()))?;
         store.migrate().with_context(|| format!("migrating the database {}", path.display()))?;
         Ok(store)
@@ -67,7 +67,7 @@ impl Store {
         Ok(())
     }
 
-    fn migrate(&self) -> anyhow::Result<()> {
+    fn migrate(&mut self) -> anyhow::Result<()> {
         let current: i64 = self.conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         let known = MIGRATIONS.len() as i64;
         if current > known {
@@ -76,7 +76,10 @@ impl Store {
             );
         }
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
-            let tx = self.conn.unchecked_transaction()?;
+            // IMMEDIATE: take the write lock before reading the version. A deferred transaction
+            // that reads and then writes fails at once (SQLITE_BUSY, no waiting) when another
+            // process migrates the same new file at the same moment.
+            let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             // Re-check inside the write lock: another process may have migrated meanwhile.
             let now: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
             if now > i as i64 {
@@ -176,6 +179,23 @@ mod tests {
         assert_eq!(v, MIGRATIONS.len() as i64);
         let mode = std::fs::metadata(dir.path().join("t.db")).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    /// Regression: two runs started together on a new file both failed to migrate it
+    /// ("database is locked") before migrations took the write lock up front.
+    #[test]
+    fn many_processes_can_create_the_same_file_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("new.db");
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let db = db.clone();
+                std::thread::spawn(move || Store::open(&db).map(|s| s.ping().is_ok()))
+            })
+            .collect();
+        for t in threads {
+            assert!(t.join().unwrap().unwrap());
+        }
     }
 
     #[test]

@@ -273,13 +273,17 @@ impl Store {
         Ok(())
     }
 
-    /// API-pulled events whose effects are recorded but that Stark Bank still lists as undelivered.
-    pub fn events_to_mark_delivered(&self) -> anyhow::Result<Vec<String>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT id FROM events WHERE source = 'api' AND applied_at IS NOT NULL AND delivered_at IS NULL ORDER BY created",
-        )?;
-        let rows = stmt.query_map([], |r| r.get(0))?;
-        Ok(rows.collect::<rusqlite::Result<Vec<String>>>()?)
+    /// Those of `ids` whose events are recorded and applied.
+    pub fn applied_among(&self, ids: &[String]) -> anyhow::Result<Vec<String>> {
+        let mut stmt = self.conn.prepare_cached("SELECT applied_at IS NOT NULL FROM events WHERE id = ?1")?;
+        let mut out = Vec::new();
+        for id in ids {
+            let applied: Option<bool> = stmt.query_row([id], |r| r.get(0)).optional()?;
+            if applied == Some(true) {
+                out.push(id.clone());
+            }
+        }
+        Ok(out)
     }
 
     pub fn mark_delivered(&mut self, id: &str, now: DateTime<Utc>) -> anyhow::Result<()> {

@@ -138,3 +138,23 @@ fn dry_run_writes_nothing_and_calls_nothing() {
     assert!(!w.db.exists());
     assert_eq!(w.sandbox.snapshot().requests.len(), 0);
 }
+
+/// Regression: exit 75 promises that the next run completes the slot, even when that run
+/// already falls in the next slot (a 3-hour timer usually does).
+#[test]
+fn an_unfinished_slot_is_completed_by_a_run_in_the_next_slot() {
+    let w = world();
+    let start = w.sandbox.now();
+    w.sandbox.set_faults(Faults { commit_then_500_next_invoices: 1, ..Faults::default() });
+    w.run_expect(&["issue-invoices", "--now", &at(start)], 75);
+    let first = w.sandbox.snapshot().invoices.len();
+    let v = json(&w.run_expect(&["issue-invoices", "--json", "--now", &at(start + Duration::hours(3))], 0));
+    assert_eq!((v["status"].as_str(), v["slot"].as_u64()), (Some("issued"), Some(1)));
+    let store = w.open_store();
+    let slots = store.slots().unwrap();
+    assert_eq!(slots.len(), 2);
+    assert!(slots.iter().all(|s| s.issued_at.is_some()), "{slots:?}");
+    assert_eq!(slots[0].invoices as usize, first, "slot 0 was completed from the invoices found by tag");
+    assert_eq!(w.sandbox.snapshot().invoices.len() as i64, slots[0].invoices + slots[1].invoices);
+    assert_eq!(invoice_posts(&w), 2, "no batch was sent twice");
+}
