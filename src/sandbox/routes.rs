@@ -572,8 +572,16 @@ const INVOICE_FIELDS: &[&str] = &[
     "splits",
 ];
 
-fn create_invoices(s: &mut State, body: &[u8], now: DateTime<Utc>) -> Answer {
-    let items = batch(body, "invoices")?;
+/// Validates every element of a create batch with `parse`, which reads its fields through
+/// `Fields` (recording one error per bad field). Stark Bank refuses the whole batch when any
+/// element is bad, so this returns either every draft or every error.
+fn parse_batch<T>(
+    body: &[u8],
+    key: &str,
+    allowed: &[&str],
+    mut parse: impl FnMut(&mut Fields<'_>) -> Option<T>,
+) -> Result<Vec<T>, ApiErr> {
+    let items = batch(body, key)?;
     let mut errors = Vec::new();
     let mut drafts = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
@@ -583,7 +591,19 @@ fn create_invoices(s: &mut State, body: &[u8], now: DateTime<Utc>) -> Answer {
         };
         let before = errors.len();
         let mut f = Fields { i, obj, errors: &mut errors };
-        f.unknown(INVOICE_FIELDS);
+        f.unknown(allowed);
+        let draft = parse(&mut f);
+        if let Some(d) = draft
+            && errors.len() == before
+        {
+            drafts.push(d);
+        }
+    }
+    if errors.is_empty() { Ok(drafts) } else { Err(ApiErr::many(errors)) }
+}
+
+fn create_invoices(s: &mut State, body: &[u8], now: DateTime<Utc>) -> Answer {
+    let drafts = parse_batch(body, "invoices", INVOICE_FIELDS, |f| {
         let amount = f.int("amount", "invalidAmount", 0, MAX_AMOUNT, true);
         let tax_id = f.tax_id();
         let name = f.string("name", "invalidName", true);
@@ -591,7 +611,7 @@ fn create_invoices(s: &mut State, body: &[u8], now: DateTime<Utc>) -> Answer {
         let expiration = f.int("expiration", "invalidExpiration", 0, 100 * 365 * 86_400, false);
         let fine = f.float("fine", "invalidFine", 0.0, 20.0);
         let interest = f.float("interest", "invalidInterest", 0.0, 10.0);
-        let discounts = discounts(&mut f, due.unwrap_or(now + chrono::Duration::days(2)));
+        let discounts = discounts(f, due.unwrap_or(now + chrono::Duration::days(2)));
         let descriptions = f.list("descriptions", "invalidDescription");
         if descriptions.len() > 15
             || descriptions.iter().any(|d| d.get("key").and_then(Value::as_str).is_none_or(str::is_empty))
@@ -601,26 +621,21 @@ fn create_invoices(s: &mut State, body: &[u8], now: DateTime<Utc>) -> Answer {
         let tags = f.tags();
         let rules = f.list("rules", "invalidRule");
         let splits = f.list("splits", "invalidSplit");
-        if let (Some(amount), Some(tax_id), Some(name), true) = (amount, tax_id, name, errors.len() == before) {
-            drafts.push(NewInvoice {
-                amount,
-                name,
-                tax_id,
-                due,
-                expiration,
-                fine,
-                interest,
-                discounts,
-                descriptions,
-                tags,
-                rules,
-                splits,
-            });
-        }
-    }
-    if !errors.is_empty() {
-        return Err(ApiErr::many(errors));
-    }
+        Some(NewInvoice {
+            amount: amount?,
+            name: name?,
+            tax_id: tax_id?,
+            due,
+            expiration,
+            fine,
+            interest,
+            discounts,
+            descriptions,
+            tags,
+            rules,
+            splits,
+        })
+    })?;
     let invoices = s.create_invoices(drafts, now);
     let fail = faults::take(&mut s.faults.commit_then_500_next_invoices)
         || faults::roll(&mut s.rng, s.faults.commit_then_500_invoice);
@@ -697,17 +712,7 @@ const TRANSFER_FIELDS: &[&str] = &[
 ];
 
 fn create_transfers(s: &mut State, body: &[u8], now: DateTime<Utc>) -> Answer {
-    let items = batch(body, "transfers")?;
-    let mut errors = Vec::new();
-    let mut drafts = Vec::with_capacity(items.len());
-    for (i, item) in items.iter().enumerate() {
-        let Some(obj) = item.as_object() else {
-            errors.push(("invalidJson".into(), format!("Element {i}: not an object")));
-            continue;
-        };
-        let before = errors.len();
-        let mut f = Fields { i, obj, errors: &mut errors };
-        f.unknown(TRANSFER_FIELDS);
+    let drafts = parse_batch(body, "transfers", TRANSFER_FIELDS, |f| {
         let amount = f.int("amount", "invalidAmount", 1, MAX_AMOUNT, true);
         let name = f.string("name", "invalidName", true);
         let tax_id = f.tax_id();
@@ -738,38 +743,24 @@ fn create_transfers(s: &mut State, body: &[u8], now: DateTime<Utc>) -> Answer {
         let display_description = f.string("displayDescription", "invalidDisplayDescription", false);
         let tags = f.tags();
         let rules = f.list("rules", "invalidRule");
-        let metadata = obj.get("metadata").cloned();
-        if let (
-            Some(amount),
-            Some(name),
-            Some(tax_id),
-            Some(bank_code),
-            Some(branch_code),
-            Some(account_number),
-            true,
-        ) = (amount, name, tax_id, bank_code, branch_code, account_number, errors.len() == before)
-        {
-            drafts.push(NewTransfer {
-                amount,
-                name,
-                tax_id,
-                bank_code,
-                branch_code,
-                account_number,
-                account_type,
-                external_id,
-                scheduled,
-                description,
-                display_description,
-                tags,
-                rules,
-                metadata,
-            });
-        }
-    }
-    if !errors.is_empty() {
-        return Err(ApiErr::many(errors));
-    }
+        let metadata = f.obj.get("metadata").cloned();
+        Some(NewTransfer {
+            amount: amount?,
+            name: name?,
+            tax_id: tax_id?,
+            bank_code: bank_code?,
+            branch_code: branch_code?,
+            account_number: account_number?,
+            account_type,
+            external_id,
+            scheduled,
+            description,
+            display_description,
+            tags,
+            rules,
+            metadata,
+        })
+    })?;
     let transfers = s.create_transfers(drafts, now).map_err(|refusals| {
         ApiErr::many(
             refusals.into_iter().map(|r| (r.code.to_string(), format!("Element {}: {}", r.index, r.message))).collect(),
