@@ -63,7 +63,11 @@ pub fn run(ctx: &Ctx, args: &ProcessArgs) -> anyhow::Result<Status> {
         log::info!("{n} credits that needed attention are back in play");
     }
     let Some(report) = sweep::run_if_free(&client, &mut store, &opts, ctx.clock.now())? else {
-        print("another process-events run is in progress; nothing to do\n")?;
+        if args.json {
+            print_json(&serde_json::json!({"status": "in-progress"}))?;
+        } else {
+            print("another process-events run is in progress; nothing to do\n")?;
+        }
         return Ok(Status::Success);
     };
     if args.json {
