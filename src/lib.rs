@@ -7,9 +7,9 @@ pub mod cmd; // one run() per subcommand
 pub mod config; // flags > env > .env > defaults, validated once
 pub mod error; // exit codes and one-line errors
 pub mod logging; // stderr logs, text or JSON
-pub mod people;
+pub mod people; // random Brazilian payers with valid CPFs
 pub mod sandbox; // the local Stark Bank emulator
 pub mod starkbank; // the API client: keys, signing, requests, resources, events
 pub mod store; // all SQL: migrations, events, campaign, sweep
 pub mod sweep; // the transfer step: credits -> exactly one transfer each
-pub mod webhook; // the inbound listener: verify -> store -> answer // random Brazilian payers with valid CPFs
+pub mod webhook; // the inbound listener: bounded reads -> verify -> group commit -> answer

@@ -1,3 +1,5 @@
+//! The `stark-sweep` binary: parse the command line, run it, exit with its code.
+
 use std::process::ExitCode;
 
 use clap::Parser as _;
