@@ -110,11 +110,65 @@ if hl and p1:
         hl["throughput_p50_ms"], hl["throughput_p99_ms"], best["throughput_p50_ms"], best["throughput_p99_ms"]))
     w("| webhooks: latency at {:.0f} events/s (open loop), p50 / p99 | {:.2f} / {:.2f} ms | {:.2f} / {:.2f} ms (1 worker) |".format(
         hl["rate"], hl["rate_p50_ms"], hl["rate_p99_ms"], p1["rate_p50_ms"], p1["rate_p99_ms"]))
-    w("| webhooks: peak RSS of the receiver | {} | {} (1 worker), {} (2 workers, all processes) |".format(
-        mib(hl["vm_hwm_kib"]), mib(p1["vm_hwm_kib"]), mib(p2["vm_hwm_kib"]) if p2 else "n/a"))
+    w("| webhooks: peak RSS of the receiver | {} | {} (1 worker), {} (2 workers: summed over {} processes) |".format(
+        mib(hl["vm_hwm_kib"]), mib(p1["vm_hwm_kib"]), mib(p2["vm_hwm_kib"]) if p2 else "n/a",
+        p2["processes"] if p2 else 0))
 w("| binary size | {} ({} stripped) | n/a (interpreter + venv) |".format(
     mib(int(facts.get("bin_size", 0)) / 1024), mib(int(facts.get("bin_stripped_size", 0)) / 1024)))
 w("")
+
+# ---- findings -----------------------------------------------------------------------------------
+if proc and proc["rust"].get("breakdown"):
+    r = proc["rust"]
+    b = r["breakdown"]
+    k = b["kinds"]
+    get, patch, post = k.get("GET /v2/event"), k.get("PATCH /v2/event/{id}"), k.get("POST /v2/transfer")
+    own = b["wall_s"] - sum(x["rtt_s"] for x in k.values())
+    w("## What stands out")
+    w("")
+    if get and patch and post:
+        patch_span = patch["last_end_s"] - patch["first_start_s"]
+        patch_own = patch["steady_after_s"] + patch["then_after_s"]
+        w("- **process-events, {} credits, {} wall.** Against the emulator the largest share is pulling the "
+          "backlog: {} GET pages took {} in round trips (p50 {:.0f} ms a page), which is the emulator rebuilding "
+          "every matching event for each page, not stark-sweep. Next is **marking events delivered: {} PATCHes "
+          "(every pulled event: `created`, `paid` and `credited` per invoice, not only the {} credits), {} "
+          "({:.0f}% of the wall)**, of which {} inside stark-sweep ({:.2f} ms per event, each mark its own "
+          "SQLite write with `synchronous=FULL`). The transfers themselves: {} POSTs, {} from first to last.".format(
+              n(r["credits"]), secs(b["wall_s"]), n(get["count"]), secs(get["rtt_s"]), get["p50_ms"],
+              n(patch["count"]), n(r["credits"]), secs(patch_span), 100 * patch_span / b["wall_s"],
+              secs(patch_own), 1e3 * patch["steady_after_s"] / max(patch["count"], 1), post["count"],
+              secs(post["last_end_s"] - post["first_start_s"])))
+        w("- Of stark-sweep's own time ({} of the wall, the rest is waiting on the emulator), the PATCH loop is "
+          "{} ({:.0f}%). Against the real API every request is a network round trip: each millisecond of round "
+          "trip adds {} to the PATCH phase ({} sequential requests) and {} to the transfer phase. The per-event "
+          "PATCH dominates process-events on a large backlog.".format(
+              secs(own), secs(patch_own), 100 * patch_own / max(own, 1e-9), secs(patch["count"] / 1000),
+              n(patch["count"]), secs(post["count"] / 1000)))
+    w("- **Peak RSS of process-events: {}** for {} pulled events: every page of the backlog is held in memory "
+      "before it is recorded ({:.1f} KiB per event).".format(
+          mib(r["measured"]["max_rss_kib"]), n(r["report"]["eventsPulled"]),
+          r["measured"]["max_rss_kib"] / max(r["report"]["eventsPulled"], 1)))
+    p = proc.get("python")
+    if p:
+        pm = p["measured"]
+        mark = p["own"]["phases"]["mark_delivered_s"]
+        w("- The SDK sweep took {} for {} credits ({} of it marking {} events delivered, {:.1f} ms each; user CPU "
+          "{}: every SDK request is signed in pure Python and opens a new connection). Linear extrapolation to "
+          "{} credits (an estimate, not measured): about {}.".format(
+              secs(pm["wall_s"]), n(p["credits"]), secs(mark), n(p["own"]["marked_delivered"]),
+              1e3 * mark / max(p["own"]["marked_delivered"], 1), secs(pm["user_s"]), n(r["credits"]),
+              secs(pm["wall_s"] * r["credits"] / max(p["credits"], 1))))
+    d = proc.get("direct")
+    if d:
+        total = sum(d["requests"].values())
+        w("- **Emulator artifact**: straight to the emulator on a kept-alive connection, stark-sweep waits "
+          "{:.1f} ms per request on average ({} for {} requests): tiny_http sends an answer's head and body as "
+          "two segments without TCP_NODELAY, and the body waits for the client's delayed ACK. Hence the proxy "
+          "for the figures above. Setting TCP_NODELAY on the emulator's accepted sockets (or writing each answer "
+          "in one segment) would remove it; that is a change in `src/sandbox`, not made here.".format(
+              1e3 * d["measured"]["wall_s"] / max(total, 1), secs(d["measured"]["wall_s"]), n(total)))
+    w("")
 
 # ---- process-events -----------------------------------------------------------------------------
 if proc:
@@ -132,7 +186,7 @@ if proc:
     w("")
     w("Setup (not timed): {} invoices tagged `stark-sweep` created 100 per request with "
       "`Client::create_invoices`, each paid with `Sandbox::pay_invoice` (credit delay 0) and credited "
-      "({:.1} s). Then one run of `stark-sweep process-events --json` with a fresh database (ext4 disk), timed "
+      "({:.1f} s). Then one run of `stark-sweep process-events --json` with a fresh database (ext4 disk), timed "
       "from spawn to exit under `/usr/bin/time`.".format(n(r["invoices"]), r["setup_s"]))
     w("")
     w("The run goes through a recording proxy (`bench/common/proxy.rs`) that answers stark-sweep in one "
@@ -203,12 +257,13 @@ if proc:
         total = sum(d["requests"].values())
         w("### Straight to the emulator (keep-alive, no proxy), {} credits".format(n(d["credits"])))
         w("")
-        w("Wall {} for {} requests ({:.1f} ms a request on average; {}). The same run through the proxy costs "
-          "about {:.1f} ms a request (above). The difference is the emulator's delayed-ACK stall described "
-          "above, not stark-sweep.".format(
+        pk = (r.get("breakdown") or {}).get("kinds", {}).get("PATCH /v2/event/{id}")
+        w("Wall {} for {} requests ({:.1f} ms a request on average; {}).{} The difference is the emulator's "
+          "delayed-ACK stall described above, not stark-sweep.".format(
               secs(dm["wall_s"]), n(total), 1e3 * dm["wall_s"] / max(total, 1),
               ", ".join("`{}` {}".format(k, n(v)) for k, v in d["requests"].items()),
-              1e3 * m["wall_s"] / max(sum(rk.values()), 1)))
+              " Through the proxy (above), a PATCH costs {:.2f} ms of round trip (p50) plus {:.2f} ms inside "
+              "stark-sweep.".format(pk["p50_ms"], 1e3 * pk["steady_after_s"] / max(pk["count"], 1)) if pk else ""))
         w("")
     p = proc.get("python")
     if p:
@@ -283,12 +338,23 @@ w("`target/release/stark-sweep`: {} bytes ({}); stripped: {} bytes ({}).".format
     n(int(facts.get("bin_size", 0))), mib(int(facts.get("bin_size", 0)) / 1024),
     n(int(facts.get("bin_stripped_size", 0))), mib(int(facts.get("bin_stripped_size", 0)) / 1024)))
 w("")
+w("## Raw harness output")
+w("")
+for name in ("issue.txt", "process.txt", "hook-rust-low.txt", "hook-rust-high.txt", "hook-python-1.txt", "hook-python-2.txt"):
+    path = os.path.join(OUT, name)
+    if os.path.exists(path):
+        with open(path) as f:
+            w("`{}`:".format(name))
+            w("```text")
+            w(f.read().rstrip())
+            w("```")
+w("")
 w("## Reproduce")
 w("")
 w("```console")
 w("$ bench/run            # builds release, makes bench/.venv, runs everything, rewrites bench/REPORT.md")
 w("```")
-w("Single benchmarks: `cargo run --release --example process_events -- --invoices 10000 --breakdown`, "
+w("Single benchmarks: `cargo run --release --example process_events -- --invoices 10000 --direct-invoices 300`, "
   "`cargo run --release --example issue_invoices -- --runs 9`, `cargo run --release --example webhook_load -- "
   "--concurrency 32 --seconds 10 --rate 500 --rate-seconds 10` (add `--target-url`/`--signing-key` for another "
   "receiver). Raw JSON of this run: kept in the directory `bench/run` prints at the end.")
