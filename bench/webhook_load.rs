@@ -11,11 +11,19 @@
 //!
 //! `BENCH_KEEP_LOG=path` keeps the listener's log (one line per request, slow commits).
 //!
+//! External mode (`--target-url http://127.0.0.1:PORT/webhook`): no stark-sweep is started;
+//! the same load goes to an already-running receiver (e.g. `bench/python/webhook_app.py`),
+//! signed with `--signing-key` (a private PEM whose public half the receiver was given).
+//! `--pids` (comma list) names the receiver's processes for the memory figure (summed VmHWM),
+//! and `--count-db` a SQLite file whose `events` table must hold a row per 200.
+//!
 //! Run: `cargo build --release && cargo run --release --example webhook_load -- [--concurrency 32]
-//!       [--seconds 10] [--rate 500] [--rate-seconds 10] [--new-connections] [--bin target/release/stark-sweep]`
+//!       [--seconds 10] [--rate 500] [--rate-seconds 10] [--new-connections] [--bin target/release/stark-sweep]
+//!       [--target-url URL --signing-key PEM [--pids P1,P2] [--count-db FILE]] [--presign-rate 20000]
+//!       [--json out.json]`
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -32,6 +40,17 @@ struct Args {
     rate_seconds: f64,
     /// One connection per request (`Connection: close`), as behind the shipped nginx config.
     new_connections: bool,
+    /// An already-running receiver to load instead of starting stark-sweep.
+    target_url: Option<String>,
+    /// Private key PEM to sign with (default: a fresh key).
+    signing_key: Option<PathBuf>,
+    /// The external receiver's processes, for the memory figure.
+    pids: Vec<u32>,
+    /// The external receiver's SQLite file (table `events`), for the durability check.
+    count_db: Option<PathBuf>,
+    /// Events pre-signed per second of `--seconds` (an upper bound on throughput).
+    presign_rate: f64,
+    json: Option<PathBuf>,
 }
 
 fn args() -> Result<Args, String> {
@@ -45,6 +64,12 @@ fn args() -> Result<Args, String> {
         rate: 500.0,
         rate_seconds: 10.0,
         new_connections: false,
+        target_url: None,
+        signing_key: None,
+        pids: Vec::new(),
+        count_db: None,
+        presign_rate: 20_000.0,
+        json: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -60,6 +85,18 @@ fn args() -> Result<Args, String> {
             "--seconds" => a.seconds = num()?,
             "--rate" => a.rate = num()?,
             "--rate-seconds" => a.rate_seconds = num()?,
+            "--target-url" => a.target_url = Some(value.clone()),
+            "--signing-key" => a.signing_key = Some(PathBuf::from(&value)),
+            "--pids" => {
+                a.pids = value
+                    .split(',')
+                    .filter(|p| !p.is_empty())
+                    .map(|p| p.trim().parse::<u32>().map_err(|e| format!("--pids {p}: {e}")))
+                    .collect::<Result<_, _>>()?
+            }
+            "--count-db" => a.count_db = Some(PathBuf::from(&value)),
+            "--presign-rate" => a.presign_rate = num()?,
+            "--json" => a.json = Some(PathBuf::from(&value)),
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
@@ -88,10 +125,10 @@ fn event_body(id: usize) -> String {
     )
 }
 
-fn request(body: &str, sig: &str, close: bool) -> Vec<u8> {
+fn request(path: &str, body: &str, sig: &str, close: bool) -> Vec<u8> {
     let connection = if close { "Connection: close\r\n" } else { "" };
     format!(
-        "POST /webhook HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nDigital-Signature: {sig}\r\n{connection}Content-Length: {}\r\n\r\n{body}",
+        "POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nDigital-Signature: {sig}\r\n{connection}Content-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .into_bytes()
@@ -230,30 +267,61 @@ fn start_listener(bin: &PathBuf, dir: &std::path::Path) -> Result<(Child, Socket
     }
 }
 
+/// `http://host:port/path` -> (address, path).
+fn target(url: &str) -> Result<(SocketAddr, String), String> {
+    let rest = url.strip_prefix("http://").ok_or(format!("--target-url {url}: only http:// is supported"))?;
+    let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
+    let addr = host
+        .to_socket_addrs()
+        .map_err(|e| format!("--target-url {url}: {e}"))?
+        .next()
+        .ok_or(format!("--target-url {url}: no address"))?;
+    Ok((addr, path))
+}
+
 fn main() -> Result<(), String> {
     let a = args()?;
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let key = keys::generate();
+    let key = match &a.signing_key {
+        Some(p) => {
+            let pem = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+            keys::parse_private_key(&pem).map_err(|e| format!("{}: {e}", p.display()))?
+        }
+        None => keys::generate(),
+    };
+    let external = match &a.target_url {
+        Some(url) => Some(target(url)?),
+        None => None,
+    };
+    let path = external.as_ref().map(|(_, p)| p.clone()).unwrap_or_else(|| "/webhook".into());
     std::fs::write(dir.path().join("key.pem"), keys::public_key_pem(key.verifying_key()).map_err(|e| e.to_string())?)
         .map_err(|e| e.to_string())?;
 
-    // Enough pre-signed events for 20k events/s in phase 1, plus phase 2.
-    let n_fast = (a.seconds * 20_000.0) as usize;
+    // Enough pre-signed events for `presign_rate` events/s in phase 1, plus phase 2.
+    let n_fast = (a.seconds * a.presign_rate) as usize;
     let n_rate = (a.rate * a.rate_seconds) as usize;
     eprintln!("pre-signing {} events ...", n_fast + n_rate);
     let requests: Vec<Vec<u8>> = (0..n_fast + n_rate)
         .map(|i| {
             let body = event_body(i);
             let sig = sign::sign(&key, body.as_bytes());
-            request(&body, &sig, a.new_connections)
+            request(&path, &body, &sig, a.new_connections)
         })
         .collect();
     let body_len = event_body(0).len();
     let requests = Arc::new(requests);
 
-    let (mut child, addr) = start_listener(&a.bin, dir.path())?;
-    let pid = child.id();
-    eprintln!("listener pid {pid} on {addr}; events of {body_len} bytes");
+    let (mut child, addr) = match &external {
+        Some((addr, _)) => (None, *addr),
+        None => {
+            let (child, addr) = start_listener(&a.bin, dir.path())?;
+            (Some(child), addr)
+        }
+    };
+    match &child {
+        Some(c) => eprintln!("listener pid {} on {addr}; events of {body_len} bytes", c.id()),
+        None => eprintln!("external receiver on {addr}{path}; events of {body_len} bytes"),
+    }
 
     // Phase 1: throughput.
     let next = Arc::new(AtomicUsize::new(0));
@@ -311,18 +379,34 @@ fn main() -> Result<(), String> {
         (ok, other, lat)
     };
 
-    let hwm = vm_hwm_kib(pid);
-    if let Some(keep) = std::env::var_os("BENCH_KEEP_LOG") {
-        let _ = std::fs::copy(dir.path().join("listener.log"), keep);
-    }
-    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
-    let exit = child.wait().map_err(|e| e.to_string())?;
-    let rows: i64 = rusqlite::Connection::open(dir.path().join("bench.db"))
-        .and_then(|c| c.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0)))
-        .map_err(|e| e.to_string())?;
+    let pids: Vec<u32> = match &child {
+        Some(c) => vec![c.id()],
+        None => a.pids.clone(),
+    };
+    let hwm: Option<u64> = if pids.is_empty() { None } else { pids.iter().map(|p| vm_hwm_kib(*p)).sum() };
+    let (exit, db) = match child.as_mut() {
+        Some(c) => {
+            if let Some(keep) = std::env::var_os("BENCH_KEEP_LOG") {
+                let _ = std::fs::copy(dir.path().join("listener.log"), keep);
+            }
+            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+            let exit = c.wait().map_err(|e| e.to_string())?;
+            (exit.to_string(), Some(dir.path().join("bench.db")))
+        }
+        None => ("(external, left running)".to_string(), a.count_db.clone()),
+    };
+    let rows: Option<i64> = match &db {
+        Some(db) => Some(
+            rusqlite::Connection::open(db)
+                .and_then(|c| c.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0)))
+                .map_err(|e| e.to_string())?,
+        ),
+        None => None,
+    };
 
     println!(
-        "stark-sweep serve-webhook benchmark (release, {} CPUs)",
+        "{} benchmark (release load generator, {} CPUs)",
+        a.target_url.as_deref().unwrap_or("stark-sweep serve-webhook"),
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
     );
     println!(
@@ -346,11 +430,41 @@ fn main() -> Result<(), String> {
         ms(lat2.last().copied().unwrap_or_default())
     );
     match hwm {
-        Some(k) => println!("memory      : VmHWM {:.1} MiB (listener peak resident set)", k as f64 / 1024.0),
+        Some(k) => println!(
+            "memory      : VmHWM {:.1} MiB (peak resident set, summed over {} process(es))",
+            k as f64 / 1024.0,
+            pids.len()
+        ),
         None => println!("memory      : VmHWM unavailable"),
     }
-    println!("durability  : {rows} rows for {} answers of 200; listener exit {exit}", ok1 + ok2);
-    if rows as usize != ok1 + ok2 {
+    match rows {
+        Some(rows) => println!("durability  : {rows} rows for {} answers of 200; listener exit {exit}", ok1 + ok2),
+        None => println!("durability  : not checked (no --count-db)"),
+    }
+    if let Some(path) = &a.json {
+        let v = serde_json::json!({
+            "target": a.target_url.clone().unwrap_or_else(|| "stark-sweep serve-webhook".into()),
+            "concurrency": a.concurrency,
+            "new_connections": a.new_connections,
+            "throughput_eps": ok1 as f64 / secs,
+            "throughput_ok": ok1,
+            "throughput_other": other1,
+            "throughput_p50_ms": ms(percentile(&lat1, 0.5)),
+            "throughput_p99_ms": ms(percentile(&lat1, 0.99)),
+            "rate": a.rate,
+            "rate_seconds": a.rate_seconds,
+            "rate_ok": ok2,
+            "rate_other": other2,
+            "rate_p50_ms": ms(percentile(&lat2, 0.5)),
+            "rate_p99_ms": ms(percentile(&lat2, 0.99)),
+            "rate_max_ms": ms(lat2.last().copied().unwrap_or_default()),
+            "vm_hwm_kib": hwm,
+            "processes": pids.len(),
+            "rows": rows,
+        });
+        std::fs::write(path, v.to_string()).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    if rows.is_some_and(|rows| rows as usize != ok1 + ok2) {
         return Err("row count differs from the number of 200 answers".into());
     }
     Ok(())
