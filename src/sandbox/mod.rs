@@ -209,8 +209,11 @@ impl Sandbox {
         };
         let project_id = projects.first().map(|p| p.0.clone()).unwrap_or_default();
 
-        let server =
-            tiny_http::Server::http(cfg.listen).map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cfg.listen))?;
+        let listener =
+            std::net::TcpListener::bind(cfg.listen).with_context(|| format!("cannot listen on {}", cfg.listen))?;
+        crate::net::no_delay(&listener).context("setting TCP_NODELAY")?;
+        let server = tiny_http::Server::from_listener(listener, None)
+            .map_err(|e| anyhow::anyhow!("cannot serve on {}: {e}", cfg.listen))?;
         let addr = server.server_addr().to_ip().context("the emulator listens on a TCP address")?;
         let url = format!("http://{addr}");
         let server = Arc::new(server);

@@ -121,6 +121,7 @@ const POLL: Duration = Duration::from_millis(50);
 /// commits and answers, up to `drain_timeout`) and returns.
 pub fn serve(listener: TcpListener, cfg: Config, keys: Arc<KeyCache>, shutdown: Shutdown) -> anyhow::Result<()> {
     let addr = listener.local_addr().context("reading the listening address")?;
+    crate::net::no_delay(&listener).context("setting TCP_NODELAY")?;
     let store = Store::open(&cfg.db)?;
     let server = tiny_http::Server::from_listener(listener, None)
         .map_err(|e| anyhow::anyhow!("starting the HTTP server on {addr}: {e}"))?;
