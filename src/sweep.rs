@@ -187,24 +187,26 @@ fn run(client: &Client, store: &mut Store, opts: &Options, now: DateTime<Utc>) -
     Ok(report)
 }
 
-/// Step 1: `GET /v2/event?isDelivered=false`, every page, recorded durably.
+/// Step 1: `GET /v2/event?isDelivered=false`, every page, each recorded durably as it arrives
+/// (one transaction per page), so a long backlog is never held in memory whole.
 fn pull_undelivered(client: &Client, store: &mut Store, now: DateTime<Utc>, report: &mut Report) -> anyhow::Result<()> {
-    let events = client.query_events(Some(false))?;
-    report.events_pulled = events.len();
-    let mut batch = Vec::new();
-    for event in events {
-        match summarize_event(&event) {
-            Ok(summary) => {
-                report.pulled.push(summary.id.clone());
-                let body = serde_json::to_vec(&serde_json::json!({ "event": event }))?;
-                batch.push(NewEvent { summary, body, signature: None, source: EventSource::Api });
+    client.for_each_event_page(Some(false), |events| -> anyhow::Result<()> {
+        report.events_pulled += events.len();
+        let mut batch = Vec::with_capacity(events.len());
+        for event in events {
+            match summarize_event(&event) {
+                Ok(summary) => {
+                    report.pulled.push(summary.id.clone());
+                    let body = serde_json::to_vec(&serde_json::json!({ "event": event }))?;
+                    batch.push(NewEvent { summary, body, signature: None, source: EventSource::Api });
+                }
+                Err(e) => log::warn!("skipping an undelivered event Stark Bank listed: {e}"),
             }
-            Err(e) => log::warn!("skipping an undelivered event Stark Bank listed: {e}"),
         }
-    }
-    let inserted = store.insert_events(&batch, now)?;
-    report.events_recorded = inserted.iter().filter(|i| **i == crate::store::Inserted::New).count();
-    Ok(())
+        let inserted = store.insert_events(&batch, now)?;
+        report.events_recorded += inserted.iter().filter(|i| **i == crate::store::Inserted::New).count();
+        Ok(())
+    })
 }
 
 /// What an event changes, decided without touching the database.
@@ -603,6 +605,10 @@ fn settle(store: &mut Store, report: &mut Report) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// PATCH requests in flight at once when marking events delivered: a backlog of thousands
+/// would otherwise cost one round trip each, in sequence.
+const MARK_WORKERS: usize = 4;
+
 /// Step 7: every event Stark Bank listed as undelivered, now that its effects are recorded
 /// (whether the listener or this run stored it). One that fails is listed again next run.
 fn mark_delivered(client: &Client, store: &mut Store, now: DateTime<Utc>, report: &mut Report) {
@@ -613,15 +619,33 @@ fn mark_delivered(client: &Client, store: &mut Store, now: DateTime<Utc>, report
             return;
         }
     };
-    for id in ids {
-        match client.mark_event_delivered(&id).map_err(anyhow::Error::new).and_then(|()| store.mark_delivered(&id, now))
-        {
-            Ok(()) => report.marked_delivered += 1,
-            Err(e) => {
-                log::warn!("could not mark event {id} delivered (the next run retries): {e:#}");
-                report.errors.push(format!("marking event {id} delivered: {e:#}"));
-            }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results = std::sync::Mutex::new((Vec::new(), Vec::new()));
+    std::thread::scope(|scope| {
+        for _ in 0..MARK_WORKERS.min(ids.len()) {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(id) = ids.get(i) else { return };
+                    let outcome = client.mark_event_delivered(id);
+                    if let Ok(mut r) = results.lock() {
+                        match outcome {
+                            Ok(()) => r.0.push(id.clone()),
+                            Err(e) => r.1.push(format!("marking event {id} delivered: {e}")),
+                        }
+                    }
+                }
+            });
         }
+    });
+    let (marked, failed) = results.into_inner().unwrap_or_default();
+    for e in &failed {
+        log::warn!("{e} (the next run retries)");
+    }
+    report.errors.extend(failed);
+    match store.mark_delivered(&marked, now) {
+        Ok(()) => report.marked_delivered += marked.len(),
+        Err(e) => report.errors.push(format!("recording {} delivered marks: {e:#}", marked.len())),
     }
 }
 

@@ -302,6 +302,22 @@ impl Client {
     /// Every page of a list: follows `cursor` until it is empty. `key` is the plural wrapper.
     pub fn get_all(&self, path: &str, key: &str, query: &[(&str, String)], what: &str) -> Result<Vec<Value>, ApiError> {
         let mut out = Vec::new();
+        self.for_each_page(path, key, query, what, |items| {
+            out.extend(items);
+            Ok::<(), ApiError>(())
+        })?;
+        Ok(out)
+    }
+
+    /// Hands each page of a list to `each` as it arrives, so a long list is never held whole.
+    pub fn for_each_page<E: From<ApiError>>(
+        &self,
+        path: &str,
+        key: &str,
+        query: &[(&str, String)],
+        what: &str,
+        mut each: impl FnMut(Vec<Value>) -> Result<(), E>,
+    ) -> Result<(), E> {
         let mut cursor: Option<String> = None;
         loop {
             let mut q: Vec<(&str, String)> = query.to_vec();
@@ -309,15 +325,19 @@ impl Client {
             if let Some(c) = &cursor {
                 q.push(("cursor", c.clone()));
             }
-            let page = self.get(path, &q, what)?;
-            let items = page.get(key).and_then(Value::as_array).ok_or_else(|| ApiError::Decode {
-                what: what.into(),
-                cause: format!("no `{key}` list in the answer"),
-            })?;
-            out.extend(items.iter().cloned());
+            let mut page = self.get(path, &q, what)?;
+            let items = match page.get_mut(key).map(Value::take) {
+                Some(Value::Array(items)) => items,
+                _ => {
+                    return Err(
+                        ApiError::Decode { what: what.into(), cause: format!("no `{key}` list in the answer") }.into()
+                    );
+                }
+            };
             cursor = page.get("cursor").and_then(Value::as_str).filter(|c| !c.is_empty()).map(str::to_string);
+            each(items)?;
             if cursor.is_none() {
-                return Ok(out);
+                return Ok(());
             }
         }
     }

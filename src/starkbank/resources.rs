@@ -205,13 +205,27 @@ impl Client {
         decode(field(&self.get(&format!("transfer/{id}"), &[], &what)?, "transfer", &what)?, &what)
     }
 
-    /// `GET /v2/event?isDelivered=...`, every page. Raw values, so they can be stored verbatim.
+    /// `GET /v2/event?isDelivered=...`, every page, as raw values.
     pub fn query_events(&self, is_delivered: Option<bool>) -> Result<Vec<Value>, ApiError> {
+        let mut out = Vec::new();
+        self.for_each_event_page(is_delivered, |page| {
+            out.extend(page);
+            Ok::<(), ApiError>(())
+        })?;
+        Ok(out)
+    }
+
+    /// `GET /v2/event?isDelivered=...`, page by page: raw values, so they can be stored verbatim.
+    pub fn for_each_event_page<E: From<ApiError>>(
+        &self,
+        is_delivered: Option<bool>,
+        each: impl FnMut(Vec<Value>) -> Result<(), E>,
+    ) -> Result<(), E> {
         let mut q = Vec::new();
         if let Some(d) = is_delivered {
             q.push(("isDelivered", d.to_string()));
         }
-        self.get_all("event", "events", &q, "listing events")
+        self.for_each_page("event", "events", &q, "listing events", each)
     }
 
     pub fn get_event(&self, id: &str) -> Result<Event, ApiError> {

@@ -286,8 +286,16 @@ impl Store {
         Ok(out)
     }
 
-    pub fn mark_delivered(&mut self, id: &str, now: DateTime<Utc>) -> anyhow::Result<()> {
-        self.conn.execute("UPDATE events SET delivered_at = ?2 WHERE id = ?1", params![id, ts(now)])?;
+    /// Records that Stark Bank now has these events as delivered (one transaction).
+    pub fn mark_delivered(&mut self, ids: &[String], now: DateTime<Utc>) -> anyhow::Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached("UPDATE events SET delivered_at = ?2 WHERE id = ?1")?;
+            for id in ids {
+                stmt.execute(params![id, ts(now)])?;
+            }
+        }
+        tx.commit()?;
         Ok(())
     }
 

@@ -225,6 +225,7 @@ fn insufficient_balance_is_retried_with_a_new_external_id_then_succeeds() {
             &at(w.sandbox.now()),
         ]);
         assert!(matches!(out.status.code(), Some(0) | Some(75)), "{}", stderr(&out));
+        std::thread::sleep(std::time::Duration::from_millis(100)); // a timer tick, not a spin
         successes(&w.sandbox.snapshot()).len() == 1
     });
     assert_exactly_once(&w);
