@@ -137,7 +137,9 @@ fn decode_cursor(c: &str) -> Option<u64> {
 }
 
 /// One page, newest first: `{"cursor": ..., key: [...]}`.
-fn page(mut items: Vec<(u64, Value)>, q: &Query, key: &str) -> Answer {
+/// One page of a list, newest first. Only the page's items are turned into JSON, so paging
+/// through a long list costs the page, not the list.
+fn page<T>(mut items: Vec<(u64, T)>, q: &Query, key: &str, json: impl Fn(T) -> Value) -> Answer {
     items.sort_by_key(|b| std::cmp::Reverse(b.0));
     if let Some(c) = q.get("cursor") {
         let bound = decode_cursor(c).ok_or_else(|| ApiErr::bad("invalidCursor", format!("cursor {c} is not valid")))?;
@@ -149,7 +151,7 @@ fn page(mut items: Vec<(u64, Value)>, q: &Query, key: &str) -> Answer {
     let cursor = if more { items.last().map(|(s, _)| json!(encode_cursor(*s))) } else { None };
     let mut out = Map::new();
     out.insert("cursor".into(), cursor.unwrap_or(Value::Null));
-    out.insert(key.into(), Value::Array(items.into_iter().map(|(_, v)| v).collect()));
+    out.insert(key.into(), Value::Array(items.into_iter().map(|(_, v)| json(v)).collect()));
     Ok(Value::Object(out))
 }
 
@@ -309,8 +311,8 @@ fn v2(shared: &Shared, s: &mut State, method: &str, rest: &str, q: &Query, body:
 
         ("POST", ["webhook"]) => create_webhook(s, body),
         ("GET", ["webhook"]) => {
-            let items = s.webhooks.iter().filter(|w| !w.deleted).map(|w| (w.seq, w.json())).collect();
-            page(items, q, "webhooks")
+            let items = s.webhooks.iter().filter(|w| !w.deleted).map(|w| (w.seq, w)).collect();
+            page(items, q, "webhooks", |w| w.json())
         }
         ("GET", ["webhook", id]) => webhook_index(s, id).map(|i| json!({"webhook": s.webhooks[i].json()})),
         ("DELETE", ["webhook", id]) => {
@@ -345,9 +347,9 @@ fn list_invoices(s: &State, q: &Query) -> Answer {
         .invoices
         .iter()
         .filter(|i| w.contains(i.created) && ids(&i.id) && tags(&i.tags) && status.is_none_or(|st| st == i.status))
-        .map(|i| (i.seq, State::invoice_json(i)))
+        .map(|i| (i.seq, i))
         .collect();
-    page(items, q, "invoices")
+    page(items, q, "invoices", State::invoice_json)
 }
 
 fn list_transfers(s: &State, q: &Query) -> Answer {
@@ -363,9 +365,9 @@ fn list_transfers(s: &State, q: &Query) -> Answer {
                 && status.is_none_or(|st| st == t.status)
                 && tax.as_ref().is_none_or(|x| *x == t.tax_id)
         })
-        .map(|t| (t.seq, State::transfer_json(t)))
+        .map(|t| (t.seq, t))
         .collect();
-    page(items, q, "transfers")
+    page(items, q, "transfers", State::transfer_json)
 }
 
 fn list_logs(s: &State, q: &Query, invoice: bool) -> Answer {
@@ -376,9 +378,9 @@ fn list_logs(s: &State, q: &Query, invoice: bool) -> Answer {
         .filter(|l| {
             w.contains(l.created) && ids(&l.resource_id) && types.as_ref().is_none_or(|t| t.contains(&l.log_type))
         })
-        .map(|l| (l.seq, l.json()))
+        .map(|l| (l.seq, l))
         .collect();
-    page(items, q, "logs")
+    page(items, q, "logs", |l| l.json())
 }
 
 fn get_log(s: &State, id: &str, invoice: bool) -> Answer {
@@ -396,9 +398,9 @@ fn list_events(s: &State, q: &Query) -> Answer {
         .events
         .iter()
         .filter(|e| !e.deleted && w.contains(e.created) && delivered.is_none_or(|d| d == e.is_delivered))
-        .map(|e| (e.seq, s.event_json(e)))
+        .map(|e| (e.seq, e))
         .collect();
-    page(items, q, "events")
+    page(items, q, "events", |e| s.event_json(e))
 }
 
 fn list_attempts(s: &State, q: &Query) -> Answer {
@@ -407,9 +409,9 @@ fn list_attempts(s: &State, q: &Query) -> Answer {
         .attempts
         .iter()
         .filter(|a| w.contains(a.created) && events(&a.event_id) && hooks(&a.webhook_id))
-        .map(|a| (a.seq, a.json()))
+        .map(|a| (a.seq, a))
         .collect();
-    page(items, q, "attempts")
+    page(items, q, "attempts", |a| a.json())
 }
 
 // ---- bodies -----------------------------------------------------------------------------------
