@@ -129,24 +129,25 @@ if proc and proc["rust"].get("breakdown"):
     if get and patch and post:
         patch_span = patch["last_end_s"] - patch["first_start_s"]
         patch_own = patch["steady_after_s"] + patch["then_after_s"]
-        w("- **process-events, {} credits, {} wall.** Against the emulator the largest share is pulling the "
-          "backlog: {} GET pages took {} in round trips (p50 {:.0f} ms a page), which is the emulator rebuilding "
-          "every matching event for each page, not stark-sweep. Next is **marking events delivered: {} PATCHes "
-          "(every pulled event: `created`, `paid` and `credited` per invoice, not only the {} credits), {} "
-          "({:.0f}% of the wall)**, of which {} inside stark-sweep ({:.2f} ms per event, each mark its own "
-          "SQLite write with `synchronous=FULL`). The transfers themselves: {} POSTs, {} from first to last.".format(
+        w("- **process-events, {} credits, {} wall.** Pulling the backlog: {} GET pages, {} in round trips "
+          "(p50 {:.0f} ms a page), each page recorded as it arrives. **Marking events delivered: {} PATCHes** "
+          "(every pulled event: `created`, `paid` and `credited` per invoice, not only the {} credits), span {} "
+          "({:.0f}% of the wall), {} of it between answers inside stark-sweep ({:.2f} ms per event; 4 PATCHes in "
+          "flight, the marks recorded in one transaction). The transfers themselves: {} POSTs, {} from first "
+          "to last.".format(
               n(r["credits"]), secs(b["wall_s"]), n(get["count"]), secs(get["rtt_s"]), get["p50_ms"],
               n(patch["count"]), n(r["credits"]), secs(patch_span), 100 * patch_span / b["wall_s"],
               secs(patch_own), 1e3 * patch["steady_after_s"] / max(patch["count"], 1), post["count"],
               secs(post["last_end_s"] - post["first_start_s"])))
-        w("- Of stark-sweep's own time ({} of the wall, the rest is waiting on the emulator), the PATCH loop is "
-          "{} ({:.0f}%). Against the real API every request is a network round trip: each millisecond of round "
-          "trip adds {} to the PATCH phase ({} sequential requests) and {} to the transfer phase. The per-event "
-          "PATCH dominates process-events on a large backlog.".format(
-              secs(own), secs(patch_own), 100 * patch_own / max(own, 1e-9), secs(patch["count"] / 1000),
+        w("- Of stark-sweep's own time ({} of the wall, the rest is waiting on the emulator), the PATCH phase "
+          "is {} ({:.0f}%). Against the real API every request is a network round trip: each millisecond of "
+          "round trip adds about {} to the PATCH phase ({} requests, 4 in flight) and {} to the transfer "
+          "phase (sequential). Stark Bank has no bulk PATCH, so the per-event mark is the cost of a large "
+          "backlog.".format(
+              secs(own), secs(patch_own), 100 * patch_own / max(own, 1e-9), secs(patch["count"] / 4000),
               n(patch["count"]), secs(post["count"] / 1000)))
-    w("- **Peak RSS of process-events: {}** for {} pulled events: every page of the backlog is held in memory "
-      "before it is recorded ({:.1f} KiB per event).".format(
+    w("- **Peak RSS of process-events: {}** for {} pulled events (pages are recorded as they arrive; "
+      "{:.1f} KiB per pulled event).".format(
           mib(r["measured"]["max_rss_kib"]), n(r["report"]["eventsPulled"]),
           r["measured"]["max_rss_kib"] / max(r["report"]["eventsPulled"], 1)))
     p = proc.get("python")
@@ -162,11 +163,10 @@ if proc and proc["rust"].get("breakdown"):
     d = proc.get("direct")
     if d:
         total = sum(d["requests"].values())
-        w("- **Emulator artifact**: straight to the emulator on a kept-alive connection, stark-sweep waits "
-          "{:.1f} ms per request on average ({} for {} requests): tiny_http sends an answer's head and body as "
-          "two segments without TCP_NODELAY, and the body waits for the client's delayed ACK. Hence the proxy "
-          "for the figures above. Setting TCP_NODELAY on the emulator's accepted sockets (or writing each answer "
-          "in one segment) would remove it; that is a change in `src/sandbox`, not made here.".format(
+        w("- Straight to the emulator on a kept-alive connection (no proxy), stark-sweep spends {:.1f} ms per "
+          "request on average ({} for {} requests). Both tiny_http servers set TCP_NODELAY (`src/net.rs`): "
+          "without it every answer on a reused connection waited ~44 ms for a delayed ACK, which an earlier "
+          "run of this benchmark found.".format(
               1e3 * d["measured"]["wall_s"] / max(total, 1), secs(d["measured"]["wall_s"]), n(total)))
     w("")
 
@@ -189,12 +189,9 @@ if proc:
       "({:.1f} s). Then one run of `stark-sweep process-events --json` with a fresh database (ext4 disk), timed "
       "from spawn to exit under `/usr/bin/time`.".format(n(r["invoices"]), r["setup_s"]))
     w("")
-    w("The run goes through a recording proxy (`bench/common/proxy.rs`) that answers stark-sweep in one "
-      "write on a TCP_NODELAY socket and forwards each request to the emulator on a fresh connection. Without "
-      "it, every answer on stark-sweep's kept-alive connection waits ~40 ms: the emulator's HTTP server "
-      "(tiny_http) writes an answer's head and body as two segments without TCP_NODELAY, so the body waits "
-      "for the client's delayed ACK (see *Straight to the emulator* below). That is an emulator artifact; "
-      "the official SDK never meets it because it opens a new connection per request.")
+    w("The run goes through a recording proxy (`bench/common/proxy.rs`) that forwards each request to the "
+      "emulator and records when each request started and ended, for the breakdown below; *Straight to the "
+      "emulator* shows a run without it.")
     w("")
     w("| Run | |")
     w("|---|---|")
@@ -215,7 +212,8 @@ if proc:
     if b:
         w("### Where the time goes")
         w("")
-        w("stark-sweep sends one request at a time, so the run is a sequence of round trips (proxy + emulator) "
+        w("stark-sweep sends one request at a time (except the delivered marks, 4 in flight), so the run is "
+          "mostly a sequence of round trips (proxy + emulator) "
           "and stark-sweep's own time between them: *own, between* is the gap before the next request of the "
           "same kind (per-request work: signing, SQLite), *own, after* the gap before a request of another kind "
           "or the exit (a step in between: recording, applying, deciding, claiming, settling).")
@@ -239,16 +237,16 @@ if proc:
             span = patch["last_end_s"] - patch["first_start_s"]
             w("**Marking events delivered**: {} PATCHes, one per pulled event (every event of the backlog, not "
               "only credits: each invoice has `created`, `paid` and `credited` events), span {} of the {} wall "
-              "({:.0f}%): {} in round trips and {} inside stark-sweep between them ({:.2f} ms per event; each "
-              "mark is its own SQLite write, committed with `synchronous=FULL`).".format(
+              "({:.0f}%): {} in round trips (summed over 4 in flight) and {} inside stark-sweep between them ({:.2f} "
+              "ms per event; the marks are recorded in one transaction at the end).".format(
                   n(patch["count"]), secs(span), secs(b["wall_s"]), 100 * span / b["wall_s"], secs(patch["rtt_s"]),
                   secs(patch["steady_after_s"]), 1e3 * patch["steady_after_s"] / max(patch["count"], 1)))
             w("")
         get = b["kinds"].get("GET /v2/event")
         if get:
             w("**Pulling the backlog**: {} pages of 100 events, {} in round trips (p50 {:.1f} ms a page). The "
-              "emulator builds the JSON of every matching event for each page and then keeps 100, so its page "
-              "cost grows with the backlog; that part is the emulator's, not stark-sweep's.".format(
+              "emulator filters the whole event list for each page (it serializes only the page), so its page "
+              "cost grows slowly with the backlog; that part is the emulator's, not stark-sweep's.".format(
                   n(get["count"]), secs(get["rtt_s"]), get["p50_ms"]))
             w("")
     d = proc.get("direct")
@@ -258,8 +256,8 @@ if proc:
         w("### Straight to the emulator (keep-alive, no proxy), {} credits".format(n(d["credits"])))
         w("")
         pk = (r.get("breakdown") or {}).get("kinds", {}).get("PATCH /v2/event/{id}")
-        w("Wall {} for {} requests ({:.1f} ms a request on average; {}).{} The difference is the emulator's "
-          "delayed-ACK stall described above, not stark-sweep.".format(
+        w("Wall {} for {} requests ({:.1f} ms a request on average; {}).{} The difference from the "
+          "proxied run is the proxy's fresh connection per request, not stark-sweep.".format(
               secs(dm["wall_s"]), n(total), 1e3 * dm["wall_s"] / max(total, 1),
               ", ".join("`{}` {}".format(k, n(v)) for k, v in d["requests"].items()),
               " Through the proxy (above), a PATCH costs {:.2f} ms of round trip (p50) plus {:.2f} ms inside "
