@@ -56,8 +56,9 @@ pub fn verify(key: &VerifyingKey, message: &[u8], signature_b64: &str) -> Result
     if verify_decoded(key, message, &sig) { Ok(()) } else { Err(SignatureError::Mismatch) }
 }
 
-/// Returns the same signature with S replaced by n - S (the high-S twin), for tests and for the
-/// emulator's fault that imitates Stark Bank's high-S webhook signatures.
+/// The high-S form of a signature (S replaced by n - S after normalizing, so the result is
+/// always high-S, whatever the input was), for tests and for the emulator's fault that
+/// imitates Stark Bank's high-S webhook signatures.
 pub fn high_s_twin(signature_b64: &str) -> Result<String, SignatureError> {
     use k256::elliptic_curve::ops::Neg as _;
     let sig = decode(signature_b64)?;
