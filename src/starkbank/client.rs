@@ -329,9 +329,11 @@ impl Client {
             let items = match page.get_mut(key).map(Value::take) {
                 Some(Value::Array(items)) => items,
                 _ => {
-                    return Err(
-                        ApiError::Decode { what: what.into(), cause: format!("no `{key}` list in the answer") }.into()
-                    );
+                    return Err(ApiError::Decode {
+                        what: what.into(),
+                        cause: format!("no `{key}` list in the answer"),
+                    }
+                    .into());
                 }
             };
             cursor = page.get("cursor").and_then(Value::as_str).filter(|c| !c.is_empty()).map(str::to_string);

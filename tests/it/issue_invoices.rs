@@ -59,6 +59,27 @@ fn walking_24_hours_issues_eight_batches_and_nothing_after() {
     // The store agrees.
     let store = w.open_store();
     assert_eq!(store.slots().unwrap().iter().filter(|s| s.issued_at.is_some()).count(), 8);
+    // And the official SDK reads every one of them back as issued.
+    let key = w.sandbox.private_key_path().unwrap();
+    let read = crate::util::run_python(
+        "read_invoices.py",
+        &[],
+        &[
+            ("SANDBOX_URL", &w.sandbox.url()),
+            ("SANDBOX_PROJECT_ID", &w.sandbox.project_id()),
+            ("SANDBOX_PRIVATE_KEY_PATH", &key.to_string_lossy()),
+        ],
+    );
+    let read: Vec<serde_json::Value> = serde_json::from_str(&read).unwrap();
+    assert_eq!(read.len(), snap.invoices.len());
+    let drafts: Vec<_> = (0..8).flat_map(|k| store.drafts(k).unwrap()).collect();
+    for d in &drafts {
+        let got = read.iter().find(|r| Some(r["id"].as_str().unwrap()) == d.invoice_id.as_deref()).unwrap();
+        assert_eq!(got["name"], d.name.as_str());
+        assert_eq!(got["amount"], d.amount);
+        assert_eq!(got["taxId"], d.tax_id.as_str());
+        assert!(got["tags"].as_array().unwrap().iter().any(|t| t == format!("draft-{}", d.draft_key).as_str()));
+    }
 }
 
 #[test]

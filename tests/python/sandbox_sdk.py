@@ -19,24 +19,12 @@ import urllib.request
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import requests
-
 import starkbank
+from emulator_host import point_sdk_at
 from starkbank.error import InputErrors
 
 URL = os.environ["SANDBOX_URL"].rstrip("/")
-REAL_HOST = "https://sandbox.api.starkbank.com/"
-
-_original_request = requests.Session.request
-
-
-def _to_emulator(self, method, url, *args, **kwargs):
-    if isinstance(url, str) and url.startswith(REAL_HOST):
-        url = URL + "/" + url[len(REAL_HOST):]
-    return _original_request(self, method, url, *args, **kwargs)
-
-
-requests.Session.request = _to_emulator
+point_sdk_at(URL)
 
 with open(os.environ["SANDBOX_PRIVATE_KEY_PATH"]) as f:
     PRIVATE_KEY = f.read()
