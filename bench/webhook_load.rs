@@ -226,6 +226,11 @@ fn run_phase(
             })
         })
         .collect();
+    gather(handles)
+}
+
+/// Sums the clients' counts (200s, other answers) and pools their latencies, sorted.
+fn gather(handles: Vec<std::thread::JoinHandle<(usize, usize, Vec<Duration>)>>) -> (usize, usize, Vec<Duration>) {
     let (mut ok, mut other, mut lat) = (0, 0, Vec::new());
     for h in handles {
         if let Ok((o, x, l)) = h.join() {
@@ -367,16 +372,7 @@ fn main() -> Result<(), String> {
                 })
             })
             .collect();
-        let (mut ok, mut other, mut lat) = (0, 0, Vec::new());
-        for h in handles {
-            if let Ok((o, x, l)) = h.join() {
-                ok += o;
-                other += x;
-                lat.extend(l);
-            }
-        }
-        lat.sort();
-        (ok, other, lat)
+        gather(handles)
     };
 
     let pids: Vec<u32> = match &child {
