@@ -216,8 +216,9 @@ pub fn run(_ctx: &Ctx, args: &DemoArgs) -> anyhow::Result<Status> {
     print(&report)?;
     let verdict = verdict(&demo.sandbox.snapshot(), &demo.db, status_code)?;
     print(&format!("\n{}\n", verdict.line))?;
+    // The campaign ran on the emulator's clock, a day ahead of the real one.
     print(&format!(
-        "finished in {:.0} s; the database is left at {} (try: stark-sweep --db {} status)\n",
+        "finished in {:.0} s; the database is left at {} (try: stark-sweep --db {} --now {now} status)\n",
         started.elapsed().as_secs_f64(),
         demo.db.display(),
         demo.db.display()
