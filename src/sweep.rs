@@ -596,8 +596,9 @@ fn settle(store: &mut Store, report: &mut Report) -> anyhow::Result<()> {
             report.transferred += 1;
         }
     }
-    report.skipped = store.credits()?.iter().filter(|c| c.state == "skipped").count();
-    for c in store.credits()?.into_iter().filter(|c| c.state == "attention") {
+    let credits = store.credits()?;
+    report.skipped = credits.iter().filter(|c| c.state == "skipped").count();
+    for c in credits.into_iter().filter(|c| c.state == "attention") {
         if !report.attention.iter().any(|a| a.invoice_id == c.invoice_id) {
             report.attention.push(Attention { invoice_id: c.invoice_id, reason: c.reason.unwrap_or_default() });
         }

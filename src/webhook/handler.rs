@@ -253,7 +253,7 @@ fn webhook(shared: &Shared, rq: &mut Request) -> Answer {
     };
 
     let summary = match event::parse_body(&text) {
-        Ok((summary, _)) => summary,
+        Ok(summary) => summary,
         Err(e) => {
             log::debug!("signed but malformed event: {e}");
             return refuse(400, "malformed event");
