@@ -10,13 +10,10 @@
 //!
 //! 1. Main run, through a recording proxy (`common::proxy`) that forwards each request on a
 //!    fresh connection to the emulator and answers stark-sweep in one TCP_NODELAY write. The
-//!    emulator's HTTP server (tiny_http) answers a kept-alive connection in two segments without
-//!    TCP_NODELAY, so every answer to a keep-alive client like stark-sweep's waits ~40 ms for a
-//!    delayed ACK: an emulator artifact that real Stark Bank's front ends do not have (and that
-//!    the official SDK never meets: it opens a connection per request). The proxy's spans split
-//!    the wall time per request kind into round trips and stark-sweep's own time between them.
-//! 2. `--direct-invoices N` (default 300; 0 skips): the same, straight to the emulator, to show
-//!    the size of that artifact per request.
+//!    proxy's spans split the wall time per request kind into round trips and stark-sweep's own
+//!    time between them.
+//! 2. `--direct-invoices N` (default 300; 0 skips): the same, straight to the emulator over
+//!    stark-sweep's keep-alive connections, without the proxy's extra hop.
 //! 3. `--python PY --python-script bench/python/process_events.py`: the official SDK doing the
 //!    same sweep on a fresh world of `--python-invoices` credits (straight to the emulator).
 //!

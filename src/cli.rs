@@ -268,8 +268,12 @@ pub struct SandboxArgs {
     #[arg(long, env = "STARK_SWEEP_SANDBOX_LISTEN", value_name = "ADDR")]
     pub listen: Option<String>,
     /// Simulated seconds per real second, e.g. 3600 for an hour a second [default: 1]
-    #[arg(long, env = "STARK_SWEEP_SANDBOX_TIME_SCALE", value_name = "FACTOR")]
+    #[arg(long, env = "STARK_SWEEP_SANDBOX_TIME_SCALE", value_name = "FACTOR", conflicts_with = "manual_clock")]
     pub time_scale: Option<f64>,
+    /// The simulated clock stands still until moved by `POST /_sandbox/clock` ({"advanceSeconds":
+    /// N} or {"to": RFC 3339}), which also makes every webhook delivery due by then
+    #[arg(long, env = "STARK_SWEEP_SANDBOX_MANUAL_CLOCK")]
+    pub manual_clock: bool,
     /// Simulated start time (RFC 3339) [default: now]
     #[arg(long, env = "STARK_SWEEP_SANDBOX_START", value_name = "RFC3339")]
     pub start: Option<String>,
@@ -357,9 +361,10 @@ pub struct DemoArgs {
     /// Directory for the demo's database and keys [default: ./stark-sweep-demo]
     #[arg(long, env = "STARK_SWEEP_DEMO_DIR", value_name = "DIR")]
     pub dir: Option<PathBuf>,
-    /// Simulated seconds per real second [default: 3600: the 24 hours take 24 seconds]
-    #[arg(long, env = "STARK_SWEEP_DEMO_TIME_SCALE", value_name = "FACTOR")]
-    pub time_scale: Option<f64>,
+    /// Simulated minutes per step of the demo's clock (the process-events timer runs once per
+    /// step) [default: 15]
+    #[arg(long, env = "STARK_SWEEP_DEMO_STEP_MINUTES", value_name = "MINUTES")]
+    pub step_minutes: Option<u32>,
     /// Seed of the emulator's random choices (printed, so a run can be replayed) [default: random]
     #[arg(long, env = "STARK_SWEEP_DEMO_SEED", value_name = "N")]
     pub seed: Option<u64>,

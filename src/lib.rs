@@ -6,8 +6,8 @@ pub mod cli; // clap types only
 pub mod cmd; // one run() per subcommand
 pub mod config; // flags > env > .env > defaults, validated once
 pub mod error; // exit codes and one-line errors
+pub mod httpd; // the HTTP/1.1 server under both listeners (hyper)
 pub mod logging; // stderr logs, text or JSON
-pub mod net; // TCP_NODELAY for the tiny_http servers
 pub mod people; // random Brazilian payers with valid CPFs
 pub mod sandbox; // the local Stark Bank emulator
 pub mod starkbank; // the API client: keys, signing, requests, resources, events

@@ -4,11 +4,11 @@
 //! so the gaps between those spans are the time spent inside stark-sweep itself.
 //!
 //! With `fresh_upstream`, each request goes to the server on a new connection. That is how the
-//! official Python SDK talks (`requests.patch(...)`, a new connection each time), and it keeps
-//! the emulator's answers from stalling: tiny_http writes an answer's head and body as two
-//! segments without TCP_NODELAY, so on a kept-alive connection the body waits for the client's
-//! delayed ACK (~40 ms on Linux) before it is sent. The proxy itself answers its client with
-//! one write on a TCP_NODELAY socket, as a production front end would.
+//! official Python SDK talks (`requests.patch(...)`, a new connection each time). (It also kept
+//! the emulator's answers from stalling when it ran on tiny_http, which wrote a head and a body
+//! as two segments without TCP_NODELAY; the emulator now runs on hyper with TCP_NODELAY.) The
+//! proxy itself answers its client with one write on a TCP_NODELAY socket, as a production front
+//! end would.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};

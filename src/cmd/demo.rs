@@ -2,9 +2,13 @@
 //! with no credentials.
 //!
 //! It runs the real subcommands as child processes of this same binary, the way the timers
-//! would: `serve-webhook` (a long-running listener), `webhook register`, `issue-invoices` once
-//! per slot, `process-events` every simulated half hour, then `status`. The verdict is computed
-//! from the emulator's state and the store, never printed unconditionally.
+//! would: `serve-webhook` (a long-running listener), `webhook register`, `issue-invoices` at
+//! each slot, `process-events` at every step, then `status`. The emulator's clock is manual:
+//! the demo moves it one step at a time, and each move returns only once everything due by then
+//! has happened (payments, credits, transfer steps, webhooks delivered and answered); the
+//! subcommands run to completion between moves. So the outcome never depends on the machine's
+//! speed or load: a slow machine takes longer, and ends the same. The verdict is computed from
+//! the emulator's state and the store, never printed unconditionally.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -72,23 +76,47 @@ impl Demo {
         Ok((code, String::from_utf8_lossy(&out.stdout).into_owned()))
     }
 
-    fn process_events(&self, totals: &mut (usize, i64)) -> anyhow::Result<()> {
-        let (_, out) = self.run(&["process-events", "--json", "-q"], &[0, 3, 75])?;
-        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&out) {
-            let sent = v["transfersSent"].as_u64().unwrap_or(0) as usize;
-            let total = v["sentTotal"].as_i64().unwrap_or(0);
-            if sent > 0 {
-                totals.0 += sent;
-                totals.1 += total;
-                print(&format!(
-                    "  [{}] process-events: {sent} transfer(s) sent ({})\n",
-                    clock(self.sandbox.now()),
-                    brl(total)
-                ))?;
-            }
+    /// The invoice timer's run at the start of slot `k` (0-based), and one line saying what it did.
+    fn issue(&self, k: i64, t: DateTime<Utc>) -> anyhow::Result<()> {
+        let (_, out) = self.run(&["issue-invoices", "--json", "-q", "--now", &rfc3339(t)], &[0])?;
+        let v: serde_json::Value = serde_json::from_str(&out).context("reading issue-invoices --json")?;
+        let what = match v["status"].as_str().unwrap_or_default() {
+            "issued" => format!("issued {} invoices ({})", v["count"], brl(v["total"].as_i64().unwrap_or(0))),
+            "already-issued" => format!("already issued ({} invoices)", v["count"]),
+            other => format!("nothing issued ({other})"),
+        };
+        print(&format!("[{}] slot {}/{SLOTS}: {what}\n", clock(t), k + 1))
+    }
+
+    /// The transfer timer's run at `t`, and a line when it sent or settled anything.
+    fn process_events(&self, t: DateTime<Utc>, totals: &mut (usize, i64)) -> anyhow::Result<()> {
+        let (_, out) = self.run(&["process-events", "--json", "-q", "--now", &rfc3339(t)], &[0, 3, 75])?;
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&out) else { return Ok(()) };
+        let sent = v["transfersSent"].as_u64().unwrap_or(0) as usize;
+        let total = v["sentTotal"].as_i64().unwrap_or(0);
+        let settled = v["transferred"].as_u64().unwrap_or(0);
+        totals.0 += sent;
+        totals.1 += total;
+        let mut parts = Vec::new();
+        if sent > 0 {
+            parts.push(format!("{sent} {} sent ({})", plural(sent as u64, "transfer", "transfers"), brl(total)));
+        }
+        if settled > 0 {
+            parts.push(format!("{settled} {} confirmed", plural(settled, "transfer", "transfers")));
+        }
+        if !parts.is_empty() {
+            print(&format!("  [{}] process-events: {}\n", clock(t), parts.join("; ")))?;
         }
         Ok(())
     }
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn plural<'a>(n: u64, one: &'a str, many: &'a str) -> &'a str {
+    if n == 1 { one } else { many }
 }
 
 fn clock(t: DateTime<Utc>) -> String {
@@ -136,8 +164,23 @@ fn wait_healthy(url: &str) -> anyhow::Result<()> {
     }
 }
 
+/// Simulated minutes per step when `--step-minutes` is not given: the `process-events` timer's
+/// cadence in the demo (the real timer runs every minute; a step of 15 keeps the demo short).
+pub const DEFAULT_STEP_MINUTES: u32 = 15;
+/// The campaign the demo runs: 8 slots of 3 hours.
+const SLOTS: u32 = 8;
+const SLOT_HOURS: i64 = 3;
+/// After the campaign, steps continue until everything settled, at most this long.
+const SETTLE_HOURS: i64 = 12;
+
 pub fn run(_ctx: &Ctx, args: &DemoArgs) -> anyhow::Result<Status> {
     let started = Instant::now();
+    let step_minutes = args.step_minutes.unwrap_or(DEFAULT_STEP_MINUTES);
+    if !(1..=60).contains(&step_minutes) || 60 % step_minutes != 0 {
+        return Err(crate::error::config(format!(
+            "STARK_SWEEP_DEMO_STEP_MINUTES / --step-minutes: {step_minutes} does not divide an hour; use 1, 2, 3, 5, 10, 15, 20, 30 or 60"
+        )));
+    }
     let dir = args.dir.clone().unwrap_or_else(|| PathBuf::from("stark-sweep-demo"));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let dir = dir.canonicalize()?;
@@ -147,18 +190,16 @@ pub fn run(_ctx: &Ctx, args: &DemoArgs) -> anyhow::Result<Status> {
             std::fs::remove_file(&p).with_context(|| format!("removing the previous demo's {}", p.display()))?;
         }
     }
-    let scale = args.time_scale.unwrap_or(3600.0);
     let sandbox = Sandbox::start(SandboxConfig {
-        time_scale: scale,
+        manual_clock: true,
         key_dir: Some(dir.clone()),
         seed: args.seed.unwrap_or_else(rand::random),
         ..SandboxConfig::default()
     })?;
     let demo = Demo { exe: std::env::current_exe()?, db: dir.join("stark-sweep.db"), dir: dir.clone(), sandbox };
     print(&format!(
-        "stark-sweep demo: Stark Bank sandbox emulator at {} (1 real second = {} simulated minutes, seed {})\n",
+        "stark-sweep demo: Stark Bank sandbox emulator at {} (simulated clock, moved {step_minutes} minutes per step; seed {})\n",
         demo.sandbox.url(),
-        scale / 60.0,
         demo.sandbox.seed()
     ))?;
 
@@ -177,36 +218,22 @@ pub fn run(_ctx: &Ctx, args: &DemoArgs) -> anyhow::Result<Status> {
     demo.run(&["webhook", "register", "--url", &hook, "-q"], &[0])?;
     print(&format!("webhook listener at {hook}, registered for invoice and transfer events\n\n"))?;
 
-    // The campaign: a slot every 3 simulated hours, process-events in between.
+    // The campaign: at each step, the invoice timer (at a slot's start), then the transfer
+    // timer, then the clock moves on and the bank does what falls due.
     let start = demo.sandbox.now();
-    let slot = chrono::Duration::hours(3);
-    let tick = Duration::from_secs_f64((1800.0 / scale).clamp(0.05, 5.0));
-    let mut totals = (0usize, 0i64);
-    for k in 0..8 {
-        let due = start + slot * k;
-        while demo.sandbox.now() < due {
-            demo.process_events(&mut totals)?;
-            std::thread::sleep(tick);
+    let step = chrono::Duration::minutes(i64::from(step_minutes));
+    let slot = chrono::Duration::hours(SLOT_HOURS);
+    let end = start + slot * SLOTS as i32;
+    let mut totals = (0usize, i64::default());
+    let mut t = start;
+    while t < end || (!settled(&demo)? && t < end + chrono::Duration::hours(SETTLE_HOURS)) {
+        let since = t - start;
+        if t < end && since.num_seconds() % slot.num_seconds() == 0 {
+            demo.issue(since.num_seconds() / slot.num_seconds(), t)?;
         }
-        let now = demo.sandbox.now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        let (_, out) = demo.run(&["issue-invoices", "--json", "-q", "--now", &now], &[0])?;
-        let v: serde_json::Value = serde_json::from_str(&out).context("reading issue-invoices --json")?;
-        print(&format!(
-            "[{}] slot {}/8: {} invoices issued ({})\n",
-            clock(demo.sandbox.now()),
-            k + 1,
-            v["count"],
-            brl(v["total"].as_i64().unwrap_or(0))
-        ))?;
-    }
-    // Let the last payments, credits, deliveries and transfers happen.
-    let end = start + chrono::Duration::hours(24);
-    while demo.sandbox.now() < end || !settled(&demo)? {
-        demo.process_events(&mut totals)?;
-        std::thread::sleep(tick);
-        if demo.sandbox.now() > end + chrono::Duration::hours(12) {
-            break;
-        }
+        demo.process_events(t, &mut totals)?;
+        demo.sandbox.advance_to(t + step)?;
+        t += step;
     }
     drop(listener);
 

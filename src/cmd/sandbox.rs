@@ -66,6 +66,7 @@ pub fn config(args: &SandboxArgs) -> anyhow::Result<SandboxConfig> {
     Ok(SandboxConfig {
         listen,
         time_scale: args.time_scale.unwrap_or(d.time_scale),
+        manual_clock: args.manual_clock,
         start: instant(args.start.as_deref(), "--start")?,
         pay_rate: args.pay_rate.unwrap_or(d.pay_rate),
         pay_delay_min: secs(args.pay_delay_min, d.pay_delay_min),
@@ -94,12 +95,16 @@ pub fn run(_ctx: &Ctx, args: &SandboxArgs) -> anyhow::Result<Status> {
     })
     .context("installing the SIGINT/SIGTERM handler")?;
     let sandbox = Sandbox::start(cfg.clone()).map_err(|e| error::config(format!("{e:#}")))?;
+    let clock = if cfg.manual_clock {
+        "manual clock: move it with POST /_sandbox/clock".to_string()
+    } else {
+        format!("time scale {}", cfg.time_scale)
+    };
     let mut out = format!(
-        "stark-sweep sandbox listening on {} (seed {}, time scale {}, simulated now {})\n\
-         for loopback use only: /_sandbox/state, /_sandbox/faults and /_sandbox/invoices/{{id}}/pay are not authenticated\n",
+        "stark-sweep sandbox listening on {} (seed {}, {clock}, simulated now {})\n\
+         for loopback use only: the /_sandbox/* routes (state, faults, clock, payments) are not authenticated\n",
         sandbox.url(),
         cfg.seed,
-        cfg.time_scale,
         time::format(sandbox.now())
     );
     out.push_str(&format!("STARKBANK_PROJECT_ID={}\n", sandbox.project_id()));

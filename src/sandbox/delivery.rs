@@ -1,12 +1,15 @@
-//! Webhook delivery, off the request path: the tick thread runs the schedule on the simulated
-//! clock and queues ready deliveries; delivery threads POST them (short real timeouts) and record
-//! the outcome, which may schedule a retry. Owns the threads and the network; the rules of what
-//! to retry live in `state`.
+//! Webhook delivery, off the request path. With a scaled clock, the tick thread runs the
+//! schedule and queues ready deliveries, and delivery threads POST them (short real timeouts)
+//! and record the outcome, which may schedule a retry. With a manual clock, `advance_to` does
+//! both on the caller's thread until nothing more is due. Owns the threads and the network; the
+//! rules of what to retry live in `state`.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 
 use super::Shared;
 use super::routes::lock;
@@ -31,17 +34,51 @@ pub fn tick_loop(shared: Arc<Shared>, tx: Sender<Job>) {
     }
 }
 
-/// POSTs queued deliveries until stopped. The receiver is shared by the delivery threads.
-pub fn delivery_loop(shared: Arc<Shared>, rx: Arc<std::sync::Mutex<Receiver<Job>>>, timeout: Duration) {
-    let client = match reqwest::blocking::Client::builder()
+fn http_client(timeout: Duration) -> Result<reqwest::blocking::Client, String> {
+    reqwest::blocking::Client::builder()
         .connect_timeout(timeout.min(Duration::from_secs(2)))
         .timeout(timeout)
         .user_agent("Stark Bank webhook (stark-sweep emulator)")
         .build()
-    {
+        .map_err(|e| format!("no HTTP client for webhook delivery: {e}"))
+}
+
+/// What one move of a manual clock did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Moved {
+    /// Webhook POSTs made (answered or not).
+    pub deliveries: usize,
+}
+
+/// Moves a manual clock to `t`, then runs the schedule and makes every delivery due by `t`,
+/// until nothing more is due (a delivery can schedule another at the same moment: a duplicate,
+/// or a `paid` event held back until its `credited` one was tried).
+pub fn advance_to(shared: &Shared, t: DateTime<Utc>) -> Result<Moved, String> {
+    let _one_at_a_time = shared.moving.lock().unwrap_or_else(|p| p.into_inner());
+    shared.clock.set(t)?;
+    let client = http_client(shared.delivery_timeout)?;
+    let mut moved = Moved::default();
+    loop {
+        let jobs = lock(shared).advance(t);
+        if jobs.is_empty() {
+            return Ok(moved);
+        }
+        for job in jobs {
+            let outcome = post(&client, &job, shared.delivery_timeout);
+            log::debug!("sandbox: event {} to {}: {outcome:?}", job.delivery.event_id, job.url);
+            lock(shared).record(&job, outcome);
+            moved.deliveries += 1;
+        }
+    }
+}
+
+/// POSTs queued deliveries until stopped. The receiver is shared by the delivery threads.
+pub fn delivery_loop(shared: Arc<Shared>, rx: Arc<std::sync::Mutex<Receiver<Job>>>, timeout: Duration) {
+    let client = match http_client(timeout) {
         Ok(c) => c,
         Err(e) => {
-            log::error!("sandbox: no HTTP client for webhook delivery: {e}");
+            log::error!("sandbox: {e}");
             return;
         }
     };

@@ -30,6 +30,7 @@ use chrono::{DateTime, Utc};
 use k256::ecdsa::{SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
+pub use delivery::Moved;
 pub use faults::Faults;
 pub use snapshot::{
     SnapAttempt, SnapDelivery, SnapEvent, SnapInvoice, SnapLog, SnapRequest, SnapTransfer, SnapWebhook, Snapshot,
@@ -59,8 +60,12 @@ pub enum DuplicateMode {
 #[derive(Debug, Clone)]
 pub struct SandboxConfig {
     pub listen: SocketAddr,
-    /// Simulated seconds per real second (3600: an hour a second).
+    /// Simulated seconds per real second (3600: an hour a second). Ignored with `manual_clock`.
     pub time_scale: f64,
+    /// The simulated clock stands still until `Sandbox::advance_to` (or `POST /_sandbox/clock`)
+    /// moves it, and each move delivers every webhook due by then before it returns: what
+    /// happens in a simulated hour does not depend on the machine's speed.
+    pub manual_clock: bool,
     /// Simulated start; real now when `None`.
     pub start: Option<DateTime<Utc>>,
     /// Share of new invoices the payer pays (0.0 to 1.0).
@@ -90,7 +95,7 @@ pub struct SandboxConfig {
     pub faults: Faults,
     /// Real-time limit of one webhook POST.
     pub delivery_timeout: Duration,
-    /// HTTP worker threads.
+    /// Threads polling the emulator's connections (each request runs on a thread of its own).
     pub workers: usize,
 }
 
@@ -99,6 +104,7 @@ impl Default for SandboxConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             time_scale: 1.0,
+            manual_clock: false,
             start: None,
             pay_rate: 0.9,
             pay_delay_min: Duration::from_secs(60),
@@ -147,12 +153,16 @@ pub(crate) struct Shared {
     pub(crate) public_key_pem: String,
     pub(crate) key_created: DateTime<Utc>,
     pub(crate) stop: AtomicBool,
+    /// Real-time limit of one webhook POST.
+    pub(crate) delivery_timeout: Duration,
+    /// One clock move (and its deliveries) at a time.
+    pub(crate) moving: Mutex<()>,
 }
 
 /// A running emulator. Stops on `shutdown()` or drop.
 pub struct Sandbox {
     shared: Arc<Shared>,
-    server: Arc<tiny_http::Server>,
+    server: crate::httpd::Shutdown,
     threads: Vec<JoinHandle<()>>,
     url: String,
     project_id: String,
@@ -200,6 +210,13 @@ impl Sandbox {
         if cfg.pay_delay_min > cfg.pay_delay_max {
             anyhow::bail!("the smallest payment delay is larger than the largest");
         }
+        let listener =
+            std::net::TcpListener::bind(cfg.listen).with_context(|| format!("cannot listen on {}", cfg.listen))?;
+        let addr = listener.local_addr().context("reading the emulator's address")?;
+        let url = format!("http://{addr}");
+        // The port is ours: only now write (or read) the project key, so a failed start leaves
+        // nothing behind.
+
         let (projects, private_key_pem, private_key_path) = if cfg.projects.is_empty() {
             let (key, path) = project_key(cfg.key_dir.as_deref())?;
             let id = project_id_for(key.verifying_key());
@@ -208,15 +225,6 @@ impl Sandbox {
             (cfg.projects.clone(), None, None)
         };
         let project_id = projects.first().map(|p| p.0.clone()).unwrap_or_default();
-
-        let listener =
-            std::net::TcpListener::bind(cfg.listen).with_context(|| format!("cannot listen on {}", cfg.listen))?;
-        crate::net::no_delay(&listener).context("setting TCP_NODELAY")?;
-        let server = tiny_http::Server::from_listener(listener, None)
-            .map_err(|e| anyhow::anyhow!("cannot serve on {}: {e}", cfg.listen))?;
-        let addr = server.server_addr().to_ip().context("the emulator listens on a TCP address")?;
-        let url = format!("http://{addr}");
-        let server = Arc::new(server);
 
         let start = cfg.start.unwrap_or_else(Utc::now);
         let signing_key = keys::generate();
@@ -234,43 +242,72 @@ impl Sandbox {
         let shared = Arc::new(Shared {
             public_key_pem: keys::public_key_pem(signing_key.verifying_key())?,
             state: Mutex::new(state::State::new(sim, cfg.seed, cfg.faults.clone(), signing_key, cfg.initial_balance)),
-            clock: clock::SimClock::new(start, cfg.time_scale),
+            clock: if cfg.manual_clock {
+                clock::SimClock::manual(start)
+            } else {
+                clock::SimClock::scaled(start, cfg.time_scale)
+            },
             projects,
             max_skew: cfg.max_clock_skew,
             key_created: start,
             stop: AtomicBool::new(false),
+            delivery_timeout: cfg.delivery_timeout,
+            moving: Mutex::new(()),
         });
-        log::info!("sandbox: listening on {url}, seed {}, time scale {}", cfg.seed, cfg.time_scale);
+        if cfg.manual_clock {
+            log::debug!("sandbox: listening on {url}, seed {}, manual clock at {}", cfg.seed, time_text(start));
+        } else {
+            log::debug!("sandbox: listening on {url}, seed {}, time scale {}", cfg.seed, cfg.time_scale);
+        }
 
         let mut threads = Vec::new();
-        for n in 0..cfg.workers.max(1) {
-            let (shared, server) = (Arc::clone(&shared), Arc::clone(&server));
-            threads.push(
-                std::thread::Builder::new()
-                    .name(format!("sandbox-http-{n}"))
-                    .spawn(move || serve(&shared, &server))
-                    .context("starting an HTTP worker")?,
-            );
-        }
-        let (tx, rx) = std::sync::mpsc::channel();
-        let rx = Arc::new(Mutex::new(rx));
+        let server = crate::httpd::Shutdown::new();
         {
-            let shared = Arc::clone(&shared);
+            let (routes, stop) = (Arc::new(routes::Routes(Arc::clone(&shared))), server.clone());
+            let opts = crate::httpd::Options {
+                io_threads: cfg.workers.clamp(1, 4),
+                // Loopback test infrastructure: clients' pools (reqwest: 90 s) close idle
+                // connections before the emulator does, so a reused connection is never cut.
+                head_timeout: Duration::from_secs(300),
+                head_limit: 64 * 1024,
+                drain_timeout: Duration::from_secs(2),
+                lifecycle: log::Level::Debug,
+                ..crate::httpd::Options::new("sandbox-http")
+            };
             threads.push(
                 std::thread::Builder::new()
-                    .name("sandbox-tick".into())
-                    .spawn(move || delivery::tick_loop(shared, tx))
-                    .context("starting the clock thread")?,
+                    .name("sandbox-http".into())
+                    .spawn(move || {
+                        if let Err(e) = crate::httpd::serve(listener, routes, &opts, &stop) {
+                            log::error!("sandbox: the listener failed: {e:#}");
+                        }
+                    })
+                    .context("starting the HTTP server")?,
             );
         }
-        for n in 0..2 {
-            let (shared, rx, timeout) = (Arc::clone(&shared), Arc::clone(&rx), cfg.delivery_timeout);
-            threads.push(
-                std::thread::Builder::new()
-                    .name(format!("sandbox-delivery-{n}"))
-                    .spawn(move || delivery::delivery_loop(shared, rx, timeout))
-                    .context("starting a delivery thread")?,
-            );
+        // A manual clock delivers on the thread that moves it (`advance_to`); a scaled one has a
+        // thread that runs the schedule and two that POST.
+        if !cfg.manual_clock {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let rx = Arc::new(Mutex::new(rx));
+            {
+                let shared = Arc::clone(&shared);
+                threads.push(
+                    std::thread::Builder::new()
+                        .name("sandbox-tick".into())
+                        .spawn(move || delivery::tick_loop(shared, tx))
+                        .context("starting the clock thread")?,
+                );
+            }
+            for n in 0..2 {
+                let (shared, rx, timeout) = (Arc::clone(&shared), Arc::clone(&rx), cfg.delivery_timeout);
+                threads.push(
+                    std::thread::Builder::new()
+                        .name(format!("sandbox-delivery-{n}"))
+                        .spawn(move || delivery::delivery_loop(shared, rx, timeout))
+                        .context("starting a delivery thread")?,
+                );
+            }
         }
         Ok(Sandbox { shared, server, threads, url, project_id, private_key_pem, private_key_path })
     }
@@ -313,6 +350,18 @@ impl Sandbox {
         self.shared.clock.now()
     }
 
+    /// Moves a manual clock forward to `t` and runs everything due by then: payments, credits,
+    /// transfer steps, and every webhook delivery (each POST answered, or timed out, before this
+    /// returns; retries fall due later). Errors for a scaled clock or a `t` in the past.
+    pub fn advance_to(&self, t: DateTime<Utc>) -> anyhow::Result<Moved> {
+        delivery::advance_to(&self.shared, t).map_err(anyhow::Error::msg)
+    }
+
+    /// `advance_to(now + by)`.
+    pub fn advance(&self, by: chrono::Duration) -> anyhow::Result<Moved> {
+        self.advance_to(self.now() + by)
+    }
+
     pub fn set_faults(&self, f: Faults) {
         routes::lock(&self.shared).faults = f;
     }
@@ -336,7 +385,7 @@ impl Sandbox {
 
     fn stop(&mut self) {
         self.shared.stop.store(true, Ordering::SeqCst);
-        self.server.unblock();
+        self.server.trigger();
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
@@ -349,15 +398,6 @@ impl Drop for Sandbox {
     }
 }
 
-fn serve(shared: &Shared, server: &tiny_http::Server) {
-    while !shared.stop.load(Ordering::SeqCst) {
-        match server.recv_timeout(Duration::from_millis(100)) {
-            Ok(Some(request)) => routes::serve_one(shared, request),
-            Ok(None) => {}
-            Err(e) => {
-                log::error!("sandbox: the listener failed: {e}");
-                return;
-            }
-        }
-    }
+fn time_text(t: DateTime<Utc>) -> String {
+    crate::starkbank::time::format(t)
 }

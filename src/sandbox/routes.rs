@@ -3,8 +3,6 @@
 //! wrappers, cursors, `/v2//path`, Python's query encoding, tag lowercasing, tax id checks), plus
 //! the unauthenticated `/_sandbox/*` control routes. Owns validation; the model is `state`.
 
-use std::io::Read as _;
-
 use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::{Map, Value, json};
 
@@ -165,25 +163,38 @@ fn tag_filter(q: &Query) -> impl Fn(&[String]) -> bool {
     move |have| tags.as_ref().is_none_or(|want| want.iter().any(|t| have.contains(t)))
 }
 
-// ---- the server loop's entry point ------------------------------------------------------------
+// ---- the server's entry point ----------------------------------------------------------------
 
-/// Reads, routes and answers one request. Never panics on input.
-pub fn serve_one(shared: &Shared, mut request: tiny_http::Request) {
-    let method = request.method().as_str().to_uppercase();
-    let url = request.url().to_string();
-    let (raw_path, query) = url.split_once('?').unwrap_or((&url, ""));
-    let path = collapse_slashes(raw_path);
-    let header = |name: &'static str| {
-        request.headers().iter().find(|h| h.field.equiv(name)).map(|h| h.value.as_str().to_string())
-    };
+/// The emulator's routes, as an `httpd` handler.
+pub struct Routes(pub std::sync::Arc<Shared>);
+
+impl crate::httpd::Handler for Routes {
+    fn head(&self, _head: &crate::httpd::Head<'_>) -> crate::httpd::Decision {
+        crate::httpd::Decision::Read { limit: BODY_LIMIT }
+    }
+
+    fn too_large(&self, _head: &crate::httpd::Head<'_>) -> crate::httpd::Response {
+        let e = ApiErr::bad("invalidJson", format!("Body larger than {BODY_LIMIT} bytes"));
+        crate::httpd::Response::json(e.status, e.body().to_string())
+    }
+
+    fn handle(&self, request: crate::httpd::Request) -> crate::httpd::Response {
+        let (status, value) = serve_one(&self.0, &request);
+        crate::httpd::Response::json(status, serde_json::to_string(&value).unwrap_or_default())
+    }
+}
+
+/// Routes and answers one request. Never panics on input.
+fn serve_one(shared: &Shared, request: &crate::httpd::Request) -> (u16, Value) {
+    let method = request.method.to_uppercase();
+    let path = collapse_slashes(&request.path);
+    let query = request.query.as_str();
+    let header = |name: &'static str| request.header(name).map(str::to_string);
     let (access_id, access_time, signature) = (header("Access-Id"), header("Access-Time"), header("Access-Signature"));
-    let mut body = Vec::new();
-    let too_big = request.body_length().is_some_and(|n| n as u64 > BODY_LIMIT)
-        || request.as_reader().take(BODY_LIMIT + 1).read_to_end(&mut body).is_err()
-        || body.len() as u64 > BODY_LIMIT;
+    let body = &request.body;
 
-    let (status, value) = if let Some(rest) = path.strip_prefix("/_sandbox/") {
-        match control(shared, &method, rest, &body) {
+    if let Some(rest) = path.strip_prefix("/_sandbox/") {
+        match control(shared, &method, rest, body) {
             Ok(v) => (200, v),
             Err(e) => (e.status, e.body()),
         }
@@ -199,7 +210,7 @@ pub fn serve_one(shared: &Shared, mut request: tiny_http::Request) {
         };
         let public = rest == "public-key" && method == "GET" && access_id.is_none();
         let auth =
-            if public { Ok(None) } else { auth::check(&shared.projects, headers, &body, shared.max_skew).map(Some) };
+            if public { Ok(None) } else { auth::check(&shared.projects, headers, body, shared.max_skew).map(Some) };
         let mut state = lock(shared);
         let now = shared.clock.now();
         let error_rate = state.faults.error_rate;
@@ -208,9 +219,8 @@ pub fn serve_one(shared: &Shared, mut request: tiny_http::Request) {
                 state.auth_failures += 1;
                 Err(ApiErr::bad("invalidCredentials", e.to_string()))
             }
-            Ok(_) if too_big => Err(ApiErr::bad("invalidJson", format!("Body larger than {BODY_LIMIT} bytes"))),
             Ok(_) if faults::roll(&mut state.rng, error_rate) => Err(ApiErr::internal()),
-            Ok(_) => v2(shared, &mut state, &method, rest, &Query::parse(query), &body, now),
+            Ok(_) => v2(shared, &mut state, &method, rest, &Query::parse(query), body, now),
         };
         let (status, value) = match result {
             Ok(v) => (200, v),
@@ -228,14 +238,6 @@ pub fn serve_one(shared: &Shared, mut request: tiny_http::Request) {
         (status, value)
     } else {
         (404, ApiErr::bad("routeNotFound", format!("{method} {path} is not a route of this emulator")).body())
-    };
-    let text = serde_json::to_string(&value).unwrap_or_default();
-    let mut response = tiny_http::Response::from_string(text).with_status_code(status);
-    if let Ok(h) = "Content-Type: application/json".parse::<tiny_http::Header>() {
-        response = response.with_header(h);
-    }
-    if let Err(e) = request.respond(response) {
-        log::debug!("sandbox: answering {method} {path} failed: {e}");
     }
 }
 
@@ -820,15 +822,38 @@ fn create_webhook(s: &mut State, body: &[u8]) -> Answer {
 
 // ---- /_sandbox (not authenticated: loopback only) --------------------------------------------
 
+/// `POST /_sandbox/clock` with `{"to": RFC 3339}` or `{"advanceSeconds": n}`: moves a manual clock
+/// and delivers what falls due (see `Sandbox::advance_to`).
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ClockMove {
+    to: Option<String>,
+    advance_seconds: Option<i64>,
+}
+
+fn move_clock(shared: &Shared, body: &[u8]) -> Answer {
+    let m: ClockMove = serde_json::from_slice(body).map_err(|e| ApiErr::bad("invalidJson", e.to_string()))?;
+    let to = match (m.to, m.advance_seconds) {
+        (Some(t), None) => time::parse(&t).ok_or_else(|| ApiErr::bad("invalidDate", format!("{t} is not RFC 3339")))?,
+        (None, Some(s)) if s >= 0 => shared.clock.now() + chrono::Duration::seconds(s),
+        _ => return Err(ApiErr::bad("invalidJson", "give either `to` or a non-negative `advanceSeconds`")),
+    };
+    let moved = super::delivery::advance_to(shared, to).map_err(|e| ApiErr::bad("invalidOperation", e))?;
+    Ok(json!({"now": time::format(shared.clock.now()), "deliveries": moved.deliveries}))
+}
+
 fn control(shared: &Shared, method: &str, rest: &str, body: &[u8]) -> Answer {
     let segs: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
+    if (method, segs.as_slice()) == ("POST", ["clock"].as_slice()) {
+        return move_clock(shared, body);
+    }
     let now = shared.clock.now();
     let mut state = lock(shared);
     match (method, segs.as_slice()) {
         ("GET", ["state"]) => {
             serde_json::to_value(state.snapshot(now)).map_err(|e| ApiErr::bad("internal", e.to_string()))
         }
-        ("GET", ["clock"]) => Ok(json!({"now": time::format(now)})),
+        ("GET", ["clock"]) => Ok(json!({"now": time::format(now), "manual": shared.clock.is_manual()})),
         ("GET", ["faults"]) => serde_json::to_value(&state.faults).map_err(|e| ApiErr::bad("internal", e.to_string())),
         ("POST", ["faults"]) => {
             let faults: faults::Faults =

@@ -1,39 +1,31 @@
 //! The inbound webhook listener: verify the raw body, store it durably, then answer.
 //!
-//! Owns: routing (`POST /webhook`, `GET /health`), the thread layout, limits and the answer
-//! for every failure; `serve(listener, config, keys, shutdown)` is the seam that the CLI (with
-//! ctrlc) and the tests (port 0, in process) both use.
-//! Does not own: signature math (`starkbank::verify`), event rules (`starkbank::event`), SQL
-//! (`store`), or what happens after a credit is stored (the `on_credit` hook).
+//! Owns: routing (`POST /webhook`, `GET /health`), the thread layout, and the answer for every
+//! failure; `serve(listener, config, keys, shutdown)` is the seam that the CLI (with ctrlc) and
+//! the tests (port 0, in process) both use.
+//! Does not own: HTTP connections, head limits and timeouts (`httpd`), signature math
+//! (`starkbank::verify`), event rules (`starkbank::event`), SQL (`store`), or what happens after
+//! a credit is stored (the `on_credit` hook).
 //!
-//! Threads and queues (tiny_http has no timeouts and no header or body limits):
-//! - tiny_http: one accept thread and one thread per connection, which reads the request line
-//!   and headers (and bodies of 1 KiB or less) and queues the request.
-//! - `serve` (the caller's thread): takes requests off that queue. It answers `/health`, 404
-//!   and 405 itself when the request has no body left to read, and hands everything else to:
-//! - request threads (`Elastic`, at most `max_requests` at once, reused while busy): each reads
-//!   one body through `take(limit + 1)`, verifies it (at most `workers` verifying at once,
-//!   `Permits`), parses it, queues it to the writer and waits for the commit, then answers.
-//!   A client that stalls mid-body holds only its own thread; past the cap, new requests get
-//!   503 at once rather than waiting behind stalled ones.
+//! Threads and queues:
+//! - `httpd`: connections are tasks on two I/O threads; each request's body is read there
+//!   (bounded by `body_limit` and a timeout), then `handler` runs on a blocking thread of its own
+//!   (at most `max_requests` at once; past that, 503 at once): it verifies the signature (at most
+//!   `workers` verifying at once, `Permits`), parses the event, queues it to the writer, waits for
+//!   the commit, and answers.
 //! - the writer (one thread, bounded channel): group commit, see `writer`.
 //! - the key loader (one thread, until the first key is loaded) and the credit hook runner.
-//!
-//! Known tiny_http 0.12 limits that our code cannot fix, covered by the proxy in front
-//! (deploy/nginx): unbounded header buffering before we see a request (we answer 431 after the
-//! fact), no socket timeouts, and a connection pool that can leave a new connection queued
-//! until another connection closes (so the proxy uses one upstream connection per delivery).
 
 mod credit;
 mod handler;
-mod pool;
+mod permits;
 mod writer;
 
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use anyhow::Context as _;
 
@@ -41,12 +33,15 @@ use crate::config::Clock;
 use crate::starkbank::verify::KeyCache;
 use crate::store::Store;
 
+pub use crate::httpd::Shutdown;
 pub use credit::OnCreditStored;
 
 /// Default largest body: Stark Bank events are a few KiB.
 pub const DEFAULT_BODY_LIMIT: u64 = 1024 * 1024;
-/// Largest request head (all header lines) we accept, as nginx's default large buffers.
+/// Largest request head (request line and headers) we accept, as nginx's default large buffers.
 pub const HEADER_LIMIT: usize = 32 * 1024;
+/// Idle keep-alive connections are closed after this long (nginx opens one per delivery anyway).
+const HEAD_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Everything `serve` needs besides the socket, the key and the stop signal.
 #[derive(Clone)]
@@ -96,36 +91,11 @@ impl Config {
     }
 }
 
-/// A stop signal: cloned into the signal handler (or a test), checked by `serve`.
-#[derive(Debug, Clone, Default)]
-pub struct Shutdown(Arc<AtomicBool>);
-
-impl Shutdown {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    pub fn trigger(&self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-
-    pub fn is_triggered(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
-    }
-}
-
-/// How often `serve` looks at the stop signal while idle.
-const POLL: Duration = Duration::from_millis(50);
-
 /// Serves until `shutdown` fires; then stops accepting, finishes the requests in flight (their
 /// commits and answers, up to `drain_timeout`) and returns.
 pub fn serve(listener: TcpListener, cfg: Config, keys: Arc<KeyCache>, shutdown: Shutdown) -> anyhow::Result<()> {
     let addr = listener.local_addr().context("reading the listening address")?;
-    crate::net::no_delay(&listener).context("setting TCP_NODELAY")?;
     let store = Store::open(&cfg.db)?;
-    let server = tiny_http::Server::from_listener(listener, None)
-        .map_err(|e| anyhow::anyhow!("starting the HTTP server on {addr}: {e}"))?;
-
     let healthy = Arc::new(AtomicBool::new(true));
     let credits = match cfg.on_credit.clone() {
         Some(hook) => Some(credit::CreditRunner::start(hook).context("starting the credit hook thread")?),
@@ -141,39 +111,19 @@ pub fn serve(listener: TcpListener, cfg: Config, keys: Arc<KeyCache>, shutdown: 
     };
     let writer_thread = std::thread::Builder::new().name("writer".into()).spawn(move || w.run())?;
     let loader = spawn_key_loader(keys.clone(), shutdown.clone())?;
-
-    let shared = Arc::new(handler::Shared::new(&cfg, keys, healthy, tx.clone()));
-    let requests = {
-        let shared = shared.clone();
-        pool::Elastic::new("request", cfg.max_requests, 512 * 1024, move |rq| handler::handle(&shared, rq))
+    let handler = Arc::new(handler::Webhooks::new(&cfg, keys, healthy, tx.clone()));
+    let opts = crate::httpd::Options {
+        head_limit: HEADER_LIMIT,
+        head_timeout: HEAD_TIMEOUT,
+        max_in_flight: cfg.max_requests,
+        drain_timeout: cfg.drain_timeout,
+        ..crate::httpd::Options::new("webhook")
     };
     log::info!("listening on http://{addr} (POST /webhook, GET /health)");
-
-    let mut failure = None;
-    while !shutdown.is_triggered() {
-        match server.recv_timeout(POLL) {
-            Ok(Some(rq)) => dispatch(&shared, &requests, rq),
-            Ok(None) => {}
-            Err(e) => {
-                // tiny_http's accept loop has died (e.g. out of file descriptors); nothing more
-                // will arrive. Drain what is in flight, then fail so a supervisor restarts us.
-                log::error!("the HTTP server stopped accepting: {e}");
-                failure = Some(e);
-                shutdown.trigger();
-            }
-        }
-    }
-
-    // Stop accepting: take what is already queued, then close the socket.
-    log::info!("shutting down: finishing requests in flight");
-    while let Ok(Some(rq)) = server.try_recv() {
-        dispatch(&shared, &requests, rq);
-    }
-    drop(server);
-    let deadline = Instant::now() + cfg.drain_timeout;
-    if !requests.wait_idle(deadline) {
-        log::warn!("{} request(s) still unfinished after {:?}; leaving them", requests.in_flight(), cfg.drain_timeout);
-    }
+    let served = crate::httpd::serve(listener, handler, &opts, &shutdown);
+    // Every request has been answered (or abandoned after the drain timeout): commit what is
+    // queued and stop the writer, then the helpers.
+    shutdown.trigger();
     let _ = tx.send(writer::Msg::Stop);
     if writer_thread.join().is_err() {
         log::error!("the writer thread panicked");
@@ -183,23 +133,9 @@ pub fn serve(listener: TcpListener, cfg: Config, keys: Arc<KeyCache>, shutdown: 
         let _ = handle.join();
     }
     let _ = loader.join();
-    match failure {
-        Some(e) => Err(anyhow::anyhow!("the listener on {addr} stopped accepting connections: {e}")),
-        None => {
-            log::info!("stopped");
-            Ok(())
-        }
-    }
-}
-
-fn dispatch(shared: &Arc<handler::Shared>, requests: &pool::Elastic<tiny_http::Request>, rq: tiny_http::Request) {
-    let rq = match handler::answer_inline(shared, rq) {
-        None => return,
-        Some(rq) => rq,
-    };
-    if let Err(rq) = requests.try_execute(rq) {
-        handler::refuse_busy(shared, rq);
-    }
+    served?;
+    log::info!("stopped");
+    Ok(())
 }
 
 /// Loads the public key in the background until it is there (KeyCache rate-limits the

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use stark_sweep::httpd;
 use stark_sweep::sandbox::{DuplicateMode, Faults, PayOptions, Sandbox, SandboxConfig, Snapshot};
 use stark_sweep::starkbank::resources::{ListFilter, NewInvoice, NewTransfer};
 use stark_sweep::starkbank::{Client, ClientConfig, keys, pyjson, sign, time, verify};
@@ -107,32 +108,39 @@ pub struct Receiver {
     pub url: String,
     pub status: Arc<AtomicU16>,
     pub got: Arc<Mutex<Vec<(String, String)>>>,
-    server: Arc<tiny_http::Server>,
+    stop: httpd::Shutdown,
     thread: Option<std::thread::JoinHandle<()>>,
+}
+
+struct Keep {
+    status: Arc<AtomicU16>,
+    got: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+impl httpd::Handler for Keep {
+    fn head(&self, _head: &httpd::Head<'_>) -> httpd::Decision {
+        httpd::Decision::Read { limit: 1 << 20 }
+    }
+
+    fn handle(&self, rq: httpd::Request) -> httpd::Response {
+        let sig = rq.header("Digital-Signature").unwrap_or_default().to_string();
+        self.got.lock().unwrap().push((sig, String::from_utf8(rq.body).unwrap()));
+        httpd::Response::text(self.status.load(Ordering::SeqCst), "text/plain", "ok")
+    }
 }
 
 impl Receiver {
     pub fn start(status: u16) -> Self {
-        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
-        let url = format!("http://{}/webhook", server.server_addr().to_ip().unwrap());
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/webhook", listener.local_addr().unwrap());
         let (status, got) = (Arc::new(AtomicU16::new(status)), Arc::new(Mutex::new(Vec::new())));
-        let (s, st, g) = (Arc::clone(&server), Arc::clone(&status), Arc::clone(&got));
+        let keep = Arc::new(Keep { status: Arc::clone(&status), got: Arc::clone(&got) });
+        let stop = httpd::Shutdown::new();
+        let s = stop.clone();
         let thread = std::thread::spawn(move || {
-            for mut req in s.incoming_requests() {
-                let mut body = String::new();
-                std::io::Read::read_to_string(req.as_reader(), &mut body).unwrap();
-                let sig = req
-                    .headers()
-                    .iter()
-                    .find(|h| h.field.equiv("Digital-Signature"))
-                    .map(|h| h.value.to_string())
-                    .unwrap_or_default();
-                g.lock().unwrap().push((sig, body));
-                let code = st.load(Ordering::SeqCst);
-                let _ = req.respond(tiny_http::Response::from_string("ok").with_status_code(code));
-            }
+            httpd::serve(listener, keep, &httpd::Options::new("receiver"), &s).unwrap();
         });
-        Receiver { url, status, got, server, thread: Some(thread) }
+        Receiver { url, status, got, stop, thread: Some(thread) }
     }
 
     pub fn bodies(&self) -> Vec<Value> {
@@ -142,7 +150,7 @@ impl Receiver {
 
 impl Drop for Receiver {
     fn drop(&mut self) {
-        self.server.unblock();
+        self.stop.trigger();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
