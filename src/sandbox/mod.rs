@@ -35,8 +35,8 @@ pub use snapshot::{
     SnapAttempt, SnapDelivery, SnapEvent, SnapInvoice, SnapLog, SnapRequest, SnapTransfer, SnapWebhook, Snapshot,
 };
 pub use state::{
-    DUPLICATE_EXTERNAL_ID_CODE, DUPLICATE_FAILED_MESSAGE, INSUFFICIENT_BALANCE_MESSAGE, RETRY_DELAYS_MINUTES,
-    SAME_DAY_DUPLICATE_CODE,
+    CANCEL_REFUSED_CODE, DUPLICATE_EXTERNAL_ID_CODE, DUPLICATE_FAILED_MESSAGE, INSUFFICIENT_BALANCE_MESSAGE,
+    RETRY_DELAYS_MINUTES, SAME_DAY_DUPLICATE_CODE,
 };
 pub use taxid::normalize as normalize_tax_id;
 

@@ -280,6 +280,9 @@ fn v2(shared: &Shared, s: &mut State, method: &str, rest: &str, q: &Query, body:
             .transfer(id)
             .map(|t| json!({"transfer": State::transfer_json(t)}))
             .ok_or_else(|| ApiErr::bad("invalidTransfer", format!("Transfer {id} not found"))),
+        ("DELETE", ["transfer", id]) => {
+            s.cancel_transfer(id, now).map(|t| json!({"transfer": t})).map_err(|(code, msg)| ApiErr::bad(code, msg))
+        }
 
         ("GET", ["event"]) => list_events(s, q),
         ("GET", ["event", "attempt"]) => list_attempts(s, q),
@@ -513,9 +516,14 @@ impl Fields<'_> {
     }
 
     fn date(&mut self, key: &str, code: &str) -> Option<DateTime<Utc>> {
+        self.date_as(key, code, parse_due)
+    }
+
+    /// A date or datetime, with `parse` saying what a date-only value means.
+    fn date_as(&mut self, key: &str, code: &str, parse: fn(&str) -> Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
         match self.obj.get(key) {
             None | Some(Value::Null) => None,
-            Some(Value::String(s)) => parse_due(s).or_else(|| {
+            Some(Value::String(s)) => parse(s).or_else(|| {
                 self.err(code, format!("{key} {s} is not a date or datetime"));
                 None
             }),
@@ -555,6 +563,18 @@ fn parse_due(s: &str) -> Option<DateTime<Utc>> {
     if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
         let next = d.succ_opt()?.and_hms_micro_opt(2, 59, 59, 999_999)?;
         return Some(next.and_utc());
+    }
+    time::parse(s)
+}
+
+/// The hour (UTC) a date-only transfer `scheduled` stands for: the real API was seen echoing a
+/// date-only `scheduled` as `T11:00:00+00:00` (08:00 in Brasília).
+const SCHEDULED_DATE_HOUR: u32 = 11;
+
+/// A datetime as given, or a date as `SCHEDULED_DATE_HOUR` UTC of that day.
+fn parse_scheduled(s: &str) -> Option<DateTime<Utc>> {
+    if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return Some(d.and_hms_opt(SCHEDULED_DATE_HOUR, 0, 0)?.and_utc());
     }
     time::parse(s)
 }
@@ -740,7 +760,7 @@ fn create_transfers(s: &mut State, body: &[u8], now: DateTime<Utc>) -> Answer {
             );
         }
         let external_id = f.string("externalId", "invalidExternalId", false);
-        let scheduled = f.date("scheduled", "invalidScheduled");
+        let scheduled = f.date_as("scheduled", "invalidScheduled", parse_scheduled);
         let description = f.string("description", "invalidDescription", false);
         let display_description = f.string("displayDescription", "invalidDisplayDescription", false);
         let tags = f.tags();
@@ -879,5 +899,12 @@ mod tests {
     #[test]
     fn date_due_is_end_of_day_in_brasilia() {
         assert_eq!(time::format(parse_due("2024-01-02").unwrap()), "2024-01-03T02:59:59.999999+00:00");
+    }
+
+    #[test]
+    fn date_scheduled_is_eleven_utc_of_that_day() {
+        assert_eq!(time::format(parse_scheduled("2024-01-02").unwrap()), "2024-01-02T11:00:00.000000+00:00");
+        let t = "2024-01-02T15:04:05+00:00";
+        assert_eq!(time::format_secs(parse_scheduled(t).unwrap()), t);
     }
 }

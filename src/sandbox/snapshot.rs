@@ -76,6 +76,9 @@ pub struct SnapTransfer {
     pub account_type: String,
     pub name: String,
     pub tax_id: String,
+    /// When it is processed: creation time unless scheduled later.
+    #[serde(with = "ts")]
+    pub scheduled: DateTime<Utc>,
     #[serde(with = "ts")]
     pub created: DateTime<Utc>,
     #[serde(with = "ts")]

@@ -29,6 +29,9 @@ pub const SAME_DAY_DUPLICATE_CODE: &str = "duplicatedTransfer";
 /// The error text of the late `failed` log integrators have seen for a duplicated transfer.
 pub const DUPLICATE_FAILED_MESSAGE: &str = "Duplicated transfer";
 pub const INSUFFICIENT_BALANCE_MESSAGE: &str = "Insufficient balance";
+/// Error code of a `DELETE /v2/transfer/{id}` for a transfer past `created` (undocumented; the
+/// code the real API uses for a PATCH of a canceled invoice).
+pub const CANCEL_REFUSED_CODE: &str = "invalidOperation";
 
 /// Stark Bank retries a failed webhook delivery after 5, 30 and 120 minutes, then stops.
 pub const RETRY_DELAYS_MINUTES: [i64; 3] = [5, 30, 120];
@@ -744,7 +747,7 @@ impl State {
             amount == d.amount && bank == d.bank_code && branch == d.branch_code && account == d.account_number
         };
         let repeated = self.transfers.iter().any(|t| {
-            t.status != "failed"
+            !matches!(t.status.as_str(), "failed" | "canceled")
                 && t.created.date_naive() == now.date_naive()
                 && same(t.amount, &t.bank_code, &t.branch_code, &t.account_number)
         }) || earlier.iter().any(|e| same(e.amount, &e.bank_code, &e.branch_code, &e.account_number));
@@ -786,6 +789,7 @@ impl State {
                 self.balance -= d.amount + fee;
                 transaction_ids.push(self.new_id());
             }
+            let scheduled = d.scheduled.unwrap_or(now);
             let seq = self.next_seq();
             let t = Transfer {
                 seq,
@@ -799,7 +803,7 @@ impl State {
                 account_number: d.account_number,
                 account_type: d.account_type,
                 external_id: d.external_id,
-                scheduled: d.scheduled.unwrap_or(now),
+                scheduled,
                 description: d.description,
                 display_description: d.display_description,
                 tags: d.tags,
@@ -814,9 +818,36 @@ impl State {
             out.push(Self::transfer_json(&t));
             self.transfers.push(t);
             self.transfer_log(self.transfers.len() - 1, "created", Vec::new(), now);
-            self.at(now + to_chrono(self.sim.transfer_step), Action::TransferStep(id));
+            // A transfer scheduled later stays `created` until its time, then steps as usual.
+            let first_step = (now + to_chrono(self.sim.transfer_step)).max(scheduled);
+            self.at(first_step, Action::TransferStep(id));
         }
         Ok(out)
+    }
+
+    /// DELETE: cancels a transfer that is still `created` (scheduled, or not yet picked up),
+    /// refunding what its creation debited.
+    pub fn cancel_transfer(&mut self, id: &str, now: DateTime<Utc>) -> Result<Value, (&'static str, String)> {
+        let idx = self
+            .transfers
+            .iter()
+            .position(|t| t.id == id)
+            .ok_or(("invalidTransfer", format!("Transfer {id} not found")))?;
+        let t = &mut self.transfers[idx];
+        if t.status != "created" {
+            return Err((
+                CANCEL_REFUSED_CODE,
+                format!("Transfer {id} is {} and cannot be canceled; only a created transfer can", t.status),
+            ));
+        }
+        t.status = "canceled".into();
+        t.updated = now;
+        // A doomed transfer moved no money at creation; any other was debited amount + fee.
+        if t.doom.is_none() {
+            self.balance += t.amount + t.fee;
+        }
+        self.transfer_log(idx, "canceled", Vec::new(), now);
+        Ok(Self::transfer_json(&self.transfers[idx]))
     }
 
     fn transfer_log(&mut self, idx: usize, log_type: &str, errors: Vec<String>, at: DateTime<Utc>) {
@@ -1014,6 +1045,7 @@ impl State {
                     account_type: t.account_type.clone(),
                     name: t.name.clone(),
                     tax_id: t.tax_id.clone(),
+                    scheduled: t.scheduled,
                     created: t.created,
                     updated: t.updated,
                     logs: logs(&self.transfer_logs, &t.id),

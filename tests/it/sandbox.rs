@@ -546,6 +546,72 @@ fn insufficient_balance_fails_the_transfer() {
     assert_eq!(logs[1].errors, vec![stark_sweep::sandbox::INSUFFICIENT_BALANCE_MESSAGE.to_string()]);
 }
 
+#[test]
+fn scheduled_transfers_wait_and_created_ones_can_be_deleted() {
+    let sb = Sandbox::start(SandboxConfig { initial_balance: 10_000, transfer_fee: 5, time_scale: 3600.0, ..config() })
+        .unwrap();
+    let c = client(&sb);
+    let rx = Receiver::start(200);
+    c.create_webhook(&rx.url, &["transfer"]).unwrap();
+    let tomorrow = (sb.now() + chrono::Duration::days(1)).date_naive();
+    let soon = sb.now() + chrono::Duration::hours(2);
+    let with = |amount: i64, ext: &str, scheduled: Option<String>| {
+        let mut t = serde_json::to_value(new_transfer(amount, Some(ext))).unwrap();
+        if let Some(s) = scheduled {
+            t["scheduled"] = json!(s);
+        }
+        t
+    };
+    let body = json!({"transfers": [
+        with(1000, "tomorrow", Some(time::format_date(tomorrow))),
+        with(2000, "in-2h", Some(time::format_secs(soon))),
+        with(3000, "now", None),
+    ]});
+    let (s, v) = raw(&sb, "POST", "/v2/transfer", &body.to_string());
+    assert_eq!(s, 200, "{v}");
+    let ids: Vec<String> =
+        v["transfers"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap().into()).collect();
+    // A date-only scheduled is 11:00 UTC of that day (the real API echoed T11:00:00+00:00).
+    assert_eq!(v["transfers"][0]["scheduled"].as_str().unwrap(), format!("{tomorrow}T11:00:00.000000+00:00"));
+    assert_eq!(sb.snapshot().balance, 10_000 - 1005 - 2005 - 3005, "debited at creation, scheduled or not");
+
+    wait_for("the unscheduled one to succeed", || c.get_transfer(&ids[2]).unwrap().status == "success");
+    assert_eq!(c.get_transfer(&ids[0]).unwrap().status, "created");
+    assert_eq!(c.get_transfer(&ids[1]).unwrap().status, "created", "waits for its scheduled time");
+
+    // DELETE of a created transfer: canceled, refunded, a canceled log and event; still listed.
+    let (s, v) = raw(&sb, "DELETE", &format!("/v2/transfer/{}", ids[0]), "");
+    assert_eq!((s, v["transfer"]["status"].as_str()), (200, Some("canceled")), "{v}");
+    assert_eq!(v["transfer"]["id"].as_str(), Some(ids[0].as_str()));
+    assert_eq!(sb.snapshot().balance, 10_000 - 2005 - 3005);
+    let canceled = c.query_transfers(&ListFilter { status: Some("canceled".into()), ..ListFilter::default() }).unwrap();
+    assert_eq!(canceled.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(), [ids[0].as_str()]);
+    wait_for("the canceled event", || {
+        rx.bodies()
+            .iter()
+            .any(|b| b["event"]["log"]["type"] == "canceled" && b["event"]["log"]["transfer"]["id"] == json!(ids[0]))
+    });
+
+    wait_for("the scheduled one to succeed", || c.get_transfer(&ids[1]).unwrap().status == "success");
+    let snap = sb.snapshot();
+    let logs = |id: &str| snap.transfers.iter().find(|t| t.id == id).unwrap().logs.clone();
+    let scheduled = snap.transfers.iter().find(|t| t.id == ids[1]).unwrap().scheduled;
+    assert_eq!(time::format_secs(scheduled), time::format_secs(soon));
+    let processing = logs(&ids[1]).into_iter().find(|l| l.log_type == "processing").unwrap();
+    assert!(processing.created >= scheduled, "processing at {} before the scheduled {scheduled}", processing.created);
+    assert_eq!(logs(&ids[0]).iter().map(|l| l.log_type.as_str()).collect::<Vec<_>>(), ["created", "canceled"]);
+
+    // Only a created transfer can be canceled; an unknown id is invalidTransfer.
+    let refused = vec![stark_sweep::sandbox::CANCEL_REFUSED_CODE.to_string()];
+    for id in [&ids[0], &ids[1]] {
+        let (s, v) = raw(&sb, "DELETE", &format!("/v2/transfer/{id}"), "");
+        assert_eq!((s, codes(&v)), (400, refused.clone()), "{v}");
+    }
+    let (s, v) = raw(&sb, "DELETE", "/v2/transfer/0", "");
+    assert_eq!((s, codes(&v)), (400, vec!["invalidTransfer".to_string()]));
+    assert_eq!(sb.snapshot().balance, 10_000 - 2005 - 3005);
+}
+
 // ---- money --------------------------------------------------------------------------------------
 
 #[test]
@@ -838,6 +904,7 @@ fn official_python_sdk_flows() {
         "event_attempts_of_a_failing_webhook",
         "transfer_create_query_page_get_logs",
         "transfer_webhook_event_parses",
+        "transfer_scheduled_tomorrow_is_deleted",
         "webhook_delete",
         "wrong_key_is_refused",
     ] {
@@ -852,6 +919,7 @@ fn official_python_sdk_flows() {
     assert_eq!(refused[0].error.as_deref(), Some("invalidCredentials"));
     assert!(snap.requests.iter().any(|r| r.query.contains("isDelivered=False")), "Python's capitalized booleans");
     assert_eq!(snap.transfers.iter().filter(|t| t.status == "success").count(), 2);
+    assert_eq!(snap.transfers.iter().filter(|t| t.status == "canceled").count(), 1, "the scheduled one, refunded");
     assert_eq!(snap.balance, 100_000 - 100 - 101 + (4102 - 205 - 50));
 }
 
