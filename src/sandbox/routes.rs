@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 
 use super::auth::{self, Headers};
 use super::faults;
-use super::state::{NewInvoice, NewTransfer, State};
+use super::state::{ForeignEvent, NewInvoice, NewTransfer, State};
 use super::{PayOptions, Shared, taxid};
 use crate::starkbank::{resources::MAX_BATCH, time};
 
@@ -856,8 +856,14 @@ fn control(shared: &Shared, method: &str, rest: &str, body: &[u8]) -> Answer {
             state.faults = faults;
             serde_json::to_value(&state.faults).map_err(|e| ApiErr::bad("internal", e.to_string()))
         }
+        ("POST", ["foreign-events"]) => {
+            let spec: ForeignEvent = serde_json::from_slice(if blank(body) { b"{}" } else { body })
+                .map_err(|e| ApiErr::bad("invalidJson", e.to_string()))?;
+            let signed = state.foreign_event(&spec, now).map_err(|e| ApiErr::bad("invalidOperation", e))?;
+            serde_json::to_value(signed).map_err(|e| ApiErr::bad("internal", e.to_string()))
+        }
         ("POST", ["invoices", id, "pay"]) => {
-            let opts: PayOptions = if body.iter().all(u8::is_ascii_whitespace) {
+            let opts: PayOptions = if blank(body) {
                 PayOptions::default()
             } else {
                 serde_json::from_slice(body).map_err(|e| ApiErr::bad("invalidJson", e.to_string()))?
@@ -868,6 +874,11 @@ fn control(shared: &Shared, method: &str, rest: &str, body: &[u8]) -> Answer {
         }
         _ => Err(ApiErr { status: 404, errors: vec![("routeNotFound".into(), format!("{method} /_sandbox/{rest}"))] }),
     }
+}
+
+/// No body (or only whitespace): the control route's defaults.
+fn blank(body: &[u8]) -> bool {
+    body.iter().all(u8::is_ascii_whitespace)
 }
 
 #[cfg(test)]

@@ -828,6 +828,115 @@ fn control_routes_read_state_set_faults_and_pay() {
     assert!(state.requests.iter().any(|r| r.method == "POST" && r.path == "/v2/invoice" && r.authenticated));
 }
 
+#[test]
+fn foreign_events_are_signed_with_the_bank_key_and_invisible_to_our_api() {
+    use stark_sweep::sandbox::{ForeignEvent, Kind};
+    let sb = Sandbox::start(SandboxConfig { invoice_fee: 50, ..config() }).unwrap();
+    let c = client(&sb);
+    let key = keys::parse_public_key(&sb.public_key_pem()).unwrap();
+    let ours = c.create_invoices(&[new_invoice(100, "ours")]).unwrap().remove(0);
+
+    let credited = sb
+        .foreign_event(&ForeignEvent {
+            amount: Some(4100),
+            tags: vec!["Other-Campaign".into()],
+            ..ForeignEvent::default()
+        })
+        .unwrap();
+    assert!(matches!(
+        verify::verify_body(&key, credited.body.as_bytes(), &credited.signature),
+        Ok(verify::Signed::Raw)
+    ));
+    assert_eq!(pyjson::canonicalize(credited.body.as_bytes()).as_deref(), Some(credited.body.as_str()));
+    let v: Value = serde_json::from_str(&credited.body).unwrap();
+    let event = &v["event"];
+    let keys_of = |o: &Value| o.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    assert_eq!(keys_of(event), ["created", "id", "log", "subscription", "workspaceId"], "the delivered form");
+    assert_eq!(event["id"].as_str(), Some(credited.event_id.as_str()));
+    let workspace = event["workspaceId"].as_str().unwrap();
+    assert!(workspace.len() == 16 && workspace.chars().all(|c| c.is_ascii_digit()), "{workspace}");
+    assert_ne!(workspace, sb.workspace_id());
+    assert_eq!((event["subscription"].as_str(), event["log"]["type"].as_str()), (Some("invoice"), Some("credited")));
+    let inv = &event["log"]["invoice"];
+    assert_eq!(
+        (inv["amount"].as_i64(), inv["fee"].as_i64(), inv["status"].as_str()),
+        (Some(4100), Some(50), Some("paid"))
+    );
+    assert_eq!(inv["tags"], json!(["other-campaign"]));
+    assert_ne!(inv["id"].as_str(), Some(ours.id.as_str()));
+    // Every field of one of our invoices, no more.
+    let (_, mine) = raw(&sb, "GET", &format!("/v2/invoice/{}", ours.id), "");
+    assert_eq!(keys_of(inv), keys_of(&mine["invoice"]));
+
+    // Invisible to our API, and not in our state.
+    let (s, v) = raw(&sb, "GET", &format!("/v2/event/{}", credited.event_id), "");
+    assert_eq!((s, codes(&v)), (400, vec!["invalidEvent".to_string()]));
+    let (s, v) = raw(&sb, "GET", &format!("/v2/invoice/{}", inv["id"].as_str().unwrap()), "");
+    assert_eq!((s, codes(&v)), (400, vec!["invalidInvoice".to_string()]));
+    assert!(!sb.snapshot().events.iter().any(|e| e.id == credited.event_id));
+
+    // A transfer of a given workspace, with the given fields; POSTed as a delivery thread would.
+    let transfer = sb
+        .foreign_event(&ForeignEvent {
+            workspace_id: Some("5078376503050240".into()),
+            subscription: Kind::Transfer,
+            log_type: Some("failed".into()),
+            errors: vec!["Duplicated transfer".into()],
+            id: Some("6000000000000001".into()),
+            amount: Some(3619),
+            fee: Some(0),
+            external_id: Some("sweep-elsewhere".into()),
+            ..ForeignEvent::default()
+        })
+        .unwrap();
+    let rx = Receiver::start(200);
+    assert_eq!(sb.deliver(&rx.url, &transfer.body, &transfer.signature).unwrap(), 200);
+    let got = rx.got.lock().unwrap().clone();
+    assert_eq!(got, vec![(transfer.signature.clone(), transfer.body.clone())]);
+    let v: Value = serde_json::from_str(&transfer.body).unwrap();
+    let (event, t) = (&v["event"], &v["event"]["log"]["transfer"]);
+    assert_eq!(event["workspaceId"], "5078376503050240");
+    assert_eq!(event["log"]["errors"], json!(["Duplicated transfer"]));
+    assert_eq!(
+        (t["id"].as_str(), t["status"].as_str(), t["amount"].as_i64()),
+        (Some("6000000000000001"), Some("failed"), Some(3619))
+    );
+    assert_eq!(t["externalId"], "sweep-elsewhere");
+    rx.status.store(401, Ordering::SeqCst);
+    assert_eq!(sb.deliver(&rx.url, &transfer.body, "bad").unwrap(), 401, "the receiver's status, as is");
+
+    // Never one of ours: our workspace, our invoice id; nor an invoice externalId.
+    for spec in [
+        ForeignEvent { workspace_id: Some(sb.workspace_id()), ..ForeignEvent::default() },
+        ForeignEvent { id: Some(ours.id.clone()), ..ForeignEvent::default() },
+        ForeignEvent { external_id: Some("x".into()), ..ForeignEvent::default() },
+    ] {
+        assert!(sb.foreign_event(&spec).is_err(), "{spec:?}");
+    }
+
+    // The control route, high-S with the fault on.
+    sb.set_faults(Faults { high_s_signatures: true, ..Faults::default() });
+    let http = reqwest::blocking::Client::new();
+    let r = http
+        .post(format!("{}/_sandbox/foreign-events", sb.url()))
+        .body(r#"{"subscription": "transfer", "log_type": "success", "amount": 100}"#)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let answer: Value = r.json().unwrap();
+    let (body, sig) = (answer["body"].as_str().unwrap(), answer["signature"].as_str().unwrap());
+    assert!(verify::verify_body(&key, body.as_bytes(), sig).is_ok());
+    use base64::Engine as _;
+    let low = base64::engine::general_purpose::STANDARD.encode(sign::decode(sig).unwrap().to_der().as_bytes());
+    assert_ne!(low, sig, "the high-S form");
+    let v: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(v["event"]["id"], answer["eventId"]);
+    assert_eq!(v["event"]["log"]["transfer"]["status"], "success");
+    let r = http.post(format!("{}/_sandbox/foreign-events", sb.url())).body(r#"{"colour": "red"}"#).send().unwrap();
+    assert_eq!(r.status().as_u16(), 400, "unknown fields are refused");
+    assert!(sb.snapshot().events.len() == 1, "only our invoice's created event");
+}
+
 // ---- the command --------------------------------------------------------------------------------
 
 #[test]
