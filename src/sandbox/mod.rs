@@ -30,7 +30,7 @@ use chrono::{DateTime, Utc};
 use k256::ecdsa::{SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
-pub use faults::Faults;
+pub use faults::{FAIL_REASON, Faults, REFUSE_CODE, REFUSE_MESSAGE, TOO_MANY_REQUESTS_CODE};
 pub use snapshot::{
     SnapAttempt, SnapDelivery, SnapEvent, SnapInvoice, SnapLog, SnapRequest, SnapTransfer, SnapWebhook, Snapshot,
 };

@@ -4,6 +4,8 @@
 //! the unauthenticated `/_sandbox/*` control routes. Owns validation; the model is `state`.
 
 use std::io::Read as _;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::{Map, Value, json};
@@ -239,8 +241,52 @@ pub fn serve_one(shared: &Shared, mut request: tiny_http::Request) {
     }
 }
 
-pub fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, State> {
-    shared.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+/// Takes the state lock (a panic elsewhere does not make the state unusable).
+pub fn lock(shared: &Shared) -> StateGuard<'_> {
+    StateGuard { mutex: &shared.state, guard: Some(take_lock(&shared.state)) }
+}
+
+fn take_lock(mutex: &Mutex<State>) -> MutexGuard<'_, State> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The locked state, which a request can let go of for a while (`unlocked`) and take back,
+/// so a deliberately slow request does not stall every other one.
+#[derive(Debug)]
+pub struct StateGuard<'a> {
+    mutex: &'a Mutex<State>,
+    /// `None` only inside `unlocked`, which holds `&mut self` throughout.
+    guard: Option<MutexGuard<'a, State>>,
+}
+
+impl StateGuard<'_> {
+    /// Runs `f` with the lock released and takes it again before returning. What was read
+    /// before may have changed by then.
+    fn unlocked<R>(&mut self, f: impl FnOnce() -> R) -> R {
+        self.guard = None;
+        let r = f();
+        self.guard = Some(take_lock(self.mutex));
+        r
+    }
+}
+
+impl std::ops::Deref for StateGuard<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        match &self.guard {
+            Some(g) => g,
+            None => unreachable!("the state is only unlocked inside StateGuard::unlocked"),
+        }
+    }
+}
+
+impl std::ops::DerefMut for StateGuard<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        match &mut self.guard {
+            Some(g) => g,
+            None => unreachable!("the state is only unlocked inside StateGuard::unlocked"),
+        }
+    }
 }
 
 /// `/v2//public-key` -> `/v2/public-key` (the Python SDK sends the former).
@@ -256,13 +302,21 @@ fn collapse_slashes(path: &str) -> String {
 
 // ---- /v2 --------------------------------------------------------------------------------------
 
-fn v2(shared: &Shared, s: &mut State, method: &str, rest: &str, q: &Query, body: &[u8], now: DateTime<Utc>) -> Answer {
+fn v2(
+    shared: &Shared,
+    s: &mut StateGuard<'_>,
+    method: &str,
+    rest: &str,
+    q: &Query,
+    body: &[u8],
+    now: DateTime<Utc>,
+) -> Answer {
     let segs: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
     match (method, segs.as_slice()) {
         ("GET", ["public-key"]) => Ok(json!({"cursor": null, "publicKeys": [
             {"content": shared.public_key_pem, "created": time::format(shared.key_created)}]})),
 
-        ("POST", ["invoice"]) => create_invoices(s, body, now),
+        ("POST", ["invoice"]) => create_invoices(shared, s, body, now),
         ("GET", ["invoice"]) => list_invoices(s, q),
         ("GET", ["invoice", "log"]) => list_logs(s, q, true),
         ("GET", ["invoice", "log", id]) => get_log(s, id, true),
@@ -272,7 +326,7 @@ fn v2(shared: &Shared, s: &mut State, method: &str, rest: &str, q: &Query, body:
             .ok_or_else(|| ApiErr::bad("invalidInvoice", format!("Invoice {id} not found"))),
         ("PATCH", ["invoice", id]) => update_invoice(s, id, body, now),
 
-        ("POST", ["transfer"]) => create_transfers(s, body, now),
+        ("POST", ["transfer"]) => create_transfers(shared, s, body, now),
         ("GET", ["transfer"]) => list_transfers(s, q),
         ("GET", ["transfer", "log"]) => list_logs(s, q, false),
         ("GET", ["transfer", "log", id]) => get_log(s, id, false),
@@ -624,7 +678,39 @@ fn parse_batch<T>(
     if errors.is_empty() { Ok(drafts) } else { Err(ApiErr::many(errors)) }
 }
 
-fn create_invoices(s: &mut State, body: &[u8], now: DateTime<Utc>) -> Answer {
+/// 429 when a `too_many_requests_next_*` counter says so (before the body is even read).
+fn too_many_requests(counter: &mut u32, what: &str) -> Result<(), ApiErr> {
+    if !faults::take(counter) {
+        return Ok(());
+    }
+    Err(ApiErr {
+        status: 429,
+        errors: vec![(
+            faults::TOO_MANY_REQUESTS_CODE.into(),
+            format!("Too many {what} requests; wait a moment and try again"),
+        )],
+    })
+}
+
+/// A slow commit when `counter` says so: lets go of the state for `slow_commit_ms` real
+/// milliseconds (every other request is served meanwhile), takes it back, and returns the
+/// simulated time to commit at.
+fn slow_commit(
+    shared: &Shared,
+    s: &mut StateGuard<'_>,
+    counter: fn(&mut faults::Faults) -> &mut u32,
+    now: DateTime<Utc>,
+) -> DateTime<Utc> {
+    if !faults::take(counter(&mut s.faults)) {
+        return now;
+    }
+    let wait = Duration::from_millis(s.faults.slow_commit_ms);
+    s.unlocked(|| std::thread::sleep(wait));
+    shared.clock.now()
+}
+
+fn create_invoices(shared: &Shared, s: &mut StateGuard<'_>, body: &[u8], now: DateTime<Utc>) -> Answer {
+    too_many_requests(&mut s.faults.too_many_requests_next_invoices, "invoice creation")?;
     let drafts = parse_batch(body, "invoices", INVOICE_FIELDS, |f| {
         let amount = f.int("amount", "invalidAmount", 0, MAX_AMOUNT, true);
         let tax_id = f.tax_id();
@@ -658,9 +744,10 @@ fn create_invoices(s: &mut State, body: &[u8], now: DateTime<Utc>) -> Answer {
             splits,
         })
     })?;
+    let now = slow_commit(shared, s, |f| &mut f.slow_commit_next_invoices, now);
     let invoices = s.create_invoices(drafts, now);
-    let fail = faults::take(&mut s.faults.commit_then_500_next_invoices)
-        || faults::roll(&mut s.rng, s.faults.commit_then_500_invoice);
+    let rate = s.faults.commit_then_500_invoice;
+    let fail = faults::take(&mut s.faults.commit_then_500_next_invoices) || faults::roll(&mut s.rng, rate);
     if fail {
         return Err(ApiErr::internal());
     }
@@ -733,7 +820,8 @@ const TRANSFER_FIELDS: &[&str] = &[
     "metadata",
 ];
 
-fn create_transfers(s: &mut State, body: &[u8], now: DateTime<Utc>) -> Answer {
+fn create_transfers(shared: &Shared, s: &mut StateGuard<'_>, body: &[u8], now: DateTime<Utc>) -> Answer {
+    too_many_requests(&mut s.faults.too_many_requests_next_transfers, "transfer creation")?;
     let drafts = parse_batch(body, "transfers", TRANSFER_FIELDS, |f| {
         let amount = f.int("amount", "invalidAmount", 1, MAX_AMOUNT, true);
         let name = f.string("name", "invalidName", true);
@@ -783,13 +871,22 @@ fn create_transfers(s: &mut State, body: &[u8], now: DateTime<Utc>) -> Answer {
             metadata,
         })
     })?;
+    if faults::take(&mut s.faults.refuse_next_transfers) {
+        let code = faults::text(&s.faults.refuse_code, faults::REFUSE_CODE);
+        let message = faults::text(&s.faults.refuse_message, faults::REFUSE_MESSAGE);
+        return Err(ApiErr::many(
+            (0..drafts.len()).map(|i| (code.clone(), format!("Element {i}: {message}"))).collect(),
+        ));
+    }
+    // Duplicates are judged at commit, so a slow commit sees what landed while it waited.
+    let now = slow_commit(shared, s, |f| &mut f.slow_commit_next_transfers, now);
     let transfers = s.create_transfers(drafts, now).map_err(|refusals| {
         ApiErr::many(
             refusals.into_iter().map(|r| (r.code.to_string(), format!("Element {}: {}", r.index, r.message))).collect(),
         )
     })?;
-    let fail = faults::take(&mut s.faults.commit_then_500_next_transfers)
-        || faults::roll(&mut s.rng, s.faults.commit_then_500_transfer);
+    let rate = s.faults.commit_then_500_transfer;
+    let fail = faults::take(&mut s.faults.commit_then_500_next_transfers) || faults::roll(&mut s.rng, rate);
     if fail {
         return Err(ApiErr::internal());
     }

@@ -827,7 +827,9 @@ impl State {
             let id = self.new_id();
             let fee = self.sim.transfer_fee;
             let starved = self.faults.insufficient_balance_until.is_some_and(|t| now < t);
-            let doom = if dupe.is_some() {
+            let doom = if faults::take(&mut self.faults.fail_next_transfers) {
+                Some(faults::text(&self.faults.fail_reason, faults::FAIL_REASON))
+            } else if dupe.is_some() {
                 Some(DUPLICATE_FAILED_MESSAGE.to_string())
             } else if starved || self.balance < d.amount + fee {
                 Some(INSUFFICIENT_BALANCE_MESSAGE.to_string())

@@ -64,6 +64,24 @@ fn raw_as(
     (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }
 
+/// A request signed as the project, to send with a client of the test's choosing.
+fn signed(
+    http: &reqwest::blocking::Client,
+    sb: &Sandbox,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> reqwest::blocking::RequestBuilder {
+    let key = keys::parse_private_key(&sb.private_key_pem().unwrap()).unwrap();
+    let (access_id, t) = (format!("project/{}", sb.project_id()), real_time());
+    let sig = sign::sign(&key, &sign::request_message(&access_id, &t, body.as_bytes()));
+    http.request(method.parse().unwrap(), format!("{}{path}", sb.url()))
+        .header("Access-Id", access_id)
+        .header("Access-Time", t)
+        .header("Access-Signature", sig)
+        .body(body.to_string())
+}
+
 pub fn raw(sb: &Sandbox, method: &str, path: &str, body: &str) -> (u16, Value) {
     let key = keys::parse_private_key(&sb.private_key_pem().unwrap()).unwrap();
     raw_as(&sb.url(), &sb.project_id(), Some(&key), method, path, body)
@@ -804,6 +822,147 @@ fn request_faults_error_rate_and_commit_then_500() {
     assert!(err.is_temporary(), "{err}");
     assert_eq!(sb.snapshot().transfers.len(), 1);
     assert_eq!(sb.snapshot().faults.commit_then_500_next_transfers, 0);
+}
+
+fn messages(v: &Value) -> Vec<String> {
+    v["errors"].as_array().unwrap().iter().map(|e| e["message"].as_str().unwrap().to_string()).collect()
+}
+
+fn transfers_body(drafts: &[NewTransfer]) -> String {
+    json!({ "transfers": drafts }).to_string()
+}
+
+#[test]
+fn too_many_requests_faults_answer_429_and_create_nothing() {
+    let sb = Sandbox::start(SandboxConfig { initial_balance: 10_000, ..config() }).unwrap();
+    sb.set_faults(Faults {
+        too_many_requests_next_invoices: 1,
+        too_many_requests_next_transfers: 2,
+        ..Faults::default()
+    });
+    let invoice = json!({"invoices": [invoice_at(100, sb.now() + chrono::Duration::days(1))]}).to_string();
+    let (s, v) = raw(&sb, "POST", "/v2/invoice", &invoice);
+    assert_eq!((s, codes(&v)), (429, vec![stark_sweep::sandbox::TOO_MANY_REQUESTS_CODE.to_string()]));
+    assert!(!messages(&v)[0].is_empty());
+    assert!(sb.snapshot().invoices.is_empty());
+    assert_eq!(raw(&sb, "POST", "/v2/invoice", &invoice).0, 200, "only the next one");
+    for ext in ["a", "b"] {
+        let (s, v) = raw(&sb, "POST", "/v2/transfer", &transfers_body(&[new_transfer(100, Some(ext))]));
+        assert_eq!((s, codes(&v)), (429, vec!["tooManyRequests".to_string()]));
+    }
+    assert!(sb.snapshot().transfers.is_empty());
+    assert_eq!(sb.snapshot().balance, 10_000);
+    // Reads are not limited; the counter is spent.
+    assert_eq!(raw(&sb, "GET", "/v2/transfer", "").0, 200);
+    assert_eq!(raw(&sb, "POST", "/v2/transfer", &transfers_body(&[new_transfer(100, Some("a"))])).0, 200);
+    assert_eq!(sb.snapshot().faults.too_many_requests_next_transfers, 0);
+}
+
+#[test]
+fn refuse_next_transfers_answers_one_error_per_element() {
+    let sb = Sandbox::start(SandboxConfig { initial_balance: 10_000, ..config() }).unwrap();
+    let c = client(&sb);
+    sb.set_faults(Faults {
+        refuse_next_transfers: 2,
+        refuse_code: "invalidAccountNumber".into(),
+        refuse_message: "Receiver account is closed".into(),
+        ..Faults::default()
+    });
+    let (s, v) = raw(
+        &sb,
+        "POST",
+        "/v2/transfer",
+        &transfers_body(&[new_transfer(100, Some("r-1")), new_transfer(200, Some("r-2"))]),
+    );
+    assert_eq!((s, codes(&v)), (400, vec!["invalidAccountNumber".to_string(); 2]));
+    assert_eq!(messages(&v), ["Element 0: Receiver account is closed", "Element 1: Receiver account is closed"]);
+    // An invalid request is answered its own errors and spends no refusal.
+    let (s, v) = raw(&sb, "POST", "/v2/transfer", &transfers_body(&[new_transfer(0, Some("r-3"))]));
+    assert_eq!((s, codes(&v)), (400, vec!["invalidAmount".to_string()]));
+    assert_eq!(sb.snapshot().faults.refuse_next_transfers, 1);
+    let err = c.create_transfers(&[new_transfer(100, Some("r-1"))]).unwrap_err();
+    assert_eq!(err.codes(), vec!["invalidAccountNumber"]);
+    let snap = sb.snapshot();
+    assert!(snap.transfers.is_empty(), "refusals create nothing");
+    assert_eq!(snap.balance, 10_000);
+    // The same externalIds go through afterwards: nothing was recorded.
+    c.create_transfers(&[new_transfer(100, Some("r-1")), new_transfer(200, Some("r-2"))]).unwrap();
+    // Empty code and message: the defaults.
+    sb.set_faults(Faults { refuse_next_transfers: 1, ..Faults::default() });
+    let (s, v) = raw(&sb, "POST", "/v2/transfer", &transfers_body(&[new_transfer(300, Some("r-4"))]));
+    assert_eq!((s, codes(&v)), (400, vec![stark_sweep::sandbox::REFUSE_CODE.to_string()]));
+    assert_eq!(messages(&v), [format!("Element 0: {}", stark_sweep::sandbox::REFUSE_MESSAGE)]);
+}
+
+#[test]
+fn fail_next_transfers_accepts_then_fails_without_moving_money() {
+    let sb = Sandbox::start(SandboxConfig { initial_balance: 10_000, time_scale: 600.0, ..config() }).unwrap();
+    let c = client(&sb);
+    sb.set_faults(Faults {
+        fail_next_transfers: 1,
+        fail_reason: "Receiver account is closed".into(),
+        ..Faults::default()
+    });
+    let t = c.create_transfers(&[new_transfer(1_000, Some("f-1")), new_transfer(2_000, Some("f-2"))]).unwrap();
+    assert_eq!((t[0].status.as_str(), t[1].status.as_str()), ("created", "created"), "accepted");
+    assert_eq!(sb.snapshot().balance, 10_000 - 2_000, "the doomed one debited nothing");
+    wait_for("the first to fail", || c.get_transfer(&t[0].id).unwrap().status == "failed");
+    wait_for("the second to succeed", || c.get_transfer(&t[1].id).unwrap().status == "success");
+    let (_, logs) = raw(&sb, "GET", &format!("/v2/transfer/log?transferIds={}", t[0].id), "");
+    let types: Vec<&str> = logs["logs"].as_array().unwrap().iter().map(|l| l["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["failed", "created"], "fails at its first step");
+    assert_eq!(logs["logs"][0]["errors"], json!(["Receiver account is closed"]));
+    assert_eq!(sb.snapshot().balance, 10_000 - 2_000);
+    // Empty reason: the default.
+    sb.set_faults(Faults { fail_next_transfers: 1, ..Faults::default() });
+    let t = c.create_transfers(&[new_transfer(10, Some("f-3"))]).unwrap().remove(0);
+    wait_for("failure", || c.get_transfer(&t.id).unwrap().status == "failed");
+    let logs = &sb.snapshot().transfers.iter().find(|x| x.id == t.id).unwrap().logs.clone();
+    assert_eq!(logs[1].errors, vec![stark_sweep::sandbox::FAIL_REASON.to_string()]);
+}
+
+#[test]
+fn slow_commits_wait_unlocked_then_commit_after_the_client_gave_up() {
+    let sb = Sandbox::start(SandboxConfig { initial_balance: 10_000, ..config() }).unwrap();
+    let c = client(&sb);
+    sb.set_faults(Faults {
+        slow_commit_ms: 1_500,
+        slow_commit_next_invoices: 1,
+        slow_commit_next_transfers: 1,
+        ..Faults::default()
+    });
+    let impatient = reqwest::blocking::Client::builder().timeout(Duration::from_millis(300)).build().unwrap();
+
+    // An invoice: the client times out, the emulator serves others meanwhile, then commits.
+    let body = json!({"invoices": [invoice_at(100, sb.now() + chrono::Duration::days(1))]}).to_string();
+    let post = signed(&impatient, &sb, "POST", "/v2/invoice", &body);
+    let gave_up = std::thread::spawn(move || post.send().unwrap_err().is_timeout());
+    wait_for("the slow invoice commit to start", || sb.snapshot().faults.slow_commit_next_invoices == 0);
+    let (s, v) = raw(&sb, "GET", "/v2/invoice", "");
+    assert_eq!((s, v["invoices"].as_array().unwrap().len()), (200, 0), "served while the slow one waits");
+    assert!(gave_up.join().unwrap(), "the client timed out");
+    wait_for("the invoice to be committed anyway", || sb.snapshot().invoices.len() == 1);
+    wait_for("the answer to be recorded", || {
+        sb.snapshot().requests.iter().any(|r| r.method == "POST" && r.path == "/v2/invoice" && r.status == 200)
+    });
+
+    // A transfer: validated, then judged at commit, so a duplicate that landed meanwhile wins.
+    let post = signed(&impatient, &sb, "POST", "/v2/transfer", &transfers_body(&[new_transfer(500, Some("slow-1"))]));
+    let gave_up = std::thread::spawn(move || post.send().unwrap_err().is_timeout());
+    wait_for("the slow transfer commit to start", || sb.snapshot().faults.slow_commit_next_transfers == 0);
+    let fast = c.create_transfers(&[new_transfer(500, Some("slow-1"))]).unwrap().remove(0);
+    assert!(gave_up.join().unwrap());
+    wait_for("the slow request to be answered", || {
+        sb.snapshot().requests.iter().any(|r| r.path == "/v2/transfer" && r.status == 400)
+    });
+    let snap = sb.snapshot();
+    let refused = snap.requests.iter().find(|r| r.path == "/v2/transfer" && r.status == 400).unwrap();
+    assert_eq!(refused.error.as_deref(), Some(stark_sweep::sandbox::DUPLICATE_EXTERNAL_ID_CODE));
+    assert_eq!(snap.transfers.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(), [fast.id.as_str()]);
+    assert_eq!(snap.balance, 10_000 - 500);
+    // Spent: the next creation is immediate.
+    let (s, _) = raw(&sb, "POST", "/v2/invoice", &body);
+    assert_eq!(s, 200);
 }
 
 #[test]
