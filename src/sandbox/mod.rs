@@ -36,7 +36,7 @@ pub use snapshot::{
 };
 pub use state::{
     CANCEL_REFUSED_CODE, DUPLICATE_EXTERNAL_ID_CODE, DUPLICATE_FAILED_MESSAGE, ForeignEvent,
-    INSUFFICIENT_BALANCE_MESSAGE, Kind, RETRY_DELAYS_MINUTES, SAME_DAY_DUPLICATE_CODE, SignedEvent,
+    INSUFFICIENT_BALANCE_MESSAGE, Kind, RETRY_DELAYS_MINUTES, RETURN_REASON, SAME_DAY_DUPLICATE_CODE, SignedEvent,
 };
 pub use taxid::normalize as normalize_tax_id;
 
@@ -339,6 +339,22 @@ impl Sandbox {
     pub fn pay_invoice(&self, id: &str, opts: PayOptions) -> anyhow::Result<()> {
         let now = self.shared.clock.now();
         routes::lock(&self.shared).pay(id, &opts, now, true).map_err(anyhow::Error::msg)
+    }
+
+    /// Money coming back after a `success` transfer (a Pix return or chargeback): it becomes
+    /// `failed` with a `failed` log whose `errors` is `[reason]` (empty: `RETURN_REASON`), a
+    /// second transaction id, and `amount + fee` back in the balance. Refused unless `success`.
+    pub fn return_transfer(&self, id: &str, reason: &str) -> anyhow::Result<()> {
+        let now = self.shared.clock.now();
+        routes::lock(&self.shared).return_transfer(id, reason, now).map(drop).map_err(|(_, m)| anyhow::anyhow!(m))
+    }
+
+    /// Reverses a paid, credited invoice down to `amount` (0: all of it), as
+    /// `PATCH /v2/invoice/{id}` with a lower amount does: a `reversed` log, a transaction id, the
+    /// difference out of the balance.
+    pub fn reverse_invoice(&self, id: &str, amount: i64) -> anyhow::Result<()> {
+        let now = self.shared.clock.now();
+        routes::lock(&self.shared).reverse_invoice(id, amount, now).map(drop).map_err(|(_, m)| anyhow::anyhow!(m))
     }
 
     /// An event of another workspace, in the delivered webhook form and signed with this

@@ -959,6 +959,15 @@ fn control(shared: &Shared, method: &str, rest: &str, body: &[u8]) -> Answer {
             let signed = state.foreign_event(&spec, now).map_err(|e| ApiErr::bad("invalidOperation", e))?;
             serde_json::to_value(signed).map_err(|e| ApiErr::bad("internal", e.to_string()))
         }
+        ("POST", ["transfers", id, "return"]) => {
+            let opts: ReturnOptions = if blank(body) {
+                ReturnOptions::default()
+            } else {
+                serde_json::from_slice(body).map_err(|e| ApiErr::bad("invalidJson", e.to_string()))?
+            };
+            let t = state.return_transfer(id, &opts.reason, now).map_err(|(code, msg)| ApiErr::bad(code, msg))?;
+            Ok(json!({"transfer": t}))
+        }
         ("POST", ["invoices", id, "pay"]) => {
             let opts: PayOptions = if blank(body) {
                 PayOptions::default()
@@ -971,6 +980,14 @@ fn control(shared: &Shared, method: &str, rest: &str, body: &[u8]) -> Answer {
         }
         _ => Err(ApiErr { status: 404, errors: vec![("routeNotFound".into(), format!("{method} /_sandbox/{rest}"))] }),
     }
+}
+
+/// The body of `POST /_sandbox/transfers/{id}/return`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct ReturnOptions {
+    /// The failed log's error (empty: `RETURN_REASON`).
+    reason: String,
 }
 
 /// No body (or only whitespace): the control route's defaults.

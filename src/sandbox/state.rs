@@ -31,6 +31,8 @@ pub const SAME_DAY_DUPLICATE_CODE: &str = "duplicatedTransfer";
 /// The error text of the late `failed` log integrators have seen for a duplicated transfer.
 pub const DUPLICATE_FAILED_MESSAGE: &str = "Duplicated transfer";
 pub const INSUFFICIENT_BALANCE_MESSAGE: &str = "Insufficient balance";
+/// The `errors` of a returned transfer's `failed` log when no reason is given.
+pub const RETURN_REASON: &str = "Transfer returned by the receiving bank";
 /// Error code of a `DELETE /v2/transfer/{id}` for a transfer past `created` (undocumented; the
 /// code the real API uses for a PATCH of a canceled invoice).
 pub const CANCEL_REFUSED_CODE: &str = "invalidOperation";
@@ -691,6 +693,16 @@ impl State {
         now: DateTime<Utc>,
     ) -> Result<Value, (&'static str, String)> {
         let idx = self.invoice_index(id).ok_or(("invalidInvoice", format!("Invoice {id} not found")))?;
+        if self.invoices[idx].status == "paid" {
+            // After payment only a lower amount may be set, and that is a reversal.
+            return match amount {
+                Some(a) if !cancel && due.is_none() && expiration.is_none() => self.reverse_invoice(id, a, now),
+                _ => Err((
+                    "invalidOperation",
+                    format!("Invoice {id} is paid: only a lower amount can be set, which reverses the difference"),
+                )),
+            };
+        }
         let inv = &mut self.invoices[idx];
         if !matches!(inv.status.as_str(), "created" | "overdue") {
             return Err(("invalidOperation", format!("Invoice {id} is {} and cannot be updated", inv.status)));
@@ -718,6 +730,42 @@ impl State {
             let (due, exp) = (self.invoices[idx].due, self.invoices[idx].expiration);
             self.schedule_due(id, due, exp);
         }
+        Ok(Self::invoice_json(&self.invoices[idx]))
+    }
+
+    /// Reverses part of a paid, credited invoice (all of it with `amount` 0): `amount` becomes
+    /// the new value, the difference leaves the balance, a `reversed` log is written and a
+    /// transaction id appended. The status stays `paid`; `nominalAmount` and `fee` stay too.
+    pub fn reverse_invoice(
+        &mut self,
+        id: &str,
+        amount: i64,
+        now: DateTime<Utc>,
+    ) -> Result<Value, (&'static str, String)> {
+        let idx = self.invoice_index(id).ok_or(("invalidInvoice", format!("Invoice {id} not found")))?;
+        let inv = &self.invoices[idx];
+        if inv.status != "paid" {
+            return Err(("invalidOperation", format!("Invoice {id} is {} and cannot be reversed", inv.status)));
+        }
+        if !inv.credited {
+            return Err(("invalidOperation", format!("Invoice {id} is not credited yet and cannot be reversed")));
+        }
+        if amount < 0 || amount >= inv.amount {
+            return Err((
+                "invalidOperation",
+                format!(
+                    "Invoice {id}: amount {amount} must be lower than the paid amount {} (and at least 0) to reverse the difference",
+                    inv.amount
+                ),
+            ));
+        }
+        let tx = self.new_id();
+        let inv = &mut self.invoices[idx];
+        self.balance -= inv.amount - amount;
+        inv.amount = amount;
+        inv.transaction_ids.push(tx);
+        inv.updated = now;
+        self.invoice_log(idx, "reversed", now, false);
         Ok(Self::invoice_json(&self.invoices[idx]))
     }
 
@@ -899,6 +947,38 @@ impl State {
             self.balance += t.amount + t.fee;
         }
         self.transfer_log(idx, "canceled", Vec::new(), now);
+        Ok(Self::transfer_json(&self.transfers[idx]))
+    }
+
+    /// Money coming back after success (a Pix return or chargeback): the transfer becomes
+    /// `failed` with a `failed` log whose `errors` is `[reason]`, a second transaction id, and
+    /// `amount + fee` back in the balance.
+    pub fn return_transfer(
+        &mut self,
+        id: &str,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Value, (&'static str, String)> {
+        let idx = self
+            .transfers
+            .iter()
+            .position(|t| t.id == id)
+            .ok_or(("invalidTransfer", format!("Transfer {id} not found")))?;
+        if self.transfers[idx].status != "success" {
+            let status = &self.transfers[idx].status;
+            return Err((
+                "invalidOperation",
+                format!("Transfer {id} is {status}; only a successful transfer can be returned"),
+            ));
+        }
+        let reason = if reason.is_empty() { RETURN_REASON } else { reason };
+        let tx = self.new_id();
+        let t = &mut self.transfers[idx];
+        t.status = "failed".into();
+        t.updated = now;
+        t.transaction_ids.push(tx);
+        self.balance += t.amount + t.fee;
+        self.transfer_log(idx, "failed", vec![reason.to_string()], now);
         Ok(Self::transfer_json(&self.transfers[idx]))
     }
 
@@ -1201,6 +1281,7 @@ impl State {
                     created: i.created,
                     updated: i.updated,
                     will_pay_at: i.pay_at,
+                    transaction_ids: i.transaction_ids.clone(),
                     logs: logs(&self.invoice_logs, &i.id),
                 })
                 .collect(),
@@ -1221,6 +1302,7 @@ impl State {
                     name: t.name.clone(),
                     tax_id: t.tax_id.clone(),
                     scheduled: t.scheduled,
+                    transaction_ids: t.transaction_ids.clone(),
                     created: t.created,
                     updated: t.updated,
                     logs: logs(&self.transfer_logs, &t.id),

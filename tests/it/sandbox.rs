@@ -716,6 +716,113 @@ fn manual_payments_cover_discount_fine_interest_fee_and_net_below_zero() {
     assert_eq!(snap.balance, (3669 - 50) + 10_250 + (30 - 50) + (2_000 - 2_500));
 }
 
+#[test]
+fn a_returned_transfer_fails_after_success_and_its_money_comes_back() {
+    let sb = Sandbox::start(SandboxConfig { initial_balance: 10_000, transfer_fee: 7, time_scale: 600.0, ..config() })
+        .unwrap();
+    let c = client(&sb);
+    let rx = Receiver::start(200);
+    c.create_webhook(&rx.url, &["transfer"]).unwrap();
+    let t = c.create_transfers(&[new_transfer(3_000, Some("ret-1")), new_transfer(1_000, Some("ret-2"))]).unwrap();
+    assert!(sb.return_transfer(&t[0].id, "too early").is_err(), "only a successful transfer can be returned");
+    wait_for("success", || t.iter().all(|x| c.get_transfer(&x.id).unwrap().status == "success"));
+    assert_eq!(sb.snapshot().balance, 10_000 - 3_007 - 1_007);
+
+    sb.return_transfer(&t[0].id, "Pix return: receiver account closed").unwrap();
+    let back = c.get_transfer(&t[0].id).unwrap();
+    assert_eq!(back.status, "failed");
+    let snap = sb.snapshot();
+    let returned = snap.transfers.iter().find(|x| x.id == t[0].id).unwrap();
+    assert_eq!(returned.transaction_ids.len(), 2, "the debit and the return");
+    let types: Vec<&str> = returned.logs.iter().map(|l| l.log_type.as_str()).collect();
+    assert_eq!(types, ["created", "processing", "success", "failed"]);
+    assert_eq!(returned.logs[3].errors, vec!["Pix return: receiver account closed".to_string()]);
+    assert_eq!(snap.balance, 10_000 - 1_007, "amount and fee came back");
+    wait_for("the failed event", || {
+        rx.bodies()
+            .iter()
+            .any(|b| b["event"]["log"]["type"] == "failed" && b["event"]["log"]["transfer"]["id"] == json!(t[0].id))
+    });
+
+    // The control route: a second return is refused; no body means the default reason.
+    let http = reqwest::blocking::Client::new();
+    let url = |id: &str| format!("{}/_sandbox/transfers/{id}/return", sb.url());
+    let r = http.post(url(&t[0].id)).body(r#"{"reason": "again"}"#).send().unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    assert_eq!(codes(&r.json().unwrap()), vec!["invalidOperation".to_string()]);
+    let r = http.post(url("0")).send().unwrap();
+    assert_eq!((r.status().as_u16(), codes(&r.json().unwrap())), (400, vec!["invalidTransfer".to_string()]));
+    let r = http.post(url(&t[1].id)).send().unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let v: Value = r.json().unwrap();
+    assert_eq!(
+        (v["transfer"]["status"].as_str(), v["transfer"]["transactionIds"].as_array().unwrap().len()),
+        (Some("failed"), 2)
+    );
+    let (_, logs) = raw(&sb, "GET", &format!("/v2/transfer/log?transferIds={}&types=failed", t[1].id), "");
+    assert_eq!(logs["logs"][0]["errors"], json!([stark_sweep::sandbox::RETURN_REASON]));
+    assert_eq!(sb.snapshot().balance, 10_000);
+}
+
+#[test]
+fn patching_a_paid_invoice_to_a_lower_amount_reverses_the_difference() {
+    let sb = Sandbox::start(SandboxConfig { invoice_fee: 50, time_scale: 3600.0, ..config() }).unwrap();
+    let c = client(&sb);
+    let rx = Receiver::start(200);
+    c.create_webhook(&rx.url, &["invoice"]).unwrap();
+    let invs = c.create_invoices(&[new_invoice(4_100, "rev"), new_invoice(2_000, "rev")]).unwrap();
+    let (id, uncredited) = (&invs[0].id, &invs[1].id);
+    let quick = PayOptions { credit_delay_seconds: Some(0), ..PayOptions::default() };
+    sb.pay_invoice(id, quick).unwrap();
+    sb.pay_invoice(uncredited, PayOptions { skip_credit: true, ..PayOptions::default() }).unwrap();
+    wait_for("the credit", || sb.snapshot().balance == 4_100 - 50);
+    let patch = |id: &str, body: &str| raw(&sb, "PATCH", &format!("/v2/invoice/{id}"), body);
+
+    let (s, v) = patch(id, r#"{"amount": 1000}"#);
+    assert_eq!(s, 200, "{v}");
+    let inv = &v["invoice"];
+    assert_eq!(
+        (inv["amount"].as_i64(), inv["nominalAmount"].as_i64(), inv["fee"].as_i64()),
+        (Some(1_000), Some(4_100), Some(50))
+    );
+    assert_eq!((inv["status"].as_str(), inv["transactionIds"].as_array().unwrap().len()), (Some("paid"), 2));
+    assert_eq!(sb.snapshot().balance, 4_100 - 50 - 3_100, "the reversed cents left the balance");
+
+    // Raising the amount, the same amount, or any other field of a paid invoice: refused.
+    let refused = vec!["invalidOperation".to_string()];
+    for body in [
+        r#"{"amount": 2000}"#,
+        r#"{"amount": 1000}"#,
+        r#"{"status": "canceled"}"#,
+        r#"{"amount": 10, "expiration": 60}"#,
+    ] {
+        let (s, v) = patch(id, body);
+        assert_eq!((s, codes(&v)), (400, refused.clone()), "{body}");
+    }
+    let due = time::format_secs(sb.now() + chrono::Duration::days(9));
+    let (s, v) = patch(id, &json!({ "due": due }).to_string());
+    assert_eq!((s, codes(&v)), (400, refused.clone()));
+    // Paid but not credited yet: nothing to reverse from.
+    let (s, v) = patch(uncredited, r#"{"amount": 10}"#);
+    assert_eq!((s, codes(&v)), (400, refused.clone()));
+
+    // All the rest, through the Sandbox method.
+    sb.reverse_invoice(id, 0).unwrap();
+    assert!(sb.reverse_invoice(id, 0).is_err(), "nothing left to reverse");
+    let snap = sb.snapshot();
+    let after = snap.invoices.iter().find(|i| i.id == *id).unwrap();
+    assert_eq!((after.amount, after.status.as_str(), after.transaction_ids.len()), (0, "paid", 3));
+    assert_eq!(invoice_logs(&snap, id), ["created", "paid", "credited", "reversed", "reversed"]);
+    assert_eq!(snap.balance, -50, "a full reversal leaves the fee charged");
+    let logs = c.invoice_logs(std::slice::from_ref(id)).unwrap();
+    let reversed: Vec<i64> =
+        logs.iter().filter(|l| l["type"] == "reversed").map(|l| l["invoice"]["amount"].as_i64().unwrap()).collect();
+    assert_eq!(reversed, [0, 1_000], "newest first, each log with the amount after it");
+    wait_for("both reversed events", || {
+        rx.bodies().iter().filter(|b| b["event"]["log"]["type"] == "reversed").count() == 2
+    });
+}
+
 // ---- webhooks: retries and faults ---------------------------------------------------------------
 
 #[test]
