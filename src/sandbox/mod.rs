@@ -5,9 +5,9 @@
 //! inspection and control routes are not authenticated.
 //!
 //! Owns: the public API (`Sandbox`, `SandboxConfig`, `Faults`, `PayOptions`, `ForeignEvent`,
-//! `Snapshot`), key and project setup, and the threads. Files: `clock` (simulated time), `auth` (request
-//! signatures), `routes` (HTTP and wire rules), `state` (the bank and its schedule), `delivery`
-//! (webhook POSTs), `faults`, `snapshot`, `taxid`.
+//! `Snapshot`), key and project setup, and the threads. Files: `clock` (simulated time), `auth`
+//! (request signatures), `routes` (HTTP and wire rules), `state` (the bank and its schedule),
+//! `delivery` (webhook POSTs), `faults`, `snapshot`, `taxid`.
 
 mod auth;
 mod clock;
@@ -386,7 +386,7 @@ impl Sandbox {
     }
 
     /// Stops the listener and every thread (a webhook POST in flight may take up to the
-    /// delivery timeout).
+    /// delivery timeout, a slow commit its `slow_commit_ms`).
     pub fn shutdown(mut self) {
         self.stop();
     }

@@ -1,7 +1,8 @@
 //! The HTTP side: routing and the real API's wire rules (authentication on every /v2 request,
 //! 200 for every success, 400 with `{"errors": [...]}` for input errors, singular and plural
 //! wrappers, cursors, `/v2//path`, Python's query encoding, tag lowercasing, tax id checks), plus
-//! the unauthenticated `/_sandbox/*` control routes. Owns validation; the model is `state`.
+//! the unauthenticated `/_sandbox/*` control routes. Owns validation and the state lock (which a
+//! slow commit lets go of while it waits); the model is `state`.
 
 use std::io::Read as _;
 use std::sync::{Mutex, MutexGuard};
@@ -678,7 +679,7 @@ fn parse_batch<T>(
     if errors.is_empty() { Ok(drafts) } else { Err(ApiErr::many(errors)) }
 }
 
-/// 429 when a `too_many_requests_next_*` counter says so (before the body is even read).
+/// 429 when a `too_many_requests_next_*` counter says so (before the body is validated).
 fn too_many_requests(counter: &mut u32, what: &str) -> Result<(), ApiErr> {
     if !faults::take(counter) {
         return Ok(());
