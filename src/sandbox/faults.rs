@@ -1,7 +1,7 @@
 //! Faults on demand: what can go wrong, as data that tests and operators switch on at run time
 //! (`Sandbox::set_faults`, `POST /_sandbox/faults`). Owns the knobs and the seeded dice; the
-//! places that act on them are `routes` (5xx, latency, commit-then-500) and `state` (deliveries,
-//! balance).
+//! places that act on them are `routes` (5xx, 429, latency, slow commits, commit-then-500,
+//! refusals) and `state` (deliveries, balance, transfers that fail).
 
 use chrono::{DateTime, Utc};
 use rand::RngExt as _;
@@ -35,6 +35,46 @@ pub struct Faults {
     pub insufficient_balance_until: Option<DateTime<Utc>>,
     /// Sign webhooks with the high-S twin of the signature, as Stark Bank's own signer does.
     pub high_s_signatures: bool,
+    /// The next N transfer creation requests are answered 429 `tooManyRequests`, creating
+    /// nothing (counts down).
+    pub too_many_requests_next_transfers: u32,
+    /// The next N invoice creation requests are answered 429 `tooManyRequests`, creating
+    /// nothing (counts down).
+    pub too_many_requests_next_invoices: u32,
+    /// The next N valid transfer creation requests are refused: 400 with one error per element,
+    /// `refuse_code` and `Element i: refuse_message`, creating nothing (counts down).
+    pub refuse_next_transfers: u32,
+    /// Error code of those refusals (empty: `REFUSE_CODE`).
+    pub refuse_code: String,
+    /// Error text of those refusals, after `Element i: ` (empty: `REFUSE_MESSAGE`).
+    pub refuse_message: String,
+    /// The next N transfers created (elements, not requests) are accepted and then fail at their
+    /// first step with a `failed` log whose `errors` is `[fail_reason]`, moving no money.
+    pub fail_next_transfers: u32,
+    /// The error of those failures (empty: `FAIL_REASON`).
+    pub fail_reason: String,
+    /// Real milliseconds a slow commit waits, with the state unlocked, before it commits and
+    /// answers.
+    pub slow_commit_ms: u64,
+    /// The next N valid invoice creation requests are slow commits (counts down).
+    pub slow_commit_next_invoices: u32,
+    /// The next N valid transfer creation requests are slow commits (counts down).
+    pub slow_commit_next_transfers: u32,
+}
+
+/// Error code of a 429 answer (`too_many_requests_next_*`). The real API documents no rate limit
+/// and no code for one; change it here if a real answer is ever captured.
+pub const TOO_MANY_REQUESTS_CODE: &str = "tooManyRequests";
+/// Code of a `refuse_next_transfers` refusal when `refuse_code` is empty.
+pub const REFUSE_CODE: &str = "invalidTransfer";
+/// Text of a `refuse_next_transfers` refusal when `refuse_message` is empty.
+pub const REFUSE_MESSAGE: &str = "Transfer refused";
+/// Error of a `fail_next_transfers` failure when `fail_reason` is empty.
+pub const FAIL_REASON: &str = "Transfer failed";
+
+/// A text knob: `value`, or `default` when it is empty.
+pub fn text(value: &str, default: &str) -> String {
+    if value.is_empty() { default.to_string() } else { value.to_string() }
 }
 
 /// True with probability `rate` (clamped to 0..=1).

@@ -4,10 +4,10 @@
 //! delivered and retried, and faults on demand. For loopback use only: the `/_sandbox/*`
 //! inspection and control routes are not authenticated.
 //!
-//! Owns: the public API (`Sandbox`, `SandboxConfig`, `Faults`, `PayOptions`, `Snapshot`), key
-//! and project setup, and the threads. Files: `clock` (simulated time), `auth` (request
-//! signatures), `routes` (HTTP and wire rules), `state` (the bank and its schedule), `delivery`
-//! (webhook POSTs), `faults`, `snapshot`, `taxid`.
+//! Owns: the public API (`Sandbox`, `SandboxConfig`, `Faults`, `PayOptions`, `ForeignEvent`,
+//! `Snapshot`), key and project setup, and the threads. Files: `clock` (simulated time), `auth`
+//! (request signatures), `routes` (HTTP and wire rules), `state` (the bank and its schedule),
+//! `delivery` (webhook POSTs), `faults`, `snapshot`, `taxid`.
 
 mod auth;
 mod clock;
@@ -31,13 +31,13 @@ use k256::ecdsa::{SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
 pub use delivery::Moved;
-pub use faults::Faults;
+pub use faults::{FAIL_REASON, Faults, REFUSE_CODE, REFUSE_MESSAGE, TOO_MANY_REQUESTS_CODE};
 pub use snapshot::{
     SnapAttempt, SnapDelivery, SnapEvent, SnapInvoice, SnapLog, SnapRequest, SnapTransfer, SnapWebhook, Snapshot,
 };
 pub use state::{
-    DUPLICATE_EXTERNAL_ID_CODE, DUPLICATE_FAILED_MESSAGE, INSUFFICIENT_BALANCE_MESSAGE, RETRY_DELAYS_MINUTES,
-    SAME_DAY_DUPLICATE_CODE,
+    CANCEL_REFUSED_CODE, DUPLICATE_EXTERNAL_ID_CODE, DUPLICATE_FAILED_MESSAGE, ForeignEvent,
+    INSUFFICIENT_BALANCE_MESSAGE, Kind, RETRY_DELAYS_MINUTES, RETURN_REASON, SAME_DAY_DUPLICATE_CODE, SignedEvent,
 };
 pub use taxid::normalize as normalize_tax_id;
 
@@ -143,6 +143,9 @@ pub struct PayOptions {
     pub skip_credit: bool,
 }
 
+/// The User-Agent of webhook POSTs (the delivery threads send the same).
+const WEBHOOK_USER_AGENT: &str = "Stark Bank webhook (stark-sweep emulator)";
+
 /// What the threads share.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -168,6 +171,7 @@ pub struct Sandbox {
     project_id: String,
     private_key_pem: Option<String>,
     private_key_path: Option<PathBuf>,
+    delivery_timeout: Duration,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -309,7 +313,16 @@ impl Sandbox {
                 );
             }
         }
-        Ok(Sandbox { shared, server, threads, url, project_id, private_key_pem, private_key_path })
+        Ok(Sandbox {
+            shared,
+            server,
+            threads,
+            url,
+            project_id,
+            private_key_pem,
+            private_key_path,
+            delivery_timeout: cfg.delivery_timeout,
+        })
     }
 
     /// `http://127.0.0.1:PORT`; clients call `{url}/v2/...`.
@@ -377,8 +390,52 @@ impl Sandbox {
         routes::lock(&self.shared).pay(id, &opts, now, true).map_err(anyhow::Error::msg)
     }
 
+    /// Money coming back after a `success` transfer (a Pix return or chargeback): it becomes
+    /// `failed` with a `failed` log whose `errors` is `[reason]` (empty: `RETURN_REASON`), a
+    /// second transaction id, and `amount + fee` back in the balance. Refused unless `success`.
+    pub fn return_transfer(&self, id: &str, reason: &str) -> anyhow::Result<()> {
+        let now = self.shared.clock.now();
+        routes::lock(&self.shared).return_transfer(id, reason, now).map(drop).map_err(|(_, m)| anyhow::anyhow!(m))
+    }
+
+    /// Reverses a paid, credited invoice down to `amount` (0: all of it), as
+    /// `PATCH /v2/invoice/{id}` with a lower amount does: a `reversed` log, a transaction id, the
+    /// difference out of the balance.
+    pub fn reverse_invoice(&self, id: &str, amount: i64) -> anyhow::Result<()> {
+        let now = self.shared.clock.now();
+        routes::lock(&self.shared).reverse_invoice(id, amount, now).map(drop).map_err(|(_, m)| anyhow::anyhow!(m))
+    }
+
+    /// An event of another workspace, in the delivered webhook form and signed with this
+    /// emulator's webhook key (as Stark Bank signs every workspace's events with one key). It is
+    /// not stored: `GET /v2/event/{id}` does not know it. Refused: our own workspace id or one of
+    /// our ids, an invoice `externalId`, a bad tax id.
+    pub fn foreign_event(&self, spec: &ForeignEvent) -> anyhow::Result<SignedEvent> {
+        let now = self.shared.clock.now();
+        routes::lock(&self.shared).foreign_event(spec, now).map_err(anyhow::Error::msg)
+    }
+
+    /// POSTs a webhook body as the delivery threads do (`Content-Type`, `Digital-Signature`, the
+    /// delivery timeout) and returns the HTTP status. An error is a connection failure or timeout.
+    pub fn deliver(&self, url: &str, body: &str, signature: &str) -> anyhow::Result<u16> {
+        let client = reqwest::blocking::Client::builder()
+            .connect_timeout(self.delivery_timeout.min(Duration::from_secs(2)))
+            .timeout(self.delivery_timeout)
+            .user_agent(WEBHOOK_USER_AGENT)
+            .build()
+            .context("building the webhook client")?;
+        let resp = client
+            .post(url)
+            .header("Content-Type", "application/json")
+            .header("Digital-Signature", signature)
+            .body(body.to_string())
+            .send()
+            .with_context(|| format!("POST {url}"))?;
+        Ok(resp.status().as_u16())
+    }
+
     /// Stops the listener and every thread (a webhook POST in flight may take up to the
-    /// delivery timeout).
+    /// delivery timeout, a slow commit its `slow_commit_ms`).
     pub fn shutdown(mut self) {
         self.stop();
     }

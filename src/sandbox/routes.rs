@@ -1,14 +1,18 @@
 //! The HTTP side: routing and the real API's wire rules (authentication on every /v2 request,
 //! 200 for every success, 400 with `{"errors": [...]}` for input errors, singular and plural
 //! wrappers, cursors, `/v2//path`, Python's query encoding, tag lowercasing, tax id checks), plus
-//! the unauthenticated `/_sandbox/*` control routes. Owns validation; the model is `state`.
+//! the unauthenticated `/_sandbox/*` control routes. Owns validation and the state lock (which a
+//! slow commit lets go of while it waits); the model is `state`.
+
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::{Map, Value, json};
 
 use super::auth::{self, Headers};
 use super::faults;
-use super::state::{NewInvoice, NewTransfer, State};
+use super::state::{ForeignEvent, NewInvoice, NewTransfer, State};
 use super::{PayOptions, Shared, taxid};
 use crate::starkbank::{resources::MAX_BATCH, time};
 
@@ -241,8 +245,52 @@ fn serve_one(shared: &Shared, request: &crate::httpd::Request) -> (u16, Value) {
     }
 }
 
-pub fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, State> {
-    shared.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+/// Takes the state lock (a panic elsewhere does not make the state unusable).
+pub fn lock(shared: &Shared) -> StateGuard<'_> {
+    StateGuard { mutex: &shared.state, guard: Some(take_lock(&shared.state)) }
+}
+
+fn take_lock(mutex: &Mutex<State>) -> MutexGuard<'_, State> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The locked state, which a request can let go of for a while (`unlocked`) and take back,
+/// so a deliberately slow request does not stall every other one.
+#[derive(Debug)]
+pub struct StateGuard<'a> {
+    mutex: &'a Mutex<State>,
+    /// `None` only inside `unlocked`, which holds `&mut self` throughout.
+    guard: Option<MutexGuard<'a, State>>,
+}
+
+impl StateGuard<'_> {
+    /// Runs `f` with the lock released and takes it again before returning. What was read
+    /// before may have changed by then.
+    fn unlocked<R>(&mut self, f: impl FnOnce() -> R) -> R {
+        self.guard = None;
+        let r = f();
+        self.guard = Some(take_lock(self.mutex));
+        r
+    }
+}
+
+impl std::ops::Deref for StateGuard<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        match &self.guard {
+            Some(g) => g,
+            None => unreachable!("the state is only unlocked inside StateGuard::unlocked"),
+        }
+    }
+}
+
+impl std::ops::DerefMut for StateGuard<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        match &mut self.guard {
+            Some(g) => g,
+            None => unreachable!("the state is only unlocked inside StateGuard::unlocked"),
+        }
+    }
 }
 
 /// `/v2//public-key` -> `/v2/public-key` (the Python SDK sends the former).
@@ -258,13 +306,21 @@ fn collapse_slashes(path: &str) -> String {
 
 // ---- /v2 --------------------------------------------------------------------------------------
 
-fn v2(shared: &Shared, s: &mut State, method: &str, rest: &str, q: &Query, body: &[u8], now: DateTime<Utc>) -> Answer {
+fn v2(
+    shared: &Shared,
+    s: &mut StateGuard<'_>,
+    method: &str,
+    rest: &str,
+    q: &Query,
+    body: &[u8],
+    now: DateTime<Utc>,
+) -> Answer {
     let segs: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
     match (method, segs.as_slice()) {
         ("GET", ["public-key"]) => Ok(json!({"cursor": null, "publicKeys": [
             {"content": shared.public_key_pem, "created": time::format(shared.key_created)}]})),
 
-        ("POST", ["invoice"]) => create_invoices(s, body, now),
+        ("POST", ["invoice"]) => create_invoices(shared, s, body, now),
         ("GET", ["invoice"]) => list_invoices(s, q),
         ("GET", ["invoice", "log"]) => list_logs(s, q, true),
         ("GET", ["invoice", "log", id]) => get_log(s, id, true),
@@ -274,7 +330,7 @@ fn v2(shared: &Shared, s: &mut State, method: &str, rest: &str, q: &Query, body:
             .ok_or_else(|| ApiErr::bad("invalidInvoice", format!("Invoice {id} not found"))),
         ("PATCH", ["invoice", id]) => update_invoice(s, id, body, now),
 
-        ("POST", ["transfer"]) => create_transfers(s, body, now),
+        ("POST", ["transfer"]) => create_transfers(shared, s, body, now),
         ("GET", ["transfer"]) => list_transfers(s, q),
         ("GET", ["transfer", "log"]) => list_logs(s, q, false),
         ("GET", ["transfer", "log", id]) => get_log(s, id, false),
@@ -282,6 +338,9 @@ fn v2(shared: &Shared, s: &mut State, method: &str, rest: &str, q: &Query, body:
             .transfer(id)
             .map(|t| json!({"transfer": State::transfer_json(t)}))
             .ok_or_else(|| ApiErr::bad("invalidTransfer", format!("Transfer {id} not found"))),
+        ("DELETE", ["transfer", id]) => {
+            s.cancel_transfer(id, now).map(|t| json!({"transfer": t})).map_err(|(code, msg)| ApiErr::bad(code, msg))
+        }
 
         ("GET", ["event"]) => list_events(s, q),
         ("GET", ["event", "attempt"]) => list_attempts(s, q),
@@ -515,9 +574,14 @@ impl Fields<'_> {
     }
 
     fn date(&mut self, key: &str, code: &str) -> Option<DateTime<Utc>> {
+        self.date_as(key, code, parse_due)
+    }
+
+    /// A date or datetime, with `parse` saying what a date-only value means.
+    fn date_as(&mut self, key: &str, code: &str, parse: fn(&str) -> Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
         match self.obj.get(key) {
             None | Some(Value::Null) => None,
-            Some(Value::String(s)) => parse_due(s).or_else(|| {
+            Some(Value::String(s)) => parse(s).or_else(|| {
                 self.err(code, format!("{key} {s} is not a date or datetime"));
                 None
             }),
@@ -557,6 +621,18 @@ fn parse_due(s: &str) -> Option<DateTime<Utc>> {
     if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
         let next = d.succ_opt()?.and_hms_micro_opt(2, 59, 59, 999_999)?;
         return Some(next.and_utc());
+    }
+    time::parse(s)
+}
+
+/// The hour (UTC) a date-only transfer `scheduled` stands for: the real API was seen echoing a
+/// date-only `scheduled` as `T11:00:00+00:00` (08:00 in Brasília).
+const SCHEDULED_DATE_HOUR: u32 = 11;
+
+/// A datetime as given, or a date as `SCHEDULED_DATE_HOUR` UTC of that day.
+fn parse_scheduled(s: &str) -> Option<DateTime<Utc>> {
+    if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return Some(d.and_hms_opt(SCHEDULED_DATE_HOUR, 0, 0)?.and_utc());
     }
     time::parse(s)
 }
@@ -606,7 +682,39 @@ fn parse_batch<T>(
     if errors.is_empty() { Ok(drafts) } else { Err(ApiErr::many(errors)) }
 }
 
-fn create_invoices(s: &mut State, body: &[u8], now: DateTime<Utc>) -> Answer {
+/// 429 when a `too_many_requests_next_*` counter says so (before the body is validated).
+fn too_many_requests(counter: &mut u32, what: &str) -> Result<(), ApiErr> {
+    if !faults::take(counter) {
+        return Ok(());
+    }
+    Err(ApiErr {
+        status: 429,
+        errors: vec![(
+            faults::TOO_MANY_REQUESTS_CODE.into(),
+            format!("Too many {what} requests; wait a moment and try again"),
+        )],
+    })
+}
+
+/// A slow commit when `counter` says so: lets go of the state for `slow_commit_ms` real
+/// milliseconds (every other request is served meanwhile), takes it back, and returns the
+/// simulated time to commit at.
+fn slow_commit(
+    shared: &Shared,
+    s: &mut StateGuard<'_>,
+    counter: fn(&mut faults::Faults) -> &mut u32,
+    now: DateTime<Utc>,
+) -> DateTime<Utc> {
+    if !faults::take(counter(&mut s.faults)) {
+        return now;
+    }
+    let wait = Duration::from_millis(s.faults.slow_commit_ms);
+    s.unlocked(|| std::thread::sleep(wait));
+    shared.clock.now()
+}
+
+fn create_invoices(shared: &Shared, s: &mut StateGuard<'_>, body: &[u8], now: DateTime<Utc>) -> Answer {
+    too_many_requests(&mut s.faults.too_many_requests_next_invoices, "invoice creation")?;
     let drafts = parse_batch(body, "invoices", INVOICE_FIELDS, |f| {
         let amount = f.int("amount", "invalidAmount", 0, MAX_AMOUNT, true);
         let tax_id = f.tax_id();
@@ -640,9 +748,10 @@ fn create_invoices(s: &mut State, body: &[u8], now: DateTime<Utc>) -> Answer {
             splits,
         })
     })?;
+    let now = slow_commit(shared, s, |f| &mut f.slow_commit_next_invoices, now);
     let invoices = s.create_invoices(drafts, now);
-    let fail = faults::take(&mut s.faults.commit_then_500_next_invoices)
-        || faults::roll(&mut s.rng, s.faults.commit_then_500_invoice);
+    let rate = s.faults.commit_then_500_invoice;
+    let fail = faults::take(&mut s.faults.commit_then_500_next_invoices) || faults::roll(&mut s.rng, rate);
     if fail {
         return Err(ApiErr::internal());
     }
@@ -715,7 +824,8 @@ const TRANSFER_FIELDS: &[&str] = &[
     "metadata",
 ];
 
-fn create_transfers(s: &mut State, body: &[u8], now: DateTime<Utc>) -> Answer {
+fn create_transfers(shared: &Shared, s: &mut StateGuard<'_>, body: &[u8], now: DateTime<Utc>) -> Answer {
+    too_many_requests(&mut s.faults.too_many_requests_next_transfers, "transfer creation")?;
     let drafts = parse_batch(body, "transfers", TRANSFER_FIELDS, |f| {
         let amount = f.int("amount", "invalidAmount", 1, MAX_AMOUNT, true);
         let name = f.string("name", "invalidName", true);
@@ -742,7 +852,7 @@ fn create_transfers(s: &mut State, body: &[u8], now: DateTime<Utc>) -> Answer {
             );
         }
         let external_id = f.string("externalId", "invalidExternalId", false);
-        let scheduled = f.date("scheduled", "invalidScheduled");
+        let scheduled = f.date_as("scheduled", "invalidScheduled", parse_scheduled);
         let description = f.string("description", "invalidDescription", false);
         let display_description = f.string("displayDescription", "invalidDisplayDescription", false);
         let tags = f.tags();
@@ -765,13 +875,22 @@ fn create_transfers(s: &mut State, body: &[u8], now: DateTime<Utc>) -> Answer {
             metadata,
         })
     })?;
+    if faults::take(&mut s.faults.refuse_next_transfers) {
+        let code = faults::text(&s.faults.refuse_code, faults::REFUSE_CODE);
+        let message = faults::text(&s.faults.refuse_message, faults::REFUSE_MESSAGE);
+        return Err(ApiErr::many(
+            (0..drafts.len()).map(|i| (code.clone(), format!("Element {i}: {message}"))).collect(),
+        ));
+    }
+    // Duplicates are judged at commit, so a slow commit sees what landed while it waited.
+    let now = slow_commit(shared, s, |f| &mut f.slow_commit_next_transfers, now);
     let transfers = s.create_transfers(drafts, now).map_err(|refusals| {
         ApiErr::many(
             refusals.into_iter().map(|r| (r.code.to_string(), format!("Element {}: {}", r.index, r.message))).collect(),
         )
     })?;
-    let fail = faults::take(&mut s.faults.commit_then_500_next_transfers)
-        || faults::roll(&mut s.rng, s.faults.commit_then_500_transfer);
+    let rate = s.faults.commit_then_500_transfer;
+    let fail = faults::take(&mut s.faults.commit_then_500_next_transfers) || faults::roll(&mut s.rng, rate);
     if fail {
         return Err(ApiErr::internal());
     }
@@ -861,8 +980,23 @@ fn control(shared: &Shared, method: &str, rest: &str, body: &[u8]) -> Answer {
             state.faults = faults;
             serde_json::to_value(&state.faults).map_err(|e| ApiErr::bad("internal", e.to_string()))
         }
+        ("POST", ["foreign-events"]) => {
+            let spec: ForeignEvent = serde_json::from_slice(if blank(body) { b"{}" } else { body })
+                .map_err(|e| ApiErr::bad("invalidJson", e.to_string()))?;
+            let signed = state.foreign_event(&spec, now).map_err(|e| ApiErr::bad("invalidOperation", e))?;
+            serde_json::to_value(signed).map_err(|e| ApiErr::bad("internal", e.to_string()))
+        }
+        ("POST", ["transfers", id, "return"]) => {
+            let opts: ReturnOptions = if blank(body) {
+                ReturnOptions::default()
+            } else {
+                serde_json::from_slice(body).map_err(|e| ApiErr::bad("invalidJson", e.to_string()))?
+            };
+            let t = state.return_transfer(id, &opts.reason, now).map_err(|(code, msg)| ApiErr::bad(code, msg))?;
+            Ok(json!({"transfer": t}))
+        }
         ("POST", ["invoices", id, "pay"]) => {
-            let opts: PayOptions = if body.iter().all(u8::is_ascii_whitespace) {
+            let opts: PayOptions = if blank(body) {
                 PayOptions::default()
             } else {
                 serde_json::from_slice(body).map_err(|e| ApiErr::bad("invalidJson", e.to_string()))?
@@ -873,6 +1007,19 @@ fn control(shared: &Shared, method: &str, rest: &str, body: &[u8]) -> Answer {
         }
         _ => Err(ApiErr { status: 404, errors: vec![("routeNotFound".into(), format!("{method} /_sandbox/{rest}"))] }),
     }
+}
+
+/// The body of `POST /_sandbox/transfers/{id}/return`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct ReturnOptions {
+    /// The failed log's error (empty: `RETURN_REASON`).
+    reason: String,
+}
+
+/// No body (or only whitespace): the control route's defaults.
+fn blank(body: &[u8]) -> bool {
+    body.iter().all(u8::is_ascii_whitespace)
 }
 
 #[cfg(test)]
@@ -904,5 +1051,12 @@ mod tests {
     #[test]
     fn date_due_is_end_of_day_in_brasilia() {
         assert_eq!(time::format(parse_due("2024-01-02").unwrap()), "2024-01-03T02:59:59.999999+00:00");
+    }
+
+    #[test]
+    fn date_scheduled_is_eleven_utc_of_that_day() {
+        assert_eq!(time::format(parse_scheduled("2024-01-02").unwrap()), "2024-01-02T11:00:00.000000+00:00");
+        let t = "2024-01-02T15:04:05+00:00";
+        assert_eq!(time::format_secs(parse_scheduled(t).unwrap()), t);
     }
 }

@@ -13,7 +13,8 @@ pub struct Snapshot {
     pub now: DateTime<Utc>,
     pub seed: u64,
     pub workspace_id: String,
-    /// Cents: initial balance + credited (amount - fee) - transfers (amount + fee).
+    /// Cents: initial balance + credited (amount - fee) - reversed - transfers (amount + fee)
+    /// + canceled and returned transfers (amount + fee).
     pub balance: i64,
     pub auth_failures: u64,
     pub invoices: Vec<SnapInvoice>,
@@ -59,6 +60,8 @@ pub struct SnapInvoice {
     /// Whether the automatic payer chose to pay it (it still will not pay it once overdue).
     #[serde(with = "opt_ts", default)]
     pub will_pay_at: Option<DateTime<Utc>>,
+    /// The credit first; every later one a reversal.
+    pub transaction_ids: Vec<String>,
     pub logs: Vec<SnapLog>,
 }
 
@@ -76,6 +79,11 @@ pub struct SnapTransfer {
     pub account_type: String,
     pub name: String,
     pub tax_id: String,
+    /// When it is processed: creation time unless scheduled later.
+    #[serde(with = "ts")]
+    pub scheduled: DateTime<Utc>,
+    /// The debit; a second one is the money coming back (a return).
+    pub transaction_ids: Vec<String>,
     #[serde(with = "ts")]
     pub created: DateTime<Utc>,
     #[serde(with = "ts")]

@@ -2,8 +2,9 @@
 //! the balance, and a schedule of what happens next on the simulated clock (payments, credits,
 //! overdue and expiry, transfer steps, webhook deliveries and their retries).
 //!
-//! Owns: the money rules and the life cycles. Does not own: HTTP, wire validation (`routes`)
-//! or the network side of deliveries (`delivery`).
+//! Owns: the money rules and the life cycles, and the webhook form of an event (body and
+//! signature), which it also builds for other workspaces' events (signed, never stored). Does
+//! not own: HTTP, wire validation (`routes`) or the network side of deliveries (`delivery`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
@@ -12,12 +13,13 @@ use chrono::{DateTime, Utc};
 use k256::ecdsa::SigningKey;
 use rand::RngExt as _;
 use rand::rngs::StdRng;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::clock::to_chrono;
 use super::faults::{self, Faults};
 use super::snapshot::*;
-use super::{DuplicateMode, PayOptions};
+use super::{DuplicateMode, PayOptions, taxid};
 use crate::starkbank::{pyjson, sign, time};
 
 /// Error code of a transfer refused because its `externalId` was used before. The real code is
@@ -29,6 +31,11 @@ pub const SAME_DAY_DUPLICATE_CODE: &str = "duplicatedTransfer";
 /// The error text of the late `failed` log integrators have seen for a duplicated transfer.
 pub const DUPLICATE_FAILED_MESSAGE: &str = "Duplicated transfer";
 pub const INSUFFICIENT_BALANCE_MESSAGE: &str = "Insufficient balance";
+/// The `errors` of a returned transfer's `failed` log when no reason is given.
+pub const RETURN_REASON: &str = "Transfer returned by the receiving bank";
+/// Error code of a `DELETE /v2/transfer/{id}` for a transfer past `created` (undocumented; the
+/// code the real API uses for a PATCH of a canceled invoice).
+pub const CANCEL_REFUSED_CODE: &str = "invalidOperation";
 
 /// Stark Bank retries a failed webhook delivery after 5, 30 and 120 minutes, then stops.
 pub const RETRY_DELAYS_MINUTES: [i64; 3] = [5, 30, 120];
@@ -142,8 +149,11 @@ pub struct NewTransfer {
     pub metadata: Option<Value>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a log is about; also its event's `subscription`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Kind {
+    #[default]
     Invoice,
     Transfer,
 }
@@ -279,6 +289,48 @@ pub struct Refusal {
     pub message: String,
 }
 
+/// An event of another workspace (`Sandbox::foreign_event`, `POST /_sandbox/foreign-events`):
+/// what Stark Bank would POST to that workspace's webhooks. Every field is optional.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ForeignEvent {
+    /// The other workspace. Default: a random 16-digit id, never ours.
+    pub workspace_id: Option<String>,
+    /// `invoice` (default) or `transfer`.
+    pub subscription: Kind,
+    /// The log's type. Default: `credited` for an invoice, `success` for a transfer.
+    pub log_type: Option<String>,
+    /// The log's `errors`.
+    pub errors: Vec<String>,
+    /// The invoice's or transfer's id. Default: a random 16-digit id. Never one of ours.
+    pub id: Option<String>,
+    /// Cents. Default: random, from 100 to 10,000.
+    pub amount: Option<i64>,
+    /// Cents. Default: the configured invoice fee on a `credited` or `reversed` invoice log (0 on
+    /// other invoice logs), the configured transfer fee on a transfer.
+    pub fee: Option<i64>,
+    /// Default: what the log type implies (`credited` -> `paid`, `sending` -> `processing`, ...;
+    /// `created` for a type it does not know).
+    pub status: Option<String>,
+    /// Stored lowercased, as the API does.
+    pub tags: Vec<String>,
+    /// Transfers only (an invoice has no `externalId`).
+    pub external_id: Option<String>,
+    /// The payer (invoice) or receiver (transfer). Default: a fixed name.
+    pub name: Option<String>,
+    /// A valid CPF or CNPJ. Default: a fixed one.
+    pub tax_id: Option<String>,
+}
+
+/// A webhook body exactly as delivered, its `Digital-Signature` and the event id in it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SignedEvent {
+    pub body: String,
+    pub signature: String,
+    pub event_id: String,
+}
+
 #[derive(Debug)]
 pub struct State {
     pub sim: Sim,
@@ -303,6 +355,8 @@ pub struct State {
     schedule: BTreeMap<(DateTime<Utc>, u64), Action>,
     /// Deliveries waiting for another event's first try, by invoice id.
     held: HashMap<String, Vec<Delivery>>,
+    /// Ids used in foreign events (also in `ids`, so the emulator never issues them).
+    foreign_ids: HashSet<String>,
 }
 
 fn chrono_between(rng: &mut StdRng, min: Duration, max: Duration) -> chrono::Duration {
@@ -340,6 +394,7 @@ impl State {
             ids: HashSet::new(),
             schedule: BTreeMap::new(),
             held: HashMap::new(),
+            foreign_ids: HashSet::new(),
         };
         s.workspace_id = s.new_id();
         s
@@ -638,6 +693,16 @@ impl State {
         now: DateTime<Utc>,
     ) -> Result<Value, (&'static str, String)> {
         let idx = self.invoice_index(id).ok_or(("invalidInvoice", format!("Invoice {id} not found")))?;
+        if self.invoices[idx].status == "paid" {
+            // After payment only a lower amount may be set, and that is a reversal.
+            return match amount {
+                Some(a) if !cancel && due.is_none() && expiration.is_none() => self.reverse_invoice(id, a, now),
+                _ => Err((
+                    "invalidOperation",
+                    format!("Invoice {id} is paid: only a lower amount can be set, which reverses the difference"),
+                )),
+            };
+        }
         let inv = &mut self.invoices[idx];
         if !matches!(inv.status.as_str(), "created" | "overdue") {
             return Err(("invalidOperation", format!("Invoice {id} is {} and cannot be updated", inv.status)));
@@ -665,6 +730,42 @@ impl State {
             let (due, exp) = (self.invoices[idx].due, self.invoices[idx].expiration);
             self.schedule_due(id, due, exp);
         }
+        Ok(Self::invoice_json(&self.invoices[idx]))
+    }
+
+    /// Reverses part of a paid, credited invoice (all of it with `amount` 0): `amount` becomes
+    /// the new value, the difference leaves the balance, a `reversed` log is written and a
+    /// transaction id appended. The status stays `paid`; `nominalAmount` and `fee` stay too.
+    pub fn reverse_invoice(
+        &mut self,
+        id: &str,
+        amount: i64,
+        now: DateTime<Utc>,
+    ) -> Result<Value, (&'static str, String)> {
+        let idx = self.invoice_index(id).ok_or(("invalidInvoice", format!("Invoice {id} not found")))?;
+        let inv = &self.invoices[idx];
+        if inv.status != "paid" {
+            return Err(("invalidOperation", format!("Invoice {id} is {} and cannot be reversed", inv.status)));
+        }
+        if !inv.credited {
+            return Err(("invalidOperation", format!("Invoice {id} is not credited yet and cannot be reversed")));
+        }
+        if amount < 0 || amount >= inv.amount {
+            return Err((
+                "invalidOperation",
+                format!(
+                    "Invoice {id}: amount {amount} must be lower than the paid amount {} (and at least 0) to reverse the difference",
+                    inv.amount
+                ),
+            ));
+        }
+        let tx = self.new_id();
+        let inv = &mut self.invoices[idx];
+        self.balance -= inv.amount - amount;
+        inv.amount = amount;
+        inv.transaction_ids.push(tx);
+        inv.updated = now;
+        self.invoice_log(idx, "reversed", now, false);
         Ok(Self::invoice_json(&self.invoices[idx]))
     }
 
@@ -744,7 +845,7 @@ impl State {
             amount == d.amount && bank == d.bank_code && branch == d.branch_code && account == d.account_number
         };
         let repeated = self.transfers.iter().any(|t| {
-            t.status != "failed"
+            !matches!(t.status.as_str(), "failed" | "canceled")
                 && t.created.date_naive() == now.date_naive()
                 && same(t.amount, &t.bank_code, &t.branch_code, &t.account_number)
         }) || earlier.iter().any(|e| same(e.amount, &e.bank_code, &e.branch_code, &e.account_number));
@@ -774,7 +875,9 @@ impl State {
             let id = self.new_id();
             let fee = self.sim.transfer_fee;
             let starved = self.faults.insufficient_balance_until.is_some_and(|t| now < t);
-            let doom = if dupe.is_some() {
+            let doom = if faults::take(&mut self.faults.fail_next_transfers) {
+                Some(faults::text(&self.faults.fail_reason, faults::FAIL_REASON))
+            } else if dupe.is_some() {
                 Some(DUPLICATE_FAILED_MESSAGE.to_string())
             } else if starved || self.balance < d.amount + fee {
                 Some(INSUFFICIENT_BALANCE_MESSAGE.to_string())
@@ -786,6 +889,7 @@ impl State {
                 self.balance -= d.amount + fee;
                 transaction_ids.push(self.new_id());
             }
+            let scheduled = d.scheduled.unwrap_or(now);
             let seq = self.next_seq();
             let t = Transfer {
                 seq,
@@ -799,7 +903,7 @@ impl State {
                 account_number: d.account_number,
                 account_type: d.account_type,
                 external_id: d.external_id,
-                scheduled: d.scheduled.unwrap_or(now),
+                scheduled,
                 description: d.description,
                 display_description: d.display_description,
                 tags: d.tags,
@@ -814,9 +918,68 @@ impl State {
             out.push(Self::transfer_json(&t));
             self.transfers.push(t);
             self.transfer_log(self.transfers.len() - 1, "created", Vec::new(), now);
-            self.at(now + to_chrono(self.sim.transfer_step), Action::TransferStep(id));
+            // A transfer scheduled later stays `created` until its time, then steps as usual.
+            let first_step = (now + to_chrono(self.sim.transfer_step)).max(scheduled);
+            self.at(first_step, Action::TransferStep(id));
         }
         Ok(out)
+    }
+
+    /// DELETE: cancels a transfer that is still `created` (scheduled, or not yet picked up),
+    /// refunding what its creation debited.
+    pub fn cancel_transfer(&mut self, id: &str, now: DateTime<Utc>) -> Result<Value, (&'static str, String)> {
+        let idx = self
+            .transfers
+            .iter()
+            .position(|t| t.id == id)
+            .ok_or(("invalidTransfer", format!("Transfer {id} not found")))?;
+        let t = &mut self.transfers[idx];
+        if t.status != "created" {
+            return Err((
+                CANCEL_REFUSED_CODE,
+                format!("Transfer {id} is {} and cannot be canceled; only a created transfer can", t.status),
+            ));
+        }
+        t.status = "canceled".into();
+        t.updated = now;
+        // A doomed transfer moved no money at creation; any other was debited amount + fee.
+        if t.doom.is_none() {
+            self.balance += t.amount + t.fee;
+        }
+        self.transfer_log(idx, "canceled", Vec::new(), now);
+        Ok(Self::transfer_json(&self.transfers[idx]))
+    }
+
+    /// Money coming back after success (a Pix return or chargeback): the transfer becomes
+    /// `failed` with a `failed` log whose `errors` is `[reason]`, a second transaction id, and
+    /// `amount + fee` back in the balance.
+    pub fn return_transfer(
+        &mut self,
+        id: &str,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Value, (&'static str, String)> {
+        let idx = self
+            .transfers
+            .iter()
+            .position(|t| t.id == id)
+            .ok_or(("invalidTransfer", format!("Transfer {id} not found")))?;
+        if self.transfers[idx].status != "success" {
+            let status = &self.transfers[idx].status;
+            return Err((
+                "invalidOperation",
+                format!("Transfer {id} is {status}; only a successful transfer can be returned"),
+            ));
+        }
+        let reason = if reason.is_empty() { RETURN_REASON } else { reason };
+        let tx = self.new_id();
+        let t = &mut self.transfers[idx];
+        t.status = "failed".into();
+        t.updated = now;
+        t.transaction_ids.push(tx);
+        self.balance += t.amount + t.fee;
+        self.transfer_log(idx, "failed", vec![reason.to_string()], now);
+        Ok(Self::transfer_json(&self.transfers[idx]))
     }
 
     fn transfer_log(&mut self, idx: usize, log_type: &str, errors: Vec<String>, at: DateTime<Utc>) {
@@ -885,16 +1048,139 @@ impl State {
             return None;
         }
         let hook = self.webhooks.iter().find(|w| w.id == d.webhook_id && !w.deleted)?;
-        // Exactly what Stark Bank POSTs: no isDelivered, keys sorted, Python separators.
-        let body = pyjson::dumps(&json!({"event": {
-            "id": event.id, "subscription": event.subscription, "created": time::format(event.created),
-            "workspaceId": self.workspace_id, "log": event.log,
-        }}));
-        let mut signature = sign::sign(&self.signing_key, body.as_bytes());
-        if self.faults.high_s_signatures {
-            signature = sign::high_s_twin(&signature).unwrap_or(signature);
-        }
+        let body = webhook_body(&event.id, &event.subscription, event.created, &self.workspace_id, &event.log);
+        let signature = self.sign_webhook(&body);
         Some(Job { delivery: d, at, url: hook.url.clone(), body, signature })
+    }
+
+    /// `Digital-Signature` of a webhook body, high-S when the fault says so.
+    fn sign_webhook(&self, body: &str) -> String {
+        let signature = sign::sign(&self.signing_key, body.as_bytes());
+        if self.faults.high_s_signatures { sign::high_s_twin(&signature).unwrap_or(signature) } else { signature }
+    }
+
+    /// Marks an id as used by a foreign event; refuses one of our own.
+    fn foreign_id(&mut self, given: Option<&str>, what: &str) -> Result<String, String> {
+        let Some(id) = given else {
+            let id = self.new_id();
+            self.foreign_ids.insert(id.clone());
+            return Ok(id);
+        };
+        if id.trim().is_empty() {
+            return Err(format!("{what} must not be empty"));
+        }
+        if self.ids.contains(id) && !self.foreign_ids.contains(id) {
+            return Err(format!("{what} {id} is one of this emulator's own ids; a foreign event needs another"));
+        }
+        self.ids.insert(id.to_string());
+        self.foreign_ids.insert(id.to_string());
+        Ok(id.to_string())
+    }
+
+    /// An event of another workspace in the delivered webhook form, signed with our webhook key
+    /// (Stark Bank signs every workspace's events with the same key). Not stored: our API never
+    /// shows it, as the real API shows a project only its own workspace.
+    pub fn foreign_event(&mut self, spec: &ForeignEvent, now: DateTime<Utc>) -> Result<SignedEvent, String> {
+        let kind = spec.subscription;
+        if kind == Kind::Invoice && spec.external_id.is_some() {
+            return Err("an invoice has no externalId; set it on a transfer".into());
+        }
+        let tax_id = match &spec.tax_id {
+            Some(t) => Some(taxid::normalize(t).ok_or_else(|| format!("taxId {t} is not a valid CPF or CNPJ"))?),
+            None => None,
+        };
+        let workspace_id = self.foreign_id(spec.workspace_id.as_deref(), "workspace_id")?;
+        let id = self.foreign_id(spec.id.as_deref(), "id")?;
+        let log_type = spec.log_type.clone().unwrap_or_else(|| match kind {
+            Kind::Invoice => "credited".into(),
+            Kind::Transfer => "success".into(),
+        });
+        let status = spec.status.clone().unwrap_or_else(|| implied_status(kind, &log_type).to_string());
+        let amount = match spec.amount {
+            Some(a) => a,
+            None => self.rng.random_range(100..=10_000),
+        };
+        let tags: Vec<String> = spec.tags.iter().map(|t| t.to_lowercase()).collect();
+        let resource = match kind {
+            Kind::Invoice => {
+                let settled = matches!(log_type.as_str(), "credited" | "reversed");
+                let fee = spec.fee.unwrap_or(if settled { self.sim.invoice_fee } else { 0 });
+                let hex = self.hex32();
+                let transaction_ids = if settled { vec![self.new_id()] } else { Vec::new() };
+                Self::invoice_json(&Invoice {
+                    seq: 0,
+                    id,
+                    amount,
+                    nominal_amount: amount,
+                    fee,
+                    fine_amount: 0,
+                    interest_amount: 0,
+                    discount_amount: 0,
+                    status,
+                    name: spec.name.clone().unwrap_or_else(|| "Maria Souza".into()),
+                    tax_id: tax_id.unwrap_or_else(|| "012.345.678-90".into()),
+                    due: now + chrono::Duration::days(2),
+                    expiration: 5_097_600,
+                    fine: 2.0,
+                    interest: 1.0,
+                    discounts: Vec::new(),
+                    descriptions: Vec::new(),
+                    tags,
+                    rules: Vec::new(),
+                    splits: Vec::new(),
+                    brcode: brcode(&hex, amount),
+                    link: format!("https://workspace-{workspace_id}.sandbox.starkbank.com/invoicelink/{hex}"),
+                    pdf: format!("{}/v2/invoice/{hex}.pdf", self.sim.base_url),
+                    transaction_ids,
+                    created: now,
+                    updated: now,
+                    pay_at: None,
+                    credited: settled,
+                })
+            }
+            Kind::Transfer => {
+                let moved = matches!(status.as_str(), "created" | "processing" | "success");
+                let transaction_ids = if moved { vec![self.new_id()] } else { Vec::new() };
+                Self::transfer_json(&Transfer {
+                    seq: 0,
+                    id,
+                    amount,
+                    fee: spec.fee.unwrap_or(self.sim.transfer_fee),
+                    name: spec.name.clone().unwrap_or_else(|| "Stark Bank S.A.".into()),
+                    tax_id: tax_id.unwrap_or_else(|| "20.018.183/0001-80".into()),
+                    bank_code: "20018183".into(),
+                    branch_code: "0001".into(),
+                    account_number: "6341320293482496".into(),
+                    account_type: "payment".into(),
+                    external_id: spec.external_id.clone(),
+                    scheduled: now,
+                    description: None,
+                    display_description: None,
+                    tags,
+                    rules: Vec::new(),
+                    metadata: None,
+                    status,
+                    transaction_ids,
+                    created: now,
+                    updated: now,
+                    doom: None,
+                })
+            }
+        };
+        let log = Log {
+            seq: 0,
+            id: self.new_id(),
+            kind,
+            log_type,
+            resource_id: String::new(),
+            created: now,
+            errors: spec.errors.clone(),
+            resource,
+        };
+        let event_id = self.new_id();
+        let body = webhook_body(&event_id, kind.name(), now, &workspace_id, &log.json());
+        let signature = self.sign_webhook(&body);
+        Ok(SignedEvent { body, signature, event_id })
     }
 
     /// Records what a POST came to; schedules a retry or a duplicate as the rules say.
@@ -995,6 +1281,7 @@ impl State {
                     created: i.created,
                     updated: i.updated,
                     will_pay_at: i.pay_at,
+                    transaction_ids: i.transaction_ids.clone(),
                     logs: logs(&self.invoice_logs, &i.id),
                 })
                 .collect(),
@@ -1014,6 +1301,8 @@ impl State {
                     account_type: t.account_type.clone(),
                     name: t.name.clone(),
                     tax_id: t.tax_id.clone(),
+                    scheduled: t.scheduled,
+                    transaction_ids: t.transaction_ids.clone(),
                     created: t.created,
                     updated: t.updated,
                     logs: logs(&self.transfer_logs, &t.id),
@@ -1059,6 +1348,29 @@ impl State {
             requests: self.requests.clone(),
             faults: self.faults.clone(),
         }
+    }
+}
+
+/// Exactly what Stark Bank POSTs: `{"event": {...}}` with no isDelivered, keys sorted, Python
+/// separators, ASCII-escaped.
+fn webhook_body(id: &str, subscription: &str, created: DateTime<Utc>, workspace_id: &str, log: &Value) -> String {
+    pyjson::dumps(&json!({"event": {
+        "id": id, "subscription": subscription, "created": time::format(created),
+        "workspaceId": workspace_id, "log": log,
+    }}))
+}
+
+/// The status a resource has when a log of this type is written.
+fn implied_status(kind: Kind, log_type: &str) -> &'static str {
+    match (kind, log_type) {
+        (Kind::Invoice, "paid" | "credited" | "reversed") => "paid",
+        (Kind::Invoice, "canceled") | (Kind::Transfer, "canceled") => "canceled",
+        (Kind::Invoice, "overdue") => "overdue",
+        (Kind::Invoice, "expired") => "expired",
+        (Kind::Transfer, "sending" | "processing") => "processing",
+        (Kind::Transfer, "success") => "success",
+        (Kind::Transfer, "failed") => "failed",
+        _ => "created",
     }
 }
 

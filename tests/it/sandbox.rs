@@ -65,6 +65,24 @@ fn raw_as(
     (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }
 
+/// A request signed as the project, to send with a client of the test's choosing.
+fn signed(
+    http: &reqwest::blocking::Client,
+    sb: &Sandbox,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> reqwest::blocking::RequestBuilder {
+    let key = keys::parse_private_key(&sb.private_key_pem().unwrap()).unwrap();
+    let (access_id, t) = (format!("project/{}", sb.project_id()), real_time());
+    let sig = sign::sign(&key, &sign::request_message(&access_id, &t, body.as_bytes()));
+    http.request(method.parse().unwrap(), format!("{}{path}", sb.url()))
+        .header("Access-Id", access_id)
+        .header("Access-Time", t)
+        .header("Access-Signature", sig)
+        .body(body.to_string())
+}
+
 pub fn raw(sb: &Sandbox, method: &str, path: &str, body: &str) -> (u16, Value) {
     let key = keys::parse_private_key(&sb.private_key_pem().unwrap()).unwrap();
     raw_as(&sb.url(), &sb.project_id(), Some(&key), method, path, body)
@@ -554,6 +572,72 @@ fn insufficient_balance_fails_the_transfer() {
     assert_eq!(logs[1].errors, vec![stark_sweep::sandbox::INSUFFICIENT_BALANCE_MESSAGE.to_string()]);
 }
 
+#[test]
+fn scheduled_transfers_wait_and_created_ones_can_be_deleted() {
+    let sb = Sandbox::start(SandboxConfig { initial_balance: 10_000, transfer_fee: 5, time_scale: 3600.0, ..config() })
+        .unwrap();
+    let c = client(&sb);
+    let rx = Receiver::start(200);
+    c.create_webhook(&rx.url, &["transfer"]).unwrap();
+    let tomorrow = (sb.now() + chrono::Duration::days(1)).date_naive();
+    let soon = sb.now() + chrono::Duration::hours(2);
+    let with = |amount: i64, ext: &str, scheduled: Option<String>| {
+        let mut t = serde_json::to_value(new_transfer(amount, Some(ext))).unwrap();
+        if let Some(s) = scheduled {
+            t["scheduled"] = json!(s);
+        }
+        t
+    };
+    let body = json!({"transfers": [
+        with(1000, "tomorrow", Some(time::format_date(tomorrow))),
+        with(2000, "in-2h", Some(time::format_secs(soon))),
+        with(3000, "now", None),
+    ]});
+    let (s, v) = raw(&sb, "POST", "/v2/transfer", &body.to_string());
+    assert_eq!(s, 200, "{v}");
+    let ids: Vec<String> =
+        v["transfers"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap().into()).collect();
+    // A date-only scheduled is 11:00 UTC of that day (the real API echoed T11:00:00+00:00).
+    assert_eq!(v["transfers"][0]["scheduled"].as_str().unwrap(), format!("{tomorrow}T11:00:00.000000+00:00"));
+    assert_eq!(sb.snapshot().balance, 10_000 - 1005 - 2005 - 3005, "debited at creation, scheduled or not");
+
+    wait_for("the unscheduled one to succeed", || c.get_transfer(&ids[2]).unwrap().status == "success");
+    assert_eq!(c.get_transfer(&ids[0]).unwrap().status, "created");
+    assert_eq!(c.get_transfer(&ids[1]).unwrap().status, "created", "waits for its scheduled time");
+
+    // DELETE of a created transfer: canceled, refunded, a canceled log and event; still listed.
+    let (s, v) = raw(&sb, "DELETE", &format!("/v2/transfer/{}", ids[0]), "");
+    assert_eq!((s, v["transfer"]["status"].as_str()), (200, Some("canceled")), "{v}");
+    assert_eq!(v["transfer"]["id"].as_str(), Some(ids[0].as_str()));
+    assert_eq!(sb.snapshot().balance, 10_000 - 2005 - 3005);
+    let canceled = c.query_transfers(&ListFilter { status: Some("canceled".into()), ..ListFilter::default() }).unwrap();
+    assert_eq!(canceled.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(), [ids[0].as_str()]);
+    wait_for("the canceled event", || {
+        rx.bodies()
+            .iter()
+            .any(|b| b["event"]["log"]["type"] == "canceled" && b["event"]["log"]["transfer"]["id"] == json!(ids[0]))
+    });
+
+    wait_for("the scheduled one to succeed", || c.get_transfer(&ids[1]).unwrap().status == "success");
+    let snap = sb.snapshot();
+    let logs = |id: &str| snap.transfers.iter().find(|t| t.id == id).unwrap().logs.clone();
+    let scheduled = snap.transfers.iter().find(|t| t.id == ids[1]).unwrap().scheduled;
+    assert_eq!(time::format_secs(scheduled), time::format_secs(soon));
+    let processing = logs(&ids[1]).into_iter().find(|l| l.log_type == "processing").unwrap();
+    assert!(processing.created >= scheduled, "processing at {} before the scheduled {scheduled}", processing.created);
+    assert_eq!(logs(&ids[0]).iter().map(|l| l.log_type.as_str()).collect::<Vec<_>>(), ["created", "canceled"]);
+
+    // Only a created transfer can be canceled; an unknown id is invalidTransfer.
+    let refused = vec![stark_sweep::sandbox::CANCEL_REFUSED_CODE.to_string()];
+    for id in [&ids[0], &ids[1]] {
+        let (s, v) = raw(&sb, "DELETE", &format!("/v2/transfer/{id}"), "");
+        assert_eq!((s, codes(&v)), (400, refused.clone()), "{v}");
+    }
+    let (s, v) = raw(&sb, "DELETE", "/v2/transfer/0", "");
+    assert_eq!((s, codes(&v)), (400, vec!["invalidTransfer".to_string()]));
+    assert_eq!(sb.snapshot().balance, 10_000 - 2005 - 3005);
+}
+
 // ---- money --------------------------------------------------------------------------------------
 
 #[test]
@@ -638,6 +722,113 @@ fn manual_payments_cover_discount_fine_interest_fee_and_net_below_zero() {
     assert_eq!((d.amount, d.fee), (2_000, 2_500));
     assert!(snap.invoices.iter().all(|i| i.status == "paid"));
     assert_eq!(snap.balance, (3669 - 50) + 10_250 + (30 - 50) + (2_000 - 2_500));
+}
+
+#[test]
+fn a_returned_transfer_fails_after_success_and_its_money_comes_back() {
+    let sb = Sandbox::start(SandboxConfig { initial_balance: 10_000, transfer_fee: 7, time_scale: 600.0, ..config() })
+        .unwrap();
+    let c = client(&sb);
+    let rx = Receiver::start(200);
+    c.create_webhook(&rx.url, &["transfer"]).unwrap();
+    let t = c.create_transfers(&[new_transfer(3_000, Some("ret-1")), new_transfer(1_000, Some("ret-2"))]).unwrap();
+    assert!(sb.return_transfer(&t[0].id, "too early").is_err(), "only a successful transfer can be returned");
+    wait_for("success", || t.iter().all(|x| c.get_transfer(&x.id).unwrap().status == "success"));
+    assert_eq!(sb.snapshot().balance, 10_000 - 3_007 - 1_007);
+
+    sb.return_transfer(&t[0].id, "Pix return: receiver account closed").unwrap();
+    let back = c.get_transfer(&t[0].id).unwrap();
+    assert_eq!(back.status, "failed");
+    let snap = sb.snapshot();
+    let returned = snap.transfers.iter().find(|x| x.id == t[0].id).unwrap();
+    assert_eq!(returned.transaction_ids.len(), 2, "the debit and the return");
+    let types: Vec<&str> = returned.logs.iter().map(|l| l.log_type.as_str()).collect();
+    assert_eq!(types, ["created", "processing", "success", "failed"]);
+    assert_eq!(returned.logs[3].errors, vec!["Pix return: receiver account closed".to_string()]);
+    assert_eq!(snap.balance, 10_000 - 1_007, "amount and fee came back");
+    wait_for("the failed event", || {
+        rx.bodies()
+            .iter()
+            .any(|b| b["event"]["log"]["type"] == "failed" && b["event"]["log"]["transfer"]["id"] == json!(t[0].id))
+    });
+
+    // The control route: a second return is refused; no body means the default reason.
+    let http = reqwest::blocking::Client::new();
+    let url = |id: &str| format!("{}/_sandbox/transfers/{id}/return", sb.url());
+    let r = http.post(url(&t[0].id)).body(r#"{"reason": "again"}"#).send().unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    assert_eq!(codes(&r.json().unwrap()), vec!["invalidOperation".to_string()]);
+    let r = http.post(url("0")).send().unwrap();
+    assert_eq!((r.status().as_u16(), codes(&r.json().unwrap())), (400, vec!["invalidTransfer".to_string()]));
+    let r = http.post(url(&t[1].id)).send().unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let v: Value = r.json().unwrap();
+    assert_eq!(
+        (v["transfer"]["status"].as_str(), v["transfer"]["transactionIds"].as_array().unwrap().len()),
+        (Some("failed"), 2)
+    );
+    let (_, logs) = raw(&sb, "GET", &format!("/v2/transfer/log?transferIds={}&types=failed", t[1].id), "");
+    assert_eq!(logs["logs"][0]["errors"], json!([stark_sweep::sandbox::RETURN_REASON]));
+    assert_eq!(sb.snapshot().balance, 10_000);
+}
+
+#[test]
+fn patching_a_paid_invoice_to_a_lower_amount_reverses_the_difference() {
+    let sb = Sandbox::start(SandboxConfig { invoice_fee: 50, time_scale: 3600.0, ..config() }).unwrap();
+    let c = client(&sb);
+    let rx = Receiver::start(200);
+    c.create_webhook(&rx.url, &["invoice"]).unwrap();
+    let invs = c.create_invoices(&[new_invoice(4_100, "rev"), new_invoice(2_000, "rev")]).unwrap();
+    let (id, uncredited) = (&invs[0].id, &invs[1].id);
+    let quick = PayOptions { credit_delay_seconds: Some(0), ..PayOptions::default() };
+    sb.pay_invoice(id, quick).unwrap();
+    sb.pay_invoice(uncredited, PayOptions { skip_credit: true, ..PayOptions::default() }).unwrap();
+    wait_for("the credit", || sb.snapshot().balance == 4_100 - 50);
+    let patch = |id: &str, body: &str| raw(&sb, "PATCH", &format!("/v2/invoice/{id}"), body);
+
+    let (s, v) = patch(id, r#"{"amount": 1000}"#);
+    assert_eq!(s, 200, "{v}");
+    let inv = &v["invoice"];
+    assert_eq!(
+        (inv["amount"].as_i64(), inv["nominalAmount"].as_i64(), inv["fee"].as_i64()),
+        (Some(1_000), Some(4_100), Some(50))
+    );
+    assert_eq!((inv["status"].as_str(), inv["transactionIds"].as_array().unwrap().len()), (Some("paid"), 2));
+    assert_eq!(sb.snapshot().balance, 4_100 - 50 - 3_100, "the reversed cents left the balance");
+
+    // Raising the amount, the same amount, or any other field of a paid invoice: refused.
+    let refused = vec!["invalidOperation".to_string()];
+    for body in [
+        r#"{"amount": 2000}"#,
+        r#"{"amount": 1000}"#,
+        r#"{"status": "canceled"}"#,
+        r#"{"amount": 10, "expiration": 60}"#,
+    ] {
+        let (s, v) = patch(id, body);
+        assert_eq!((s, codes(&v)), (400, refused.clone()), "{body}");
+    }
+    let due = time::format_secs(sb.now() + chrono::Duration::days(9));
+    let (s, v) = patch(id, &json!({ "due": due }).to_string());
+    assert_eq!((s, codes(&v)), (400, refused.clone()));
+    // Paid but not credited yet: nothing to reverse from.
+    let (s, v) = patch(uncredited, r#"{"amount": 10}"#);
+    assert_eq!((s, codes(&v)), (400, refused.clone()));
+
+    // All the rest, through the Sandbox method.
+    sb.reverse_invoice(id, 0).unwrap();
+    assert!(sb.reverse_invoice(id, 0).is_err(), "nothing left to reverse");
+    let snap = sb.snapshot();
+    let after = snap.invoices.iter().find(|i| i.id == *id).unwrap();
+    assert_eq!((after.amount, after.status.as_str(), after.transaction_ids.len()), (0, "paid", 3));
+    assert_eq!(invoice_logs(&snap, id), ["created", "paid", "credited", "reversed", "reversed"]);
+    assert_eq!(snap.balance, -50, "a full reversal leaves the fee charged");
+    let logs = c.invoice_logs(std::slice::from_ref(id)).unwrap();
+    let reversed: Vec<i64> =
+        logs.iter().filter(|l| l["type"] == "reversed").map(|l| l["invoice"]["amount"].as_i64().unwrap()).collect();
+    assert_eq!(reversed, [0, 1_000], "newest first, each log with the amount after it");
+    wait_for("both reversed events", || {
+        rx.bodies().iter().filter(|b| b["event"]["log"]["type"] == "reversed").count() == 2
+    });
 }
 
 // ---- webhooks: retries and faults ---------------------------------------------------------------
@@ -748,6 +939,147 @@ fn request_faults_error_rate_and_commit_then_500() {
     assert_eq!(sb.snapshot().faults.commit_then_500_next_transfers, 0);
 }
 
+fn messages(v: &Value) -> Vec<String> {
+    v["errors"].as_array().unwrap().iter().map(|e| e["message"].as_str().unwrap().to_string()).collect()
+}
+
+fn transfers_body(drafts: &[NewTransfer]) -> String {
+    json!({ "transfers": drafts }).to_string()
+}
+
+#[test]
+fn too_many_requests_faults_answer_429_and_create_nothing() {
+    let sb = Sandbox::start(SandboxConfig { initial_balance: 10_000, ..config() }).unwrap();
+    sb.set_faults(Faults {
+        too_many_requests_next_invoices: 1,
+        too_many_requests_next_transfers: 2,
+        ..Faults::default()
+    });
+    let invoice = json!({"invoices": [invoice_at(100, sb.now() + chrono::Duration::days(1))]}).to_string();
+    let (s, v) = raw(&sb, "POST", "/v2/invoice", &invoice);
+    assert_eq!((s, codes(&v)), (429, vec![stark_sweep::sandbox::TOO_MANY_REQUESTS_CODE.to_string()]));
+    assert!(!messages(&v)[0].is_empty());
+    assert!(sb.snapshot().invoices.is_empty());
+    assert_eq!(raw(&sb, "POST", "/v2/invoice", &invoice).0, 200, "only the next one");
+    for ext in ["a", "b"] {
+        let (s, v) = raw(&sb, "POST", "/v2/transfer", &transfers_body(&[new_transfer(100, Some(ext))]));
+        assert_eq!((s, codes(&v)), (429, vec!["tooManyRequests".to_string()]));
+    }
+    assert!(sb.snapshot().transfers.is_empty());
+    assert_eq!(sb.snapshot().balance, 10_000);
+    // Reads are not limited; the counter is spent.
+    assert_eq!(raw(&sb, "GET", "/v2/transfer", "").0, 200);
+    assert_eq!(raw(&sb, "POST", "/v2/transfer", &transfers_body(&[new_transfer(100, Some("a"))])).0, 200);
+    assert_eq!(sb.snapshot().faults.too_many_requests_next_transfers, 0);
+}
+
+#[test]
+fn refuse_next_transfers_answers_one_error_per_element() {
+    let sb = Sandbox::start(SandboxConfig { initial_balance: 10_000, ..config() }).unwrap();
+    let c = client(&sb);
+    sb.set_faults(Faults {
+        refuse_next_transfers: 2,
+        refuse_code: "invalidAccountNumber".into(),
+        refuse_message: "Receiver account is closed".into(),
+        ..Faults::default()
+    });
+    let (s, v) = raw(
+        &sb,
+        "POST",
+        "/v2/transfer",
+        &transfers_body(&[new_transfer(100, Some("r-1")), new_transfer(200, Some("r-2"))]),
+    );
+    assert_eq!((s, codes(&v)), (400, vec!["invalidAccountNumber".to_string(); 2]));
+    assert_eq!(messages(&v), ["Element 0: Receiver account is closed", "Element 1: Receiver account is closed"]);
+    // An invalid request is answered its own errors and spends no refusal.
+    let (s, v) = raw(&sb, "POST", "/v2/transfer", &transfers_body(&[new_transfer(0, Some("r-3"))]));
+    assert_eq!((s, codes(&v)), (400, vec!["invalidAmount".to_string()]));
+    assert_eq!(sb.snapshot().faults.refuse_next_transfers, 1);
+    let err = c.create_transfers(&[new_transfer(100, Some("r-1"))]).unwrap_err();
+    assert_eq!(err.codes(), vec!["invalidAccountNumber"]);
+    let snap = sb.snapshot();
+    assert!(snap.transfers.is_empty(), "refusals create nothing");
+    assert_eq!(snap.balance, 10_000);
+    // The same externalIds go through afterwards: nothing was recorded.
+    c.create_transfers(&[new_transfer(100, Some("r-1")), new_transfer(200, Some("r-2"))]).unwrap();
+    // Empty code and message: the defaults.
+    sb.set_faults(Faults { refuse_next_transfers: 1, ..Faults::default() });
+    let (s, v) = raw(&sb, "POST", "/v2/transfer", &transfers_body(&[new_transfer(300, Some("r-4"))]));
+    assert_eq!((s, codes(&v)), (400, vec![stark_sweep::sandbox::REFUSE_CODE.to_string()]));
+    assert_eq!(messages(&v), [format!("Element 0: {}", stark_sweep::sandbox::REFUSE_MESSAGE)]);
+}
+
+#[test]
+fn fail_next_transfers_accepts_then_fails_without_moving_money() {
+    let sb = Sandbox::start(SandboxConfig { initial_balance: 10_000, time_scale: 600.0, ..config() }).unwrap();
+    let c = client(&sb);
+    sb.set_faults(Faults {
+        fail_next_transfers: 1,
+        fail_reason: "Receiver account is closed".into(),
+        ..Faults::default()
+    });
+    let t = c.create_transfers(&[new_transfer(1_000, Some("f-1")), new_transfer(2_000, Some("f-2"))]).unwrap();
+    assert_eq!((t[0].status.as_str(), t[1].status.as_str()), ("created", "created"), "accepted");
+    assert_eq!(sb.snapshot().balance, 10_000 - 2_000, "the doomed one debited nothing");
+    wait_for("the first to fail", || c.get_transfer(&t[0].id).unwrap().status == "failed");
+    wait_for("the second to succeed", || c.get_transfer(&t[1].id).unwrap().status == "success");
+    let (_, logs) = raw(&sb, "GET", &format!("/v2/transfer/log?transferIds={}", t[0].id), "");
+    let types: Vec<&str> = logs["logs"].as_array().unwrap().iter().map(|l| l["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["failed", "created"], "fails at its first step");
+    assert_eq!(logs["logs"][0]["errors"], json!(["Receiver account is closed"]));
+    assert_eq!(sb.snapshot().balance, 10_000 - 2_000);
+    // Empty reason: the default.
+    sb.set_faults(Faults { fail_next_transfers: 1, ..Faults::default() });
+    let t = c.create_transfers(&[new_transfer(10, Some("f-3"))]).unwrap().remove(0);
+    wait_for("failure", || c.get_transfer(&t.id).unwrap().status == "failed");
+    let logs = &sb.snapshot().transfers.iter().find(|x| x.id == t.id).unwrap().logs.clone();
+    assert_eq!(logs[1].errors, vec![stark_sweep::sandbox::FAIL_REASON.to_string()]);
+}
+
+#[test]
+fn slow_commits_wait_unlocked_then_commit_after_the_client_gave_up() {
+    let sb = Sandbox::start(SandboxConfig { initial_balance: 10_000, ..config() }).unwrap();
+    let c = client(&sb);
+    sb.set_faults(Faults {
+        slow_commit_ms: 1_500,
+        slow_commit_next_invoices: 1,
+        slow_commit_next_transfers: 1,
+        ..Faults::default()
+    });
+    let impatient = reqwest::blocking::Client::builder().timeout(Duration::from_millis(300)).build().unwrap();
+
+    // An invoice: the client times out, the emulator serves others meanwhile, then commits.
+    let body = json!({"invoices": [invoice_at(100, sb.now() + chrono::Duration::days(1))]}).to_string();
+    let post = signed(&impatient, &sb, "POST", "/v2/invoice", &body);
+    let gave_up = std::thread::spawn(move || post.send().unwrap_err().is_timeout());
+    wait_for("the slow invoice commit to start", || sb.snapshot().faults.slow_commit_next_invoices == 0);
+    let (s, v) = raw(&sb, "GET", "/v2/invoice", "");
+    assert_eq!((s, v["invoices"].as_array().unwrap().len()), (200, 0), "served while the slow one waits");
+    assert!(gave_up.join().unwrap(), "the client timed out");
+    wait_for("the invoice to be committed anyway", || sb.snapshot().invoices.len() == 1);
+    wait_for("the answer to be recorded", || {
+        sb.snapshot().requests.iter().any(|r| r.method == "POST" && r.path == "/v2/invoice" && r.status == 200)
+    });
+
+    // A transfer: validated, then judged at commit, so a duplicate that landed meanwhile wins.
+    let post = signed(&impatient, &sb, "POST", "/v2/transfer", &transfers_body(&[new_transfer(500, Some("slow-1"))]));
+    let gave_up = std::thread::spawn(move || post.send().unwrap_err().is_timeout());
+    wait_for("the slow transfer commit to start", || sb.snapshot().faults.slow_commit_next_transfers == 0);
+    let fast = c.create_transfers(&[new_transfer(500, Some("slow-1"))]).unwrap().remove(0);
+    assert!(gave_up.join().unwrap());
+    wait_for("the slow request to be answered", || {
+        sb.snapshot().requests.iter().any(|r| r.path == "/v2/transfer" && r.status == 400)
+    });
+    let snap = sb.snapshot();
+    let refused = snap.requests.iter().find(|r| r.path == "/v2/transfer" && r.status == 400).unwrap();
+    assert_eq!(refused.error.as_deref(), Some(stark_sweep::sandbox::DUPLICATE_EXTERNAL_ID_CODE));
+    assert_eq!(snap.transfers.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(), [fast.id.as_str()]);
+    assert_eq!(snap.balance, 10_000 - 500);
+    // Spent: the next creation is immediate.
+    let (s, _) = raw(&sb, "POST", "/v2/invoice", &body);
+    assert_eq!(s, 200);
+}
+
 #[test]
 fn control_routes_read_state_set_faults_and_pay() {
     let sb = Sandbox::start(SandboxConfig { time_scale: 3600.0, ..config() }).unwrap();
@@ -768,6 +1100,115 @@ fn control_routes_read_state_set_faults_and_pay() {
     assert_eq!(state.invoices[0].fee, 75);
     assert_eq!(state.balance, 1925);
     assert!(state.requests.iter().any(|r| r.method == "POST" && r.path == "/v2/invoice" && r.authenticated));
+}
+
+#[test]
+fn foreign_events_are_signed_with_the_bank_key_and_invisible_to_our_api() {
+    use stark_sweep::sandbox::{ForeignEvent, Kind};
+    let sb = Sandbox::start(SandboxConfig { invoice_fee: 50, ..config() }).unwrap();
+    let c = client(&sb);
+    let key = keys::parse_public_key(&sb.public_key_pem()).unwrap();
+    let ours = c.create_invoices(&[new_invoice(100, "ours")]).unwrap().remove(0);
+
+    let credited = sb
+        .foreign_event(&ForeignEvent {
+            amount: Some(4100),
+            tags: vec!["Other-Campaign".into()],
+            ..ForeignEvent::default()
+        })
+        .unwrap();
+    assert!(matches!(
+        verify::verify_body(&key, credited.body.as_bytes(), &credited.signature),
+        Ok(verify::Signed::Raw)
+    ));
+    assert_eq!(pyjson::canonicalize(credited.body.as_bytes()).as_deref(), Some(credited.body.as_str()));
+    let v: Value = serde_json::from_str(&credited.body).unwrap();
+    let event = &v["event"];
+    let keys_of = |o: &Value| o.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    assert_eq!(keys_of(event), ["created", "id", "log", "subscription", "workspaceId"], "the delivered form");
+    assert_eq!(event["id"].as_str(), Some(credited.event_id.as_str()));
+    let workspace = event["workspaceId"].as_str().unwrap();
+    assert!(workspace.len() == 16 && workspace.chars().all(|c| c.is_ascii_digit()), "{workspace}");
+    assert_ne!(workspace, sb.workspace_id());
+    assert_eq!((event["subscription"].as_str(), event["log"]["type"].as_str()), (Some("invoice"), Some("credited")));
+    let inv = &event["log"]["invoice"];
+    assert_eq!(
+        (inv["amount"].as_i64(), inv["fee"].as_i64(), inv["status"].as_str()),
+        (Some(4100), Some(50), Some("paid"))
+    );
+    assert_eq!(inv["tags"], json!(["other-campaign"]));
+    assert_ne!(inv["id"].as_str(), Some(ours.id.as_str()));
+    // Every field of one of our invoices, no more.
+    let (_, mine) = raw(&sb, "GET", &format!("/v2/invoice/{}", ours.id), "");
+    assert_eq!(keys_of(inv), keys_of(&mine["invoice"]));
+
+    // Invisible to our API, and not in our state.
+    let (s, v) = raw(&sb, "GET", &format!("/v2/event/{}", credited.event_id), "");
+    assert_eq!((s, codes(&v)), (400, vec!["invalidEvent".to_string()]));
+    let (s, v) = raw(&sb, "GET", &format!("/v2/invoice/{}", inv["id"].as_str().unwrap()), "");
+    assert_eq!((s, codes(&v)), (400, vec!["invalidInvoice".to_string()]));
+    assert!(!sb.snapshot().events.iter().any(|e| e.id == credited.event_id));
+
+    // A transfer of a given workspace, with the given fields; POSTed as a delivery thread would.
+    let transfer = sb
+        .foreign_event(&ForeignEvent {
+            workspace_id: Some("5078376503050240".into()),
+            subscription: Kind::Transfer,
+            log_type: Some("failed".into()),
+            errors: vec!["Duplicated transfer".into()],
+            id: Some("6000000000000001".into()),
+            amount: Some(3619),
+            fee: Some(0),
+            external_id: Some("sweep-elsewhere".into()),
+            ..ForeignEvent::default()
+        })
+        .unwrap();
+    let rx = Receiver::start(200);
+    assert_eq!(sb.deliver(&rx.url, &transfer.body, &transfer.signature).unwrap(), 200);
+    let got = rx.got.lock().unwrap().clone();
+    assert_eq!(got, vec![(transfer.signature.clone(), transfer.body.clone())]);
+    let v: Value = serde_json::from_str(&transfer.body).unwrap();
+    let (event, t) = (&v["event"], &v["event"]["log"]["transfer"]);
+    assert_eq!(event["workspaceId"], "5078376503050240");
+    assert_eq!(event["log"]["errors"], json!(["Duplicated transfer"]));
+    assert_eq!(
+        (t["id"].as_str(), t["status"].as_str(), t["amount"].as_i64()),
+        (Some("6000000000000001"), Some("failed"), Some(3619))
+    );
+    assert_eq!(t["externalId"], "sweep-elsewhere");
+    rx.status.store(401, Ordering::SeqCst);
+    assert_eq!(sb.deliver(&rx.url, &transfer.body, "bad").unwrap(), 401, "the receiver's status, as is");
+
+    // Never one of ours: our workspace, our invoice id; nor an invoice externalId.
+    for spec in [
+        ForeignEvent { workspace_id: Some(sb.workspace_id()), ..ForeignEvent::default() },
+        ForeignEvent { id: Some(ours.id.clone()), ..ForeignEvent::default() },
+        ForeignEvent { external_id: Some("x".into()), ..ForeignEvent::default() },
+    ] {
+        assert!(sb.foreign_event(&spec).is_err(), "{spec:?}");
+    }
+
+    // The control route, high-S with the fault on.
+    sb.set_faults(Faults { high_s_signatures: true, ..Faults::default() });
+    let http = reqwest::blocking::Client::new();
+    let r = http
+        .post(format!("{}/_sandbox/foreign-events", sb.url()))
+        .body(r#"{"subscription": "transfer", "log_type": "success", "amount": 100}"#)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let answer: Value = r.json().unwrap();
+    let (body, sig) = (answer["body"].as_str().unwrap(), answer["signature"].as_str().unwrap());
+    assert!(verify::verify_body(&key, body.as_bytes(), sig).is_ok());
+    use base64::Engine as _;
+    let low = base64::engine::general_purpose::STANDARD.encode(sign::decode(sig).unwrap().to_der().as_bytes());
+    assert_ne!(low, sig, "the high-S form");
+    let v: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(v["event"]["id"], answer["eventId"]);
+    assert_eq!(v["event"]["log"]["transfer"]["status"], "success");
+    let r = http.post(format!("{}/_sandbox/foreign-events", sb.url())).body(r#"{"colour": "red"}"#).send().unwrap();
+    assert_eq!(r.status().as_u16(), 400, "unknown fields are refused");
+    assert!(sb.snapshot().events.len() == 1, "only our invoice's created event");
 }
 
 // ---- the command --------------------------------------------------------------------------------
@@ -846,6 +1287,7 @@ fn official_python_sdk_flows() {
         "event_attempts_of_a_failing_webhook",
         "transfer_create_query_page_get_logs",
         "transfer_webhook_event_parses",
+        "transfer_scheduled_tomorrow_is_deleted",
         "webhook_delete",
         "wrong_key_is_refused",
     ] {
@@ -860,6 +1302,7 @@ fn official_python_sdk_flows() {
     assert_eq!(refused[0].error.as_deref(), Some("invalidCredentials"));
     assert!(snap.requests.iter().any(|r| r.query.contains("isDelivered=False")), "Python's capitalized booleans");
     assert_eq!(snap.transfers.iter().filter(|t| t.status == "success").count(), 2);
+    assert_eq!(snap.transfers.iter().filter(|t| t.status == "canceled").count(), 1, "the scheduled one, refunded");
     assert_eq!(snap.balance, 100_000 - 100 - 101 + (4102 - 205 - 50));
 }
 

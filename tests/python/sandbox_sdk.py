@@ -59,6 +59,12 @@ def control(path, payload):
         return json.loads(resp.read())
 
 
+def control_get(path):
+    with urllib.request.urlopen(URL + path) as resp:
+        assert resp.status == 200, resp.status
+        return json.loads(resp.read())
+
+
 def wait_for(what, cond, seconds=30):
     deadline = time.time() + seconds
     while not cond():
@@ -273,6 +279,43 @@ def transfer_webhook_event_parses():
     body, sig = transfer_body()
     event = starkbank.event.parse(content=body, signature=sig)
     assert event.subscription == "transfer" and event.log.transfer.status == "success", event
+
+
+@check
+def transfer_scheduled_tomorrow_is_deleted():
+    # "Tomorrow" on the emulator's simulated clock, which runs ahead of the real one.
+    now = datetime.fromisoformat(control_get("/_sandbox/clock")["now"])
+    tomorrow = (now + timedelta(days=1)).date()
+    transfer, = starkbank.transfer.create([starkbank.Transfer(
+        amount=150, name="Stark Bank S.A.", tax_id="20.018.183/0001-80", bank_code="20018183",
+        branch_code="0001", account_number="6341320293482496", account_type="payment",
+        external_id="sdk-scheduled-0", scheduled=tomorrow, tags=["SDK-Scheduled"],
+    )])
+    assert transfer.status == "created", transfer
+    # A date-only scheduled comes back as 11:00 UTC of that day.
+    assert transfer.scheduled == datetime(tomorrow.year, tomorrow.month, tomorrow.day, 11), transfer.scheduled
+    assert starkbank.transfer.get(transfer.id).status == "created"
+    deleted = starkbank.transfer.delete(transfer.id)
+    assert deleted.id == transfer.id and deleted.status == "canceled", deleted
+    assert starkbank.transfer.get(transfer.id).status == "canceled"
+    assert [t.id for t in starkbank.transfer.query(tags=["sdk-scheduled"])] == [transfer.id], "still listed"
+    assert transfer.id in [t.id for t in starkbank.transfer.query(status="canceled")]
+    try:
+        starkbank.transfer.delete(transfer.id)
+        raise AssertionError("a canceled transfer was canceled again")
+    except InputErrors as e:
+        assert codes(e) == ["invalidOperation"], codes(e)
+    logs = list(starkbank.transfer.log.query(transfer_ids=[transfer.id]))
+    assert [l.type for l in logs] == ["canceled", "created"], [l.type for l in logs]
+
+    def canceled_body():
+        for path, body, sig in RECEIVED:
+            if path == "/ok" and '"canceled"' in body and transfer.id in body:
+                return body, sig
+    wait_for("the canceled transfer webhook", canceled_body)
+    body, sig = canceled_body()
+    event = starkbank.event.parse(content=body, signature=sig)
+    assert event.log.type == "canceled" and event.log.transfer.status == "canceled", event
 
 
 @check
