@@ -127,6 +127,8 @@ pub struct CampaignArgs {
 pub struct IssueArgs {
     #[command(flatten)]
     pub campaign: CampaignArgs,
+    #[command(flatten)]
+    pub workspace: WorkspaceArgs,
     /// Fewest invoices in a slot [default: 8]
     #[arg(long, env = "STARK_SWEEP_INVOICES_MIN", value_name = "N")]
     pub invoices_min: Option<u32>,
@@ -164,9 +166,6 @@ pub struct ServeArgs {
     /// Verification worker threads [default: 2 x CPUs]
     #[arg(long, env = "STARK_SWEEP_WORKERS", value_name = "N")]
     pub workers: Option<usize>,
-    /// Refuse (403, not stored) events from any other workspace, and events naming none
-    #[arg(long, env = "STARKBANK_WORKSPACE_ID", value_name = "ID")]
-    pub workspace_id: Option<String>,
     /// Verify with this public key PEM instead of fetching it from Stark Bank (GET
     /// /v2/public-key). Pinning disables key rotation: if Stark Bank rotates its key, every
     /// delivery gets 401 until the file is replaced and the listener restarted
@@ -179,9 +178,27 @@ pub struct ServeArgs {
     pub sweep: SweepArgs,
 }
 
+/// This deployment's Stark Bank workspace, when the operator states it.
+#[derive(Debug, Clone, Args)]
+pub struct WorkspaceArgs {
+    /// The Stark Bank workspace id. Not needed: stark-sweep learns it from the API with the
+    /// project's credentials and pins it in the database; when set, it must agree (exit 78)
+    #[arg(long, env = "STARKBANK_WORKSPACE_ID", value_name = "ID")]
+    pub workspace_id: Option<String>,
+}
+
+impl WorkspaceArgs {
+    /// The configured id, trimmed; `None` when unset or empty.
+    pub fn configured(&self) -> Option<String> {
+        self.workspace_id.as_deref().map(str::trim).filter(|w| !w.is_empty()).map(str::to_string)
+    }
+}
+
 /// Options of the transfer step, shared by `process-events` and `serve-webhook --process`.
 #[derive(Debug, Clone, Args)]
 pub struct SweepArgs {
+    #[command(flatten)]
+    pub workspace: WorkspaceArgs,
     /// Transfer every credited invoice of the workspace, not only stark-sweep's
     #[arg(long, env = "STARK_SWEEP_ALL_CREDITS")]
     pub all_credits: bool,
@@ -231,6 +248,8 @@ pub struct StatusArgs {
     /// Print the report as JSON on stdout
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub workspace: WorkspaceArgs,
     /// A credit not transferred after this many minutes needs attention [default: 30]
     #[arg(long, env = "STARK_SWEEP_STALE_MINUTES", value_name = "MINUTES")]
     pub stale_minutes: Option<i64>,

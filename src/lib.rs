@@ -9,8 +9,10 @@ pub mod error; // exit codes and one-line errors
 pub mod httpd; // the HTTP/1.1 server under both listeners (hyper)
 pub mod logging; // stderr logs, text or JSON
 pub mod people; // random Brazilian payers with valid CPFs
+pub mod reconcile; // every credit against its transfers, every transfer against a credit
 pub mod sandbox; // the local Stark Bank emulator
 pub mod starkbank; // the API client: keys, signing, requests, resources, events
 pub mod store; // all SQL: migrations, events, campaign, sweep
 pub mod sweep; // the transfer step: credits -> exactly one transfer each
 pub mod webhook; // the inbound listener: bounded reads -> verify -> group commit -> answer
+pub mod workspace; // which workspace this deployment belongs to: learned, pinned, checked

@@ -2,20 +2,26 @@
 //! `amount - fee` to the target account.
 //!
 //! One run, under the `sweep` process lock (so at most one sender is alive per database):
-//! 1. pull undelivered events from Stark Bank and record them like the listener does;
-//! 2. apply recorded events: invoice states, credits (on `credited` only), transfer states;
-//! 3. refresh transfers still in flight;
-//! 4. resolve sends whose outcome is unknown by looking the invoice's transfers up by tag;
-//! 5. decide, per open credit, whether to wait, send, re-send or ask for attention;
-//! 6. claim the sends in SQLite, then send them in batches of up to 100;
-//! 7. mark pulled events delivered, only now that their effects are durable.
+//! 1. know our workspace (pinned, or learned from the API with our credentials);
+//! 2. pull undelivered events from Stark Bank and record them like the listener does; fetch the
+//!    credited logs of invoices we issued that have no credit yet (so a credit is found even
+//!    when another deployment in the same workspace took its webhook);
+//! 3. apply recorded events: invoice states, credits (on `credited` only), transfer states;
+//! 4. `--all-credits`: confirm credits of invoices we did not issue by fetching each invoice;
+//! 5. refresh transfers still in flight;
+//! 6. resolve sends whose outcome is unknown by looking the invoice's transfers up by tag;
+//! 7. decide, per open credit, whether to wait, send, re-send or ask for attention;
+//! 8. claim the sends in SQLite, then send them in batches of up to 100;
+//! 9. mark delivered the pulled events that concern us, only now that their effects are durable.
+//!
+//! Whose money: a credit is ours only when this deployment issued its invoice (tags are labels,
+//! not proof); a transfer counts for a credit only when its externalId, amount and target are
+//! those of one of our sends; events of any other workspace have no effect.
 //!
 //! The rule that keeps money from moving twice: a new `externalId` (a new attempt) is only
 //! used after Stark Bank has said the previous attempt failed AND a lookup by the invoice's
-//! tag shows nothing alive or successful. Re-sending the same `externalId` is always safe:
-//! Stark Bank refuses duplicates.
-
-use std::collections::HashMap;
+//! tag shows nothing of ours alive or successful. Re-sending the same `externalId` is always
+//! safe: Stark Bank refuses duplicates.
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -24,7 +30,10 @@ use crate::campaign::OWNER_TAG;
 use crate::starkbank::event::summarize_event;
 use crate::starkbank::resources::{Invoice, ListFilter, MAX_BATCH, NewTransfer, Transfer};
 use crate::starkbank::{ApiError, Client};
-use crate::store::{Credit, EventEffects, EventSource, InvoiceState, NewEvent, RunLock, Send, Store, TransferRow, ts};
+use crate::store::{
+    Credit, CreditState, CreditedLog, EventEffects, EventSource, InvoiceState, NewEvent, RunLock, SendRow, Store,
+    TransferRow, target_key, ts,
+};
 
 /// Where swept money goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +44,13 @@ pub struct Target {
     pub name: String,
     pub tax_id: String,
     pub account_type: String,
+}
+
+impl Target {
+    /// How this target is compared with a transfer's (see `store::target_key`).
+    pub fn key(&self) -> String {
+        target_key(&self.bank_code, &self.branch_code, &self.account_number, &self.tax_id)
+    }
 }
 
 impl Default for Target {
@@ -59,6 +75,8 @@ pub struct Options {
     /// Wait before re-sending a failed transfer; doubles per attempt.
     pub backoff: chrono::Duration,
     pub reconcile: bool,
+    /// `STARKBANK_WORKSPACE_ID`, when set: must agree with the workspace proven by the API.
+    pub workspace_id: Option<String>,
 }
 
 impl Default for Options {
@@ -69,6 +87,7 @@ impl Default for Options {
             max_attempts: 5,
             backoff: chrono::Duration::seconds(60),
             reconcile: true,
+            workspace_id: None,
         }
     }
 }
@@ -80,7 +99,11 @@ pub struct Report {
     pub events_pulled: usize,
     pub events_recorded: usize,
     pub events_applied: usize,
+    /// Events of another workspace found among the recorded ones (no effect).
+    pub events_foreign: usize,
     pub credits_seen: usize,
+    /// Credited logs fetched for invoices we issued that had no credit yet.
+    pub credits_reconciled: usize,
     pub transfers_sent: usize,
     pub sent_total: i64,
     pub transfer_requests: usize,
@@ -141,14 +164,23 @@ fn invoice_id_of_transfer(t: &Transfer) -> Option<String> {
     t.tags.iter().find_map(|tag| tag.strip_prefix("invoice-").map(str::to_string))
 }
 
+/// What Stark Bank says of a transfer, as a row. Whether it is ours, and for which invoice when
+/// it is, the store decides from our sends; a transfer with neither our tag nor an invoice tag
+/// is none of our business (`None`).
 fn transfer_row(t: &Transfer, fallback_time: DateTime<Utc>) -> Option<TransferRow> {
+    let invoice_id = invoice_id_of_transfer(t);
+    if invoice_id.is_none() && !t.tags.iter().any(|tag| tag == OWNER_TAG) {
+        return None;
+    }
     Some(TransferRow {
         id: t.id.clone(),
         external_id: t.external_id.clone(),
-        invoice_id: invoice_id_of_transfer(t)?,
+        invoice_id: invoice_id.unwrap_or_default(),
         amount: t.amount,
         status: t.status.clone(),
         updated_at: if t.updated.is_empty() { ts(fallback_time) } else { t.updated.clone() },
+        ours: false,
+        target: Some(target_key(&t.bank_code, &t.branch_code, &t.account_number, &t.tax_id)),
     })
 }
 
@@ -173,29 +205,55 @@ pub fn run_waiting(client: &Client, store: &mut Store, opts: &Options, now: Date
 
 fn run(client: &Client, store: &mut Store, opts: &Options, now: DateTime<Utc>) -> anyhow::Result<Report> {
     let mut report = Report::default();
+    let workspace = crate::workspace::learn(client, store, opts.workspace_id.as_deref(), now)?;
     if opts.reconcile {
-        pull_undelivered(client, store, now, &mut report)?;
+        pull_undelivered(client, store, opts, now, &mut report)?;
+        reconcile_credited_logs(client, store, now, &mut report);
     }
-    apply_events(store, opts, now, &mut report)?;
+    let workspace = match workspace {
+        Some(w) => Some(w),
+        None => crate::workspace::pinned(store)?,
+    };
+    apply_events(store, workspace.as_deref(), now, &mut report)?;
+    if opts.all_credits {
+        confirm_workspace_credits(client, store, now, &mut report)?;
+    }
     refresh_in_flight(client, store, now, &mut report);
     let plan = decide(client, store, opts, now, &mut report)?;
     send(client, store, opts, plan, now, &mut report)?;
     settle(store, &mut report)?;
     if opts.reconcile {
-        mark_delivered(client, store, now, &mut report);
+        mark_delivered(client, store, opts, now, &mut report);
     }
     Ok(report)
 }
 
-/// Step 1: `GET /v2/event?isDelivered=false`, every page, each recorded durably as it arrives
-/// (one transaction per page), so a long backlog is never held in memory whole.
-fn pull_undelivered(client: &Client, store: &mut Store, now: DateTime<Utc>, report: &mut Report) -> anyhow::Result<()> {
+/// Step 2a: `GET /v2/event?isDelivered=false`, every page, each recorded durably as it arrives
+/// (one transaction per page), so a long backlog is never held in memory whole. The API shows
+/// a project only its own workspace's events: the first one pins the workspace if nothing is
+/// pinned yet, and one of another workspace means the credentials and the database disagree.
+fn pull_undelivered(
+    client: &Client,
+    store: &mut Store,
+    opts: &Options,
+    now: DateTime<Utc>,
+    report: &mut Report,
+) -> anyhow::Result<()> {
     client.for_each_event_page(Some(false), |events| -> anyhow::Result<()> {
         report.events_pulled += events.len();
         let mut batch = Vec::with_capacity(events.len());
         for event in events {
             match summarize_event(&event) {
                 Ok(summary) => {
+                    if let Some(ws) = &summary.workspace_id {
+                        crate::workspace::pin(
+                            store,
+                            ws,
+                            crate::workspace::FROM_EVENT_LIST,
+                            opts.workspace_id.as_deref(),
+                            now,
+                        )?;
+                    }
                     report.pulled.push(summary.id.clone());
                     let body = serde_json::to_vec(&serde_json::json!({ "event": event }))?;
                     batch.push(NewEvent { summary, body, signature: None, source: EventSource::Api });
@@ -209,8 +267,44 @@ fn pull_undelivered(client: &Client, store: &mut Store, now: DateTime<Utc>, repo
     })
 }
 
-/// What an event changes, decided without touching the database.
-pub fn effects_of(event_id: &str, body: &[u8], opts: &Options) -> anyhow::Result<EventEffects> {
+/// Step 2b: the credited logs of invoices we issued that may still be credited and have no
+/// credit recorded, fetched with our own credentials (100 invoices a request). This finds a
+/// credit whatever happened to its event: delivered to another deployment's listener in the
+/// same workspace (which then marked it delivered), or never delivered at all.
+fn reconcile_credited_logs(client: &Client, store: &mut Store, now: DateTime<Utc>, report: &mut Report) {
+    let result = (|| -> anyhow::Result<()> {
+        let waiting = store.uncredited_invoices(now)?;
+        for chunk in waiting.chunks(MAX_BATCH) {
+            let logs = client.credited_logs(chunk)?;
+            let credited: Vec<CreditedLog> = logs.iter().filter_map(credited_log).collect();
+            report.credits_reconciled += store.record_credited_logs(&credited, now)?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        log::warn!("could not fetch credited logs (the next run retries): {e:#}");
+        report.errors.push(format!("fetching credited logs: {e:#}"));
+    }
+}
+
+/// A `credited` invoice log (as the API lists it) as a credit to record.
+fn credited_log(log: &Value) -> Option<CreditedLog> {
+    if log.get("type").and_then(Value::as_str) != Some("credited") {
+        return None;
+    }
+    let inv: Invoice = serde_json::from_value(log.get("invoice")?.clone()).ok()?;
+    Some(CreditedLog {
+        invoice_id: inv.id,
+        event_id: format!("log:{}", log.get("id").and_then(Value::as_str)?),
+        amount: inv.amount,
+        fee: inv.fee,
+        credited_at: log.get("created").and_then(Value::as_str).unwrap_or_default().to_string(),
+    })
+}
+
+/// What an event changes, decided without touching the database. Whose invoice or transfer it
+/// is, the store decides from our own records.
+pub fn effects_of(event_id: &str, body: &[u8]) -> anyhow::Result<EventEffects> {
     let v: Value = serde_json::from_slice(body)?;
     let event = v.get("event").unwrap_or(&v);
     let subscription = event.get("subscription").and_then(Value::as_str).unwrap_or_default();
@@ -221,29 +315,13 @@ pub fn effects_of(event_id: &str, body: &[u8], opts: &Options) -> anyhow::Result
     match subscription {
         "invoice" => {
             let inv: Invoice = serde_json::from_value(log.get("invoice").cloned().unwrap_or(Value::Null))?;
-            let ours = inv.tags.iter().any(|t| t == OWNER_TAG);
-            if log_type == "credited" && (ours || opts.all_credits) {
-                let (state, reason) = match net_amount(inv.amount, inv.fee) {
-                    Some(_) => ("open", None),
-                    None => (
-                        "skipped",
-                        Some(format!(
-                            "nothing to transfer: amount {} minus fee {} is not positive",
-                            inv.amount, inv.fee
-                        )),
-                    ),
-                };
-                fx.credit = Some(Credit {
+            if log_type == "credited" {
+                fx.credited = Some(CreditedLog {
                     invoice_id: inv.id.clone(),
                     event_id: event_id.to_string(),
                     amount: inv.amount,
                     fee: inv.fee,
-                    net: inv.amount - inv.fee,
                     credited_at: log_at.clone(),
-                    recorded_at: String::new(),
-                    state: state.into(),
-                    reason,
-                    next_send_at: None,
                 });
             }
             fx.invoice = Some(InvoiceState {
@@ -252,36 +330,53 @@ pub fn effects_of(event_id: &str, body: &[u8], opts: &Options) -> anyhow::Result
                 amount: inv.amount,
                 nominal_amount: inv.nominal_amount,
                 fee: inv.fee,
-                ours,
                 log_at,
             });
         }
         "transfer" => {
             let t: Transfer = serde_json::from_value(log.get("transfer").cloned().unwrap_or(Value::Null))?;
-            if t.tags.iter().any(|tag| tag == OWNER_TAG) {
-                fx.transfer = transfer_row(&t, Utc::now()).map(|mut row| {
-                    if !log_at.is_empty() {
-                        row.updated_at = log_at.clone();
-                    }
-                    row
-                });
-            }
+            fx.transfer = transfer_row(&t, Utc::now()).map(|mut row| {
+                if !log_at.is_empty() {
+                    row.updated_at = log_at.clone();
+                }
+                row
+            });
         }
         _ => {}
     }
     Ok(fx)
 }
 
-/// Step 2.
-fn apply_events(store: &mut Store, opts: &Options, now: DateTime<Utc>, report: &mut Report) -> anyhow::Result<()> {
+/// Step 3. An event recorded from a webhook acts only when it names our (pinned) workspace;
+/// events pulled from the API are ours by construction. While no workspace is pinned, webhook
+/// events wait.
+fn apply_events(
+    store: &mut Store,
+    workspace: Option<&str>,
+    now: DateTime<Utc>,
+    report: &mut Report,
+) -> anyhow::Result<()> {
     loop {
         let pending = store.pending_events(1_000)?;
-        if pending.is_empty() {
-            return Ok(());
-        }
         let mut batch = Vec::with_capacity(pending.len());
         for e in &pending {
-            let fx = match effects_of(&e.id, &e.body, opts) {
+            let proven = match (e.source, workspace) {
+                (EventSource::Api, _) => true,
+                (EventSource::Webhook, Some(ours)) => e.workspace_id.as_deref() == Some(ours),
+                (EventSource::Webhook, None) => continue,
+            };
+            if !proven {
+                log::warn!(
+                    "event {} names workspace {:?}, not ours ({}): recorded before the workspace was known, it has no effect",
+                    e.id,
+                    e.workspace_id,
+                    workspace.unwrap_or_default()
+                );
+                report.events_foreign += 1;
+                batch.push((e.id.clone(), EventEffects::default()));
+                continue;
+            }
+            let fx = match effects_of(&e.id, &e.body) {
                 Ok(fx) => fx,
                 Err(err) => {
                     // Stored events were verified and parsed before storing; one that cannot be
@@ -293,15 +388,49 @@ fn apply_events(store: &mut Store, opts: &Options, now: DateTime<Utc>, report: &
             };
             batch.push((e.id.clone(), fx));
         }
+        if batch.is_empty() {
+            return Ok(());
+        }
         report.credits_seen += store.apply_events(&batch, now)?;
         report.events_applied += batch.len();
     }
 }
 
-/// Step 3: ask Stark Bank about transfers still created/processing.
+/// Step 4, `--all-credits` only: a credit of an invoice we did not issue becomes ours once the
+/// invoice is fetched with our own credentials (the API shows a project only its own
+/// workspace), with the amount and fee of that answer; Stark Bank not knowing it means it is
+/// not ours.
+fn confirm_workspace_credits(
+    client: &Client,
+    store: &mut Store,
+    now: DateTime<Utc>,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    for credit in store.unclaimed_credits()? {
+        match client.get_invoice(&credit.invoice_id) {
+            Ok(inv) if inv.status == "paid" => {
+                store.confirm_workspace_credit(&credit.invoice_id, inv.amount, inv.fee, now)?;
+                report.credits_seen += 1;
+            }
+            Ok(inv) => {
+                let reason = format!("--all-credits: Stark Bank says invoice {} is {}, not paid", inv.id, inv.status);
+                store.set_credit_state(&credit.invoice_id, CreditState::Attention, Some(&reason))?;
+                report.attention.push(Attention { invoice_id: credit.invoice_id.clone(), reason });
+            }
+            Err(e @ ApiError::Rejected { .. }) => {
+                let reason = format!("--all-credits: not an invoice of this project's workspace ({e})");
+                store.set_credit_state(&credit.invoice_id, CreditState::Skipped, Some(&reason))?;
+            }
+            Err(e) => report.errors.push(format!("invoice {}: confirming it failed: {e}", credit.invoice_id)),
+        }
+    }
+    Ok(())
+}
+
+/// Step 5: ask Stark Bank about our transfers still created/processing.
 fn refresh_in_flight(client: &Client, store: &mut Store, now: DateTime<Utc>, report: &mut Report) {
     let result = (|| -> anyhow::Result<()> {
-        let alive: Vec<String> = store.transfers()?.into_iter().filter(TransferRow::is_alive).map(|t| t.id).collect();
+        let alive: Vec<String> = store.alive_transfers()?.into_iter().map(|t| t.id).collect();
         for chunk in alive.chunks(MAX_BATCH) {
             let found = client.query_transfers(&ListFilter::ids(chunk.iter().cloned()))?;
             let rows: Vec<TransferRow> = found.iter().filter_map(|t| transfer_row(t, now)).collect();
@@ -315,7 +444,8 @@ fn refresh_in_flight(client: &Client, store: &mut Store, now: DateTime<Utc>, rep
     }
 }
 
-/// Looks up every transfer Stark Bank has for an invoice (by tag) and records them.
+/// Looks up every transfer Stark Bank has for an invoice (by tag), records them, and returns
+/// ours among them (the store decides which are ours from our sends, never from the tag).
 fn lookup(
     client: &Client,
     store: &mut Store,
@@ -337,12 +467,12 @@ fn lookup(
 /// A send to make in this run.
 #[derive(Debug, Clone)]
 struct Planned {
-    send: Send,
+    send: SendRow,
     /// True when this externalId may already have reached Stark Bank (a re-send).
     resend: bool,
 }
 
-/// Steps 4 and 5.
+/// Steps 6 and 7.
 fn decide(
     client: &Client,
     store: &mut Store,
@@ -350,16 +480,11 @@ fn decide(
     now: DateTime<Utc>,
     report: &mut Report,
 ) -> anyhow::Result<Vec<Planned>> {
-    let mut sends_by_invoice: HashMap<String, Vec<Send>> = HashMap::new();
-    for s in store.sends()? {
-        sends_by_invoice.entry(s.invoice_id.clone()).or_default().push(s);
-    }
     let mut plan = Vec::new();
     for credit in store.open_credits()? {
-        let sends = sends_by_invoice.remove(&credit.invoice_id).unwrap_or_default();
         let mut transfers = store.transfers_for(&credit.invoice_id)?;
-        let last = sends.iter().max_by_key(|s| s.attempt).cloned();
-        // Step 4: an unknown outcome is resolved before anything else.
+        let last = store.last_send(&credit.invoice_id)?;
+        // Step 6: an unknown outcome is resolved before anything else.
         if let Some(l) = &last
             && matches!(l.outcome.as_deref(), None | Some("unknown"))
             && !transfers.iter().any(|t| t.external_id == l.external_id)
@@ -387,7 +512,7 @@ fn decide(
                 report.waiting += 1;
             }
             Action::Attention(reason) => {
-                store.set_credit_state(&credit.invoice_id, "attention", Some(&reason))?;
+                store.set_credit_state(&credit.invoice_id, CreditState::Attention, Some(&reason))?;
                 report.attention.push(Attention { invoice_id: credit.invoice_id.clone(), reason });
             }
             Action::Resend(send) => plan.push(Planned { send, resend: true }),
@@ -421,12 +546,12 @@ fn decide(
                         "safety check refused a transfer of {amount} cents: {committed} cents are already sent or in flight for a net credit of {}",
                         credit.net
                     );
-                    store.set_credit_state(&credit.invoice_id, "attention", Some(&reason))?;
+                    store.set_credit_state(&credit.invoice_id, CreditState::Attention, Some(&reason))?;
                     report.attention.push(Attention { invoice_id: credit.invoice_id.clone(), reason });
                     continue;
                 }
                 plan.push(Planned {
-                    send: Send {
+                    send: SendRow {
                         external_id: external_id(&credit.invoice_id, attempt),
                         invoice_id: credit.invoice_id.clone(),
                         attempt,
@@ -434,6 +559,7 @@ fn decide(
                         claimed_at: ts(now),
                         outcome: None,
                         error: None,
+                        target: Some(opts.target.key()),
                     },
                     resend: false,
                 });
@@ -450,14 +576,14 @@ enum Action {
     Wait,
     SetBackoff(DateTime<Utc>),
     Attention(String),
-    Resend(Send),
+    Resend(SendRow),
     NewAttempt(u32),
 }
 
 /// The decision for one open credit, from what is known (pure, unit-tested).
 fn next_action(
     credit: &Credit,
-    last: Option<&Send>,
+    last: Option<&SendRow>,
     transfers: &[TransferRow],
     opts: &Options,
     now: DateTime<Utc>,
@@ -516,7 +642,7 @@ fn send(
     if plan.is_empty() {
         return Ok(());
     }
-    let new: Vec<Send> = plan.iter().filter(|p| !p.resend).map(|p| p.send.clone()).collect();
+    let new: Vec<SendRow> = plan.iter().filter(|p| !p.resend).map(|p| p.send.clone()).collect();
     store.claim_sends(&new)?;
     for p in plan.iter().filter(|p| !p.resend && p.send.attempt > 1) {
         store.set_next_send_at(&p.send.invoice_id, None)?;
@@ -570,7 +696,7 @@ fn send_chunk(
             let p = &chunk[0];
             let reason = e.to_string();
             store.set_send_outcome(&[(p.send.external_id.clone(), "rejected", Some(reason.clone()))])?;
-            store.set_credit_state(&p.send.invoice_id, "attention", Some(&reason))?;
+            store.set_credit_state(&p.send.invoice_id, CreditState::Attention, Some(&reason))?;
             report.attention.push(Attention { invoice_id: p.send.invoice_id.clone(), reason });
         }
         Err(e) => {
@@ -588,17 +714,15 @@ fn send_chunk(
     Ok(())
 }
 
-/// Marks credits whose transfer succeeded; counts the rest.
+/// Marks credits whose transfer (ours) succeeded; lists those that need attention.
 fn settle(store: &mut Store, report: &mut Report) -> anyhow::Result<()> {
     for credit in store.open_credits()? {
         if store.transfers_for(&credit.invoice_id)?.iter().any(TransferRow::is_success) {
-            store.set_credit_state(&credit.invoice_id, "transferred", None)?;
+            store.set_credit_state(&credit.invoice_id, CreditState::Transferred, None)?;
             report.transferred += 1;
         }
     }
-    let credits = store.credits()?;
-    report.skipped = credits.iter().filter(|c| c.state == "skipped").count();
-    for c in credits.into_iter().filter(|c| c.state == "attention") {
+    for c in store.credits_in(CreditState::Attention)? {
         if !report.attention.iter().any(|a| a.invoice_id == c.invoice_id) {
             report.attention.push(Attention { invoice_id: c.invoice_id, reason: c.reason.unwrap_or_default() });
         }
@@ -610,10 +734,12 @@ fn settle(store: &mut Store, report: &mut Report) -> anyhow::Result<()> {
 /// would otherwise cost one round trip each, in sequence.
 const MARK_WORKERS: usize = 4;
 
-/// Step 7: every event Stark Bank listed as undelivered, now that its effects are recorded
-/// (whether the listener or this run stored it). One that fails is listed again next run.
-fn mark_delivered(client: &Client, store: &mut Store, now: DateTime<Utc>, report: &mut Report) {
-    let ids = match store.applied_among(&report.pulled) {
+/// Step 9: every event Stark Bank listed as undelivered that concerns us (about an invoice we
+/// issued or a transfer we sent), now that its effects are recorded (whether the listener or
+/// this run stored it). One that fails is listed again next run. The others are left
+/// undelivered: another deployment in the same workspace may still need to find them.
+fn mark_delivered(client: &Client, store: &mut Store, opts: &Options, now: DateTime<Utc>, report: &mut Report) {
+    let ids = match store.ours_applied_among(&report.pulled, opts.all_credits) {
         Ok(ids) => ids,
         Err(e) => {
             report.errors.push(format!("listing events to mark delivered: {e:#}"));
@@ -653,8 +779,8 @@ fn mark_delivered(client: &Client, store: &mut Store, now: DateTime<Utc>, report
 /// Puts credits that need attention back in play with a fresh attempt budget.
 pub fn retry_attention(store: &mut Store) -> anyhow::Result<usize> {
     let mut n = 0;
-    for c in store.credits()?.into_iter().filter(|c| c.state == "attention") {
-        store.set_credit_state(&c.invoice_id, "open", None)?;
+    for c in store.credits_in(CreditState::Attention)? {
+        store.set_credit_state(&c.invoice_id, CreditState::Open, None)?;
         n += 1;
     }
     Ok(n)
@@ -673,14 +799,15 @@ mod tests {
             net: 3619,
             credited_at: "t".into(),
             recorded_at: "t".into(),
-            state: "open".into(),
+            state: CreditState::Open,
             reason: None,
             next_send_at: None,
+            origin: Some(crate::store::Origin::Issued),
         }
     }
 
-    fn send(attempt: u32, outcome: Option<&str>) -> Send {
-        Send {
+    fn send(attempt: u32, outcome: Option<&str>) -> SendRow {
+        SendRow {
             external_id: external_id("i1", attempt),
             invoice_id: "i1".into(),
             attempt,
@@ -688,6 +815,7 @@ mod tests {
             claimed_at: "t".into(),
             outcome: outcome.map(str::to_string),
             error: None,
+            target: None,
         }
     }
 
@@ -699,6 +827,8 @@ mod tests {
             amount: 3619,
             status: status.into(),
             updated_at: "t".into(),
+            ours: true,
+            target: None,
         }
     }
 
@@ -768,19 +898,19 @@ mod tests {
         ));
     }
 
+    /// Only a `credited` log is a credit, and its tags decide nothing: whose it is, the store
+    /// decides from the invoices this deployment issued (tags are labels, not proof).
     #[test]
-    fn only_credited_creates_a_credit() {
+    fn only_credited_is_a_credit_and_tags_decide_nothing() {
         let body = |log_type: &str, tags: &str| {
             format!(
                 r#"{{"event": {{"id": "e", "subscription": "invoice", "created": "t", "log": {{"id": "l", "type": "{log_type}", "created": "2026-01-01T00:00:00+00:00", "invoice": {{"id": "i9", "amount": 1000, "fee": 25, "status": "paid", "tags": {tags}}}}}}}}}"#
             )
         };
-        let o = Options::default();
-        assert!(effects_of("e", body("paid", r#"["stark-sweep"]"#).as_bytes(), &o).unwrap().credit.is_none());
-        let c = effects_of("e", body("credited", r#"["stark-sweep"]"#).as_bytes(), &o).unwrap().credit.unwrap();
-        assert_eq!((c.net, c.state.as_str()), (975, "open"));
-        assert!(effects_of("e", body("credited", r#"["other"]"#).as_bytes(), &o).unwrap().credit.is_none());
-        let all = Options { all_credits: true, ..Options::default() };
-        assert!(effects_of("e", body("credited", r#"["other"]"#).as_bytes(), &all).unwrap().credit.is_some());
+        assert!(effects_of("e", body("paid", r#"["stark-sweep"]"#).as_bytes()).unwrap().credited.is_none());
+        let c = effects_of("e", body("credited", r#"["stark-sweep"]"#).as_bytes()).unwrap().credited.unwrap();
+        assert_eq!((c.invoice_id.as_str(), c.net()), ("i9", 975));
+        let untagged = effects_of("e", body("credited", r#"["other"]"#).as_bytes()).unwrap().credited.unwrap();
+        assert_eq!(untagged, c);
     }
 }

@@ -123,8 +123,11 @@ pub fn run(ctx: &Ctx, args: &IssueArgs) -> anyhow::Result<Status> {
     let plan = Plan::from_args(args)?;
     let now = ctx.clock.now();
     let mut earlier_failures = Vec::new();
-    let (campaign_row, outcome) =
-        if args.dry_run { dry_run(ctx, &plan, now)? } else { issue(ctx, &plan, now, &mut earlier_failures)? };
+    let (campaign_row, outcome) = if args.dry_run {
+        dry_run(ctx, &plan, now)?
+    } else {
+        issue(ctx, &plan, &args.workspace, now, &mut earlier_failures)?
+    };
     report(&plan, campaign_row.as_ref(), &outcome, args.json)?;
     match earlier_failures.into_iter().next() {
         Some(e) => Err(e.context("an earlier slot is still unfinished")),
@@ -173,6 +176,7 @@ fn new_campaign(plan: &Plan, now: DateTime<Utc>) -> CampaignRow {
 fn issue(
     ctx: &Ctx,
     plan: &Plan,
+    args_workspace: &crate::cli::WorkspaceArgs,
     now: DateTime<Utc>,
     earlier_failures: &mut Vec<anyhow::Error>,
 ) -> anyhow::Result<(Option<CampaignRow>, Outcome)> {
@@ -182,6 +186,10 @@ fn issue(
     let Some(_lock) = RunLock::try_acquire(&ctx.db, "issue-invoices")? else {
         return Ok((store.campaign()?, Outcome::Busy));
     };
+    // The credentials must act on this database's workspace (pinned the first time it can be
+    // proven); a contradiction stops here, before anything is created.
+    let configured = args_workspace.configured();
+    crate::workspace::verify(&client, &mut store, configured.as_deref(), now)?;
     let existing = store.campaign()?;
     if let Some(c) = &existing
         && c.shape() != plan.shape
@@ -232,6 +240,11 @@ fn issue(
     };
     let created_now = complete_slot(&client, &mut store, &campaign, slot, drafts, now)?;
     let drafts = store.drafts(slot)?;
+    // The first invoices of a new workspace make the first events: learn the workspace now, so
+    // the listener can tell our events from any other workspace's from the start.
+    if let Err(e) = crate::workspace::learn(&client, &mut store, configured.as_deref(), now) {
+        log::warn!("could not learn this project's workspace yet (the next run tries again): {}", error::one_line(&e));
+    }
     Ok((Some(campaign), Outcome::Issued { slot, drafts, created_now }))
 }
 

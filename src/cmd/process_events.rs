@@ -51,6 +51,7 @@ pub fn options(a: &SweepArgs, reconcile: bool) -> anyhow::Result<Options> {
         max_attempts,
         backoff: chrono::Duration::seconds(a.retry_backoff.unwrap_or(60).min(86_400) as i64),
         reconcile,
+        workspace_id: a.workspace.configured(),
     })
 }
 

@@ -13,7 +13,7 @@ use anyhow::Context as _;
 use super::{Ctx, Status};
 use crate::cli::ServeArgs;
 use crate::starkbank::verify::KeyCache;
-use crate::starkbank::{Client, keys};
+use crate::starkbank::{ApiError, Client, keys};
 use crate::store::Store;
 use crate::{config, error, sweep, webhook};
 
@@ -40,7 +40,8 @@ pub fn run(ctx: &Ctx, args: &ServeArgs) -> anyhow::Result<Status> {
         }
         cfg.workers = n;
     }
-    cfg.workspace_id = args.workspace_id.as_deref().map(str::trim).filter(|w| !w.is_empty()).map(str::to_string);
+    cfg.workspace_id = args.sweep.workspace.configured();
+    cfg.lookup_event = lookup_event(ctx)?;
 
     if args.process {
         cfg.on_credit = Some(transfer_hook(ctx, args)?);
@@ -73,6 +74,26 @@ fn transfer_hook(ctx: &Ctx, args: &ServeArgs) -> anyhow::Result<webhook::OnCredi
             Err(e) => log::warn!("--process: the transfer step failed (the process-events timer retries): {e:#}"),
         }
     }))
+}
+
+/// `GET /v2/event/{id}` with the project's credentials, to prove an event's workspace while
+/// none is pinned; `None` when no project is configured (a pinned key file can run without).
+fn lookup_event(ctx: &Ctx) -> anyhow::Result<Option<webhook::LookupEvent>> {
+    if ctx.global.api.project_id.as_deref().is_none_or(|p| p.trim().is_empty()) {
+        return Ok(None);
+    }
+    let mut client_cfg = config::client_config(&ctx.global.api)?;
+    // Looked up while a delivery waits: keep each try short; Stark Bank retries a 503.
+    client_cfg.max_attempts = 2;
+    client_cfg.timeout = client_cfg.timeout.min(Duration::from_secs(10));
+    let client = Client::new(client_cfg).context("starting the HTTP client")?;
+    Ok(Some(Arc::new(move |id: &str| match client.get_event(id) {
+        Ok(event) => Ok(webhook::Lookup::Ours { workspace: event.workspace_id }),
+        Err(e @ ApiError::Rejected { status, .. }) if status == 404 || e.codes().contains(&"invalidEvent") => {
+            Ok(webhook::Lookup::NotOurs)
+        }
+        Err(e) => Err(e.to_string()),
+    })))
 }
 
 fn key_source(ctx: &Ctx, args: &ServeArgs) -> anyhow::Result<KeyCache> {

@@ -185,6 +185,12 @@ impl Client {
         self.get_all("invoice/log", "logs", &[("invoiceIds", invoice_ids.join(","))], "listing invoice logs")
     }
 
+    /// `GET /v2/invoice/log?invoiceIds=...&types=credited`, every page, as raw logs.
+    pub fn credited_logs(&self, invoice_ids: &[String]) -> Result<Vec<Value>, ApiError> {
+        let q = [("invoiceIds", invoice_ids.join(",")), ("types", "credited".to_string())];
+        self.get_all("invoice/log", "logs", &q, "listing credited invoice logs")
+    }
+
     /// `POST /v2/transfer`. Idempotent (and so retried) only when every transfer has an externalId.
     pub fn create_transfers(&self, transfers: &[NewTransfer]) -> Result<Vec<Transfer>, ApiError> {
         let what = format!("creating {} transfers", transfers.len());
@@ -226,6 +232,14 @@ impl Client {
             q.push(("isDelivered", d.to_string()));
         }
         self.for_each_page("event", "events", &q, "listing events", each)
+    }
+
+    /// The newest event the API lists for our credentials (`GET /v2/event?limit=1`), if any.
+    pub fn newest_event(&self) -> Result<Option<Event>, ApiError> {
+        let what = "listing the newest event";
+        let v = self.get("event", &[("limit", "1".into())], what)?;
+        let mut events: Vec<Event> = decode(field(&v, "events", what)?, what)?;
+        Ok(if events.is_empty() { None } else { Some(events.remove(0)) })
     }
 
     pub fn get_event(&self, id: &str) -> Result<Event, ApiError> {

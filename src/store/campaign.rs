@@ -186,6 +186,16 @@ impl Store {
                 "UPDATE invoice_drafts SET invoice_id = ?2 WHERE draft_key = ?1 AND invoice_id IS NULL",
                 params![draft_key, invoice_id],
             )?;
+            // Its credit may have been recorded first (the run that created it died before
+            // recording the id): now it is ours.
+            tx.execute(
+                "UPDATE credits SET origin = 'issued',
+                    state = CASE WHEN net > 0 THEN 'open' ELSE 'skipped' END,
+                    reason = CASE WHEN net > 0 THEN NULL
+                             ELSE 'nothing to transfer: amount ' || amount || ' minus fee ' || fee || ' is not positive' END
+                 WHERE invoice_id = ?1 AND state = 'unclaimed'",
+                [invoice_id],
+            )?;
         }
         let missing: i64 =
             tx.query_row("SELECT COUNT(*) FROM invoice_drafts WHERE slot = ?1 AND invoice_id IS NULL", [slot], |r| {

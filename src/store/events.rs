@@ -22,6 +22,18 @@ impl EventSource {
             EventSource::Api => "api",
         }
     }
+
+    pub(super) fn parse(s: &str) -> rusqlite::Result<Self> {
+        match s {
+            "webhook" => Ok(EventSource::Webhook),
+            "api" => Ok(EventSource::Api),
+            other => Err(rusqlite::Error::FromSqlConversionFailure(
+                0,
+                rusqlite::types::Type::Text,
+                format!("events.source holds {other:?}").into(),
+            )),
+        }
+    }
 }
 
 /// One event ready to be recorded.

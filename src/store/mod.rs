@@ -6,6 +6,7 @@
 
 mod campaign;
 mod events;
+mod settings;
 mod sweep;
 
 use std::path::{Path, PathBuf};
@@ -16,10 +17,11 @@ use rusqlite::Connection;
 
 pub use campaign::*;
 pub use events::*;
+pub use settings::*;
 pub use sweep::*;
 
 /// Migrations in order; `PRAGMA user_version` records how many are applied.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql"), include_str!("migrations/0002_trust.sql")];
 
 pub struct Store {
     conn: Connection,
@@ -75,7 +77,19 @@ impl Store {
                 "it was written by a newer stark-sweep (schema {current}, this one knows {known}); to fix: upgrade stark-sweep"
             );
         }
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        if current == known {
+            return Ok(());
+        }
+        // Foreign keys off while migrating (SQLite's procedure for rebuilding a table; the
+        // pragma is a no-op inside a transaction), checked in full before each commit.
+        self.conn.pragma_update(None, "foreign_keys", "OFF")?;
+        let migrated = self.apply_migrations(current as usize);
+        self.conn.pragma_update(None, "foreign_keys", "ON")?;
+        migrated
+    }
+
+    fn apply_migrations(&mut self, from: usize) -> anyhow::Result<()> {
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(from) {
             // IMMEDIATE: take the write lock before reading the version. A deferred transaction
             // that reads and then writes fails at once (SQLITE_BUSY, no waiting) when another
             // process migrates the same new file at the same moment.
@@ -86,6 +100,12 @@ impl Store {
                 continue;
             }
             tx.execute_batch(sql).with_context(|| format!("applying migration {}", i + 1))?;
+            let broken: i64 = tx.query_row("SELECT COUNT(*) FROM pragma_foreign_key_check", [], |r| r.get(0))?;
+            anyhow::ensure!(
+                broken == 0,
+                "migration {} would leave {broken} broken references; nothing was changed",
+                i + 1
+            );
             tx.pragma_update(None, "user_version", (i + 1) as i64)?;
             tx.commit()?;
         }

@@ -1,7 +1,10 @@
 //! Credits, sends and transfers (process-events).
 //!
-//! `credits` holds one row per credited invoice (what must be transferred), `sends` one row per
-//! transfer we asked for (claimed before the request), `transfers` what Stark Bank says exists.
+//! `credits` holds one row per credited invoice of our workspace (what must be transferred, or
+//! why not), `sends` one row per transfer we asked for (claimed before the request), `transfers`
+//! what Stark Bank says exists. Ownership is decided here, from our own records: a credit is ours
+//! when this deployment issued its invoice (`invoice_drafts`); a transfer is ours when its
+//! externalId, amount and target are those of one of our sends.
 
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension as _, params};
@@ -14,6 +17,8 @@ pub struct PendingEvent {
     pub id: String,
     pub subscription: String,
     pub log_type: String,
+    pub workspace_id: Option<String>,
+    pub source: super::EventSource,
     pub body: Vec<u8>,
 }
 
@@ -25,8 +30,86 @@ pub struct InvoiceState {
     pub amount: i64,
     pub nominal_amount: i64,
     pub fee: i64,
-    pub ours: bool,
     pub log_at: String,
+}
+
+/// Where a credit stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CreditState {
+    /// A credited invoice of our workspace that this deployment did not issue: never swept
+    /// (unless `--all-credits` confirms it with our own credentials).
+    Unclaimed,
+    /// Ours, to be transferred.
+    Open,
+    Transferred,
+    /// Nothing to transfer (net <= 0), or not ours after all.
+    Skipped,
+    /// A human must look (the reason says why).
+    Attention,
+}
+
+impl CreditState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CreditState::Unclaimed => "unclaimed",
+            CreditState::Open => "open",
+            CreditState::Transferred => "transferred",
+            CreditState::Skipped => "skipped",
+            CreditState::Attention => "attention",
+        }
+    }
+
+    fn parse(s: &str) -> rusqlite::Result<Self> {
+        Ok(match s {
+            "unclaimed" => CreditState::Unclaimed,
+            "open" => CreditState::Open,
+            "transferred" => CreditState::Transferred,
+            "skipped" => CreditState::Skipped,
+            "attention" => CreditState::Attention,
+            other => return Err(bad_text("credits.state", other)),
+        })
+    }
+}
+
+/// Why a credit is ours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    /// This deployment issued the invoice.
+    Issued,
+    /// `--all-credits`: an invoice of our workspace, confirmed by fetching it with our credentials.
+    Workspace,
+    /// Recorded before ownership was checked (schema version 1), already settled.
+    Legacy,
+}
+
+impl Origin {
+    fn as_str(self) -> &'static str {
+        match self {
+            Origin::Issued => "issued",
+            Origin::Workspace => "workspace",
+            Origin::Legacy => "legacy",
+        }
+    }
+
+    fn parse(s: Option<String>) -> rusqlite::Result<Option<Self>> {
+        Ok(match s.as_deref() {
+            None => None,
+            Some("issued") => Some(Origin::Issued),
+            Some("workspace") => Some(Origin::Workspace),
+            Some("legacy") => Some(Origin::Legacy),
+            Some(other) => return Err(bad_text("credits.origin", other)),
+        })
+    }
+}
+
+fn bad_text(column: &str, value: &str) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        0,
+        rusqlite::types::Type::Text,
+        format!("{column} holds {value:?}, which this stark-sweep does not know").into(),
+    )
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,13 +121,32 @@ pub struct Credit {
     pub net: i64,
     pub credited_at: String,
     pub recorded_at: String,
-    pub state: String,
+    pub state: CreditState,
     pub reason: Option<String>,
     pub next_send_at: Option<String>,
+    pub origin: Option<Origin>,
 }
 
+/// A `credited` log of an invoice of our workspace, before ownership is decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Send {
+pub struct CreditedLog {
+    pub invoice_id: String,
+    /// The event id, or `log:<id>` for a log fetched from the API.
+    pub event_id: String,
+    pub amount: i64,
+    pub fee: i64,
+    pub credited_at: String,
+}
+
+impl CreditedLog {
+    pub fn net(&self) -> i64 {
+        self.amount.saturating_sub(self.fee)
+    }
+}
+
+/// One transfer we asked for (a row of `sends`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendRow {
     pub external_id: String,
     pub invoice_id: String,
     pub attempt: u32,
@@ -53,6 +155,8 @@ pub struct Send {
     /// `None` while the request's fate is not recorded (in flight, or the process died).
     pub outcome: Option<String>,
     pub error: Option<String>,
+    /// Where it was sent (`target_key`); `None` for sends recorded before schema version 2.
+    pub target: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +167,9 @@ pub struct TransferRow {
     pub amount: i64,
     pub status: String,
     pub updated_at: String,
+    /// Its externalId, amount and target are those of one of our sends.
+    pub ours: bool,
+    pub target: Option<String>,
 }
 
 impl TransferRow {
@@ -76,6 +183,13 @@ impl TransferRow {
     }
 }
 
+/// `bank/branch/account/taxid`, the tax id as digits only: how a send's target and a
+/// transfer's are compared.
+pub fn target_key(bank_code: &str, branch_code: &str, account_number: &str, tax_id: &str) -> String {
+    let digits: String = tax_id.chars().filter(char::is_ascii_digit).collect();
+    format!("{}/{}/{}/{digits}", bank_code.trim(), branch_code.trim(), account_number.trim())
+}
+
 fn credit_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Credit> {
     Ok(Credit {
         invoice_id: r.get(0)?,
@@ -85,17 +199,18 @@ fn credit_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Credit> {
         net: r.get(4)?,
         credited_at: r.get(5)?,
         recorded_at: r.get(6)?,
-        state: r.get(7)?,
+        state: CreditState::parse(&r.get::<_, String>(7)?)?,
         reason: r.get(8)?,
         next_send_at: r.get(9)?,
+        origin: Origin::parse(r.get(10)?)?,
     })
 }
 
 const CREDIT_COLUMNS: &str =
-    "invoice_id, event_id, amount, fee, net, credited_at, recorded_at, state, reason, next_send_at";
+    "invoice_id, event_id, amount, fee, net, credited_at, recorded_at, state, reason, next_send_at, origin";
 
-fn send_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Send> {
-    Ok(Send {
+fn send_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SendRow> {
+    Ok(SendRow {
         external_id: r.get(0)?,
         invoice_id: r.get(1)?,
         attempt: r.get(2)?,
@@ -103,10 +218,11 @@ fn send_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Send> {
         claimed_at: r.get(4)?,
         outcome: r.get(5)?,
         error: r.get(6)?,
+        target: r.get(7)?,
     })
 }
 
-const SEND_COLUMNS: &str = "external_id, invoice_id, attempt, amount, claimed_at, outcome, error";
+const SEND_COLUMNS: &str = "external_id, invoice_id, attempt, amount, claimed_at, outcome, error, target";
 
 fn transfer_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TransferRow> {
     Ok(TransferRow {
@@ -116,32 +232,84 @@ fn transfer_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TransferRow> {
         amount: r.get(3)?,
         status: r.get(4)?,
         updated_at: r.get(5)?,
+        ours: r.get(6)?,
+        target: r.get(7)?,
     })
 }
 
-const TRANSFER_COLUMNS: &str = "id, external_id, invoice_id, amount, status, updated_at";
+const TRANSFER_COLUMNS: &str = "id, external_id, invoice_id, amount, status, updated_at, ours, target";
 
 /// Effects of applying one event, written together with its `applied_at`.
 #[derive(Debug, Clone, Default)]
 pub struct EventEffects {
     pub invoice: Option<InvoiceState>,
-    pub credit: Option<Credit>,
+    pub credited: Option<CreditedLog>,
     pub transfer: Option<TransferRow>,
+}
+
+/// What a credit of an invoice is, given whether we issued it: `(state, reason)`.
+fn state_of_new_credit(ours: bool, net: i64, amount: i64, fee: i64) -> (CreditState, Option<String>) {
+    if !ours {
+        return (CreditState::Unclaimed, Some("not an invoice this deployment issued".into()));
+    }
+    if net > 0 {
+        (CreditState::Open, None)
+    } else {
+        (CreditState::Skipped, Some(format!("nothing to transfer: amount {amount} minus fee {fee} is not positive")))
+    }
+}
+
+fn issued_by_us(tx: &rusqlite::Transaction<'_>, invoice_id: &str) -> rusqlite::Result<bool> {
+    tx.prepare_cached("SELECT EXISTS (SELECT 1 FROM invoice_drafts WHERE invoice_id = ?1)")?
+        .query_row([invoice_id], |r| r.get(0))
+}
+
+/// Records a credited log, deciding ownership from our own records. Returns 1 when it is a new
+/// credit of ours, 0 otherwise (already recorded, or not ours).
+fn record_credit(tx: &rusqlite::Transaction<'_>, c: &CreditedLog, now: DateTime<Utc>) -> rusqlite::Result<usize> {
+    let ours = issued_by_us(tx, &c.invoice_id)?;
+    let (state, reason) = state_of_new_credit(ours, c.net(), c.amount, c.fee);
+    let n = tx.execute(
+        "INSERT INTO credits (invoice_id, event_id, amount, fee, net, credited_at, recorded_at, state, reason, origin)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT (invoice_id) DO NOTHING",
+        params![
+            c.invoice_id,
+            c.event_id,
+            c.amount,
+            c.fee,
+            c.net(),
+            c.credited_at,
+            ts(now),
+            state.as_str(),
+            reason,
+            ours.then_some(Origin::Issued.as_str())
+        ],
+    )?;
+    Ok(if ours { n } else { 0 })
 }
 
 impl Store {
     /// Events not yet applied, oldest first.
     pub fn pending_events(&self, limit: usize) -> anyhow::Result<Vec<PendingEvent>> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT id, subscription, log_type, body FROM events WHERE applied_at IS NULL ORDER BY created, id LIMIT ?1",
+            "SELECT id, subscription, log_type, workspace_id, source, body FROM events WHERE applied_at IS NULL
+             ORDER BY created, id LIMIT ?1",
         )?;
         let rows = stmt.query_map([limit as i64], |r| {
-            Ok(PendingEvent { id: r.get(0)?, subscription: r.get(1)?, log_type: r.get(2)?, body: r.get(3)? })
+            Ok(PendingEvent {
+                id: r.get(0)?,
+                subscription: r.get(1)?,
+                log_type: r.get(2)?,
+                workspace_id: r.get(3)?,
+                source: super::EventSource::parse(&r.get::<_, String>(4)?)?,
+                body: r.get(5)?,
+            })
         })?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
     /// Applies many events' effects in one transaction; each event is marked applied with them.
+    /// Returns how many new credits of ours.
     pub fn apply_events(&mut self, applied: &[(String, EventEffects)], now: DateTime<Utc>) -> anyhow::Result<usize> {
         let tx = self.conn.transaction()?;
         let mut new_credits = 0;
@@ -151,17 +319,22 @@ impl Store {
                     "INSERT INTO invoices (id, status, amount, nominal_amount, fee, ours, last_log_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                      ON CONFLICT (id) DO UPDATE SET status = excluded.status, amount = excluded.amount,
-                        nominal_amount = excluded.nominal_amount, fee = excluded.fee, last_log_at = excluded.last_log_at
+                        nominal_amount = excluded.nominal_amount, fee = excluded.fee, ours = excluded.ours,
+                        last_log_at = excluded.last_log_at
                      WHERE excluded.last_log_at >= invoices.last_log_at",
-                    params![inv.id, inv.status, inv.amount, inv.nominal_amount, inv.fee, inv.ours, inv.log_at],
+                    params![
+                        inv.id,
+                        inv.status,
+                        inv.amount,
+                        inv.nominal_amount,
+                        inv.fee,
+                        issued_by_us(&tx, &inv.id)?,
+                        inv.log_at
+                    ],
                 )?;
             }
-            if let Some(c) = &fx.credit {
-                new_credits += tx.execute(
-                    "INSERT INTO credits (invoice_id, event_id, amount, fee, net, credited_at, recorded_at, state, reason)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (invoice_id) DO NOTHING",
-                    params![c.invoice_id, c.event_id, c.amount, c.fee, c.net, c.credited_at, ts(now), c.state, c.reason],
-                )?;
+            if let Some(c) = &fx.credited {
+                new_credits += record_credit(&tx, c, now)?;
             }
             if let Some(t) = &fx.transfer {
                 upsert_transfer(&tx, t)?;
@@ -170,6 +343,17 @@ impl Store {
         }
         tx.commit()?;
         Ok(new_credits)
+    }
+
+    /// Records credited logs fetched from the API (reconciliation); returns how many are new and ours.
+    pub fn record_credited_logs(&mut self, logs: &[CreditedLog], now: DateTime<Utc>) -> anyhow::Result<usize> {
+        let tx = self.conn.transaction()?;
+        let mut n = 0;
+        for c in logs {
+            n += record_credit(&tx, c, now)?;
+        }
+        tx.commit()?;
+        Ok(n)
     }
 
     /// Records what Stark Bank says about transfers (answers, lookups, refreshes).
@@ -182,20 +366,30 @@ impl Store {
         Ok(())
     }
 
-    pub fn open_credits(&self) -> anyhow::Result<Vec<Credit>> {
+    fn credits_where(&self, condition: &str) -> anyhow::Result<Vec<Credit>> {
         let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {CREDIT_COLUMNS} FROM credits WHERE state = 'open' ORDER BY credited_at, invoice_id"
+            "SELECT {CREDIT_COLUMNS} FROM credits WHERE {condition} ORDER BY credited_at, invoice_id"
         ))?;
         let rows = stmt.query_map([], credit_from_row)?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
+    pub fn open_credits(&self) -> anyhow::Result<Vec<Credit>> {
+        self.credits_where("state = 'open'")
+    }
+
+    /// Credits of our workspace that this deployment did not issue.
+    pub fn unclaimed_credits(&self) -> anyhow::Result<Vec<Credit>> {
+        self.credits_where("state = 'unclaimed'")
+    }
+
+    /// Our credits (every state but unclaimed).
     pub fn credits(&self) -> anyhow::Result<Vec<Credit>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(&format!("SELECT {CREDIT_COLUMNS} FROM credits ORDER BY credited_at, invoice_id"))?;
-        let rows = stmt.query_map([], credit_from_row)?;
-        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        self.credits_where("state <> 'unclaimed'")
+    }
+
+    pub fn credits_in(&self, state: CreditState) -> anyhow::Result<Vec<Credit>> {
+        self.credits_where(&format!("state = '{}'", state.as_str()))
     }
 
     pub fn credit(&self, invoice_id: &str) -> anyhow::Result<Option<Credit>> {
@@ -209,10 +403,34 @@ impl Store {
             .optional()?)
     }
 
-    pub fn set_credit_state(&mut self, invoice_id: &str, state: &str, reason: Option<&str>) -> anyhow::Result<()> {
+    pub fn set_credit_state(
+        &mut self,
+        invoice_id: &str,
+        state: CreditState,
+        reason: Option<&str>,
+    ) -> anyhow::Result<()> {
         self.conn.execute(
             "UPDATE credits SET state = ?2, reason = ?3, next_send_at = NULL WHERE invoice_id = ?1",
-            params![invoice_id, state, reason],
+            params![invoice_id, state.as_str(), reason],
+        )?;
+        Ok(())
+    }
+
+    /// `--all-credits`: an unclaimed credit confirmed by fetching its invoice with our own
+    /// credentials becomes ours, with the amount and fee of that answer.
+    pub fn confirm_workspace_credit(
+        &mut self,
+        invoice_id: &str,
+        amount: i64,
+        fee: i64,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        let net = amount.saturating_sub(fee);
+        let (state, reason) = state_of_new_credit(true, net, amount, fee);
+        self.conn.execute(
+            "UPDATE credits SET amount = ?2, fee = ?3, net = ?4, state = ?5, reason = ?6, origin = 'workspace',
+                confirmed_at = ?7 WHERE invoice_id = ?1 AND state = 'unclaimed'",
+            params![invoice_id, amount, fee, net, state.as_str(), reason, ts(now)],
         )?;
         Ok(())
     }
@@ -223,8 +441,20 @@ impl Store {
         Ok(())
     }
 
-    /// Every send, grouped later by invoice.
-    pub fn sends(&self) -> anyhow::Result<Vec<Send>> {
+    /// The newest send (highest attempt) for an invoice.
+    pub fn last_send(&self, invoice_id: &str) -> anyhow::Result<Option<SendRow>> {
+        Ok(self
+            .conn
+            .query_row(
+                &format!("SELECT {SEND_COLUMNS} FROM sends WHERE invoice_id = ?1 ORDER BY attempt DESC LIMIT 1"),
+                [invoice_id],
+                send_from_row,
+            )
+            .optional()?)
+    }
+
+    /// Every send, in invoice and attempt order.
+    pub fn sends(&self) -> anyhow::Result<Vec<SendRow>> {
         let mut stmt =
             self.conn.prepare_cached(&format!("SELECT {SEND_COLUMNS} FROM sends ORDER BY invoice_id, attempt"))?;
         let rows = stmt.query_map([], send_from_row)?;
@@ -238,23 +468,35 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
+    /// Our transfers still created or processing.
+    pub fn alive_transfers(&self) -> anyhow::Result<Vec<TransferRow>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {TRANSFER_COLUMNS} FROM transfers WHERE ours = 1 AND status IN ('created', 'processing') ORDER BY id"
+        ))?;
+        let rows = stmt.query_map([], transfer_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    /// Our transfers for an invoice (those that can settle its credit).
     pub fn transfers_for(&self, invoice_id: &str) -> anyhow::Result<Vec<TransferRow>> {
-        let mut stmt =
-            self.conn.prepare_cached(&format!("SELECT {TRANSFER_COLUMNS} FROM transfers WHERE invoice_id = ?1"))?;
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!("SELECT {TRANSFER_COLUMNS} FROM transfers WHERE invoice_id = ?1 AND ours = 1"))?;
         let rows = stmt.query_map([invoice_id], transfer_from_row)?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
     /// Claims new sends durably, all or none, before any request leaves. The unique
     /// (invoice, attempt) and externalId constraints make a double claim impossible.
-    pub fn claim_sends(&mut self, sends: &[Send]) -> anyhow::Result<()> {
+    pub fn claim_sends(&mut self, sends: &[SendRow]) -> anyhow::Result<()> {
         let tx = self.conn.transaction()?;
         {
             let mut stmt = tx.prepare_cached(
-                "INSERT INTO sends (external_id, invoice_id, attempt, amount, claimed_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO sends (external_id, invoice_id, attempt, amount, claimed_at, target)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
             for s in sends {
-                stmt.execute(params![s.external_id, s.invoice_id, s.attempt, s.amount, s.claimed_at])?;
+                stmt.execute(params![s.external_id, s.invoice_id, s.attempt, s.amount, s.claimed_at, s.target])?;
             }
         }
         tx.commit()?;
@@ -273,12 +515,20 @@ impl Store {
         Ok(())
     }
 
-    /// Those of `ids` whose events are recorded and applied.
-    pub fn applied_among(&self, ids: &[String]) -> anyhow::Result<Vec<String>> {
-        let mut stmt = self.conn.prepare_cached("SELECT applied_at IS NOT NULL FROM events WHERE id = ?1")?;
+    /// Those of `ids` whose events are recorded, applied, and about one of our invoices (with
+    /// `all_credits`: any invoice of our workspace) or one of our transfers.
+    pub fn ours_applied_among(&self, ids: &[String], all_credits: bool) -> anyhow::Result<Vec<String>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT e.applied_at IS NOT NULL AND (
+                 (e.subscription = 'invoice'
+                    AND (?2 OR EXISTS (SELECT 1 FROM invoice_drafts d WHERE d.invoice_id = e.resource_id)))
+              OR (e.subscription = 'transfer'
+                    AND EXISTS (SELECT 1 FROM transfers t WHERE t.id = e.resource_id AND t.ours = 1)))
+             FROM events e WHERE e.id = ?1",
+        )?;
         let mut out = Vec::new();
         for id in ids {
-            let applied: Option<bool> = stmt.query_row([id], |r| r.get(0)).optional()?;
+            let applied: Option<bool> = stmt.query_row(params![id, all_credits], |r| r.get(0)).optional()?;
             if applied == Some(true) {
                 out.push(id.clone());
             }
@@ -299,9 +549,11 @@ impl Store {
         Ok(())
     }
 
+    /// Our invoices' latest known states.
     pub fn invoices(&self) -> anyhow::Result<Vec<InvoiceState>> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT id, status, amount, nominal_amount, fee, ours, last_log_at FROM invoices ORDER BY id",
+            "SELECT i.id, i.status, i.amount, i.nominal_amount, i.fee, i.last_log_at FROM invoices i
+             WHERE EXISTS (SELECT 1 FROM invoice_drafts d WHERE d.invoice_id = i.id) ORDER BY i.id",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok(InvoiceState {
@@ -310,23 +562,77 @@ impl Store {
                 amount: r.get(2)?,
                 nominal_amount: r.get(3)?,
                 fee: r.get(4)?,
-                ours: r.get(5)?,
-                log_at: r.get(6)?,
+                log_at: r.get(5)?,
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
+
+    /// Invoices this deployment issued that may still be credited and have no credit recorded:
+    /// issued, not canceled or expired as far as we know, and not past due + expiration (plus a
+    /// day of slack). Their credited logs are fetched by reconciliation.
+    pub fn uncredited_invoices(&self, now: DateTime<Utc>) -> anyhow::Result<Vec<String>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT d.invoice_id, d.due, d.expiration FROM invoice_drafts d
+             WHERE d.invoice_id IS NOT NULL
+               AND NOT EXISTS (SELECT 1 FROM credits c WHERE c.invoice_id = d.invoice_id)
+               AND NOT EXISTS (SELECT 1 FROM invoices i WHERE i.id = d.invoice_id AND i.status IN ('canceled', 'expired'))
+             ORDER BY d.invoice_id",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, due, expiration) = row?;
+            let payable_until = crate::starkbank::time::parse_date_or_datetime(&due)
+                .map(|d| d + chrono::Duration::seconds(expiration) + chrono::Duration::days(1));
+            if payable_until.is_none_or(|t| t > now) {
+                out.push(id);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Transfers that are not ours but carry the tag of one of our invoices: money that moved
+    /// (or may move) in our credit's name without us sending it.
+    pub fn stray_transfers(&self) -> anyhow::Result<Vec<TransferRow>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {TRANSFER_COLUMNS} FROM transfers t WHERE t.ours = 0
+               AND EXISTS (SELECT 1 FROM invoice_drafts d WHERE d.invoice_id = t.invoice_id)
+             ORDER BY t.invoice_id, t.id"
+        ))?;
+        let rows = stmt.query_map([], transfer_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    /// How many credits of invoices this deployment did not issue it has seen (and ignored).
+    pub fn count_unclaimed(&self) -> anyhow::Result<i64> {
+        Ok(self.conn.query_row("SELECT COUNT(*) FROM credits WHERE state = 'unclaimed'", [], |r| r.get(0))?)
+    }
 }
 
 /// Newer information wins; a final status (success, failed, canceled) is never replaced by an
-/// earlier one that arrives late.
+/// earlier one that arrives late. Whether the transfer is ours is decided from our sends, never
+/// from tags.
 fn upsert_transfer(tx: &rusqlite::Transaction<'_>, t: &TransferRow) -> rusqlite::Result<()> {
+    let send: Option<(String, i64, Option<String>)> = tx
+        .prepare_cached("SELECT invoice_id, amount, target FROM sends WHERE external_id = ?1")?
+        .query_row([&t.external_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    let ours = send.as_ref().is_some_and(|(_, amount, target)| {
+        *amount == t.amount && (target.is_none() || t.target.is_none() || target == &t.target)
+    });
+    // Our own transfer belongs to the invoice we sent it for, whatever its tags say.
+    let invoice_id = match &send {
+        Some((invoice, ..)) if ours => invoice.clone(),
+        _ => t.invoice_id.clone(),
+    };
     tx.execute(
-        "INSERT INTO transfers (id, external_id, invoice_id, amount, status, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+        "INSERT INTO transfers (id, external_id, invoice_id, amount, status, updated_at, ours, target)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
          ON CONFLICT (id) DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at
          WHERE transfers.status NOT IN ('success', 'failed', 'canceled')
            AND (excluded.status IN ('success', 'failed', 'canceled') OR excluded.updated_at >= transfers.updated_at)",
-        params![t.id, t.external_id, t.invoice_id, t.amount, t.status, t.updated_at],
+        params![t.id, t.external_id, invoice_id, t.amount, t.status, t.updated_at, ours, t.target],
     )?;
     Ok(())
 }
@@ -344,12 +650,39 @@ mod tests {
             amount: 100,
             status: status.into(),
             updated_at: at.into(),
+            ours: false,
+            target: None,
+        }
+    }
+
+    fn credit_row(store: &Store) {
+        store
+            .conn
+            .execute(
+                "INSERT INTO credits (invoice_id, event_id, amount, fee, net, credited_at, recorded_at, state) VALUES ('i1','e1',100,0,100,'t','t','open')",
+                [],
+            )
+            .unwrap();
+    }
+
+    fn send(external_id: &str, attempt: u32) -> SendRow {
+        SendRow {
+            external_id: external_id.into(),
+            invoice_id: "i1".into(),
+            attempt,
+            amount: 100,
+            claimed_at: "t".into(),
+            outcome: None,
+            error: None,
+            target: Some(target_key("20018183", "0001", "1", "20.018.183/0001-80")),
         }
     }
 
     #[test]
     fn final_transfer_status_never_regresses() {
         let (_d, mut store) = temp_store();
+        credit_row(&store);
+        store.claim_sends(&[send("x1", 1)]).unwrap();
         store.upsert_transfers(&[transfer("t1", "created", "2026-01-01T00:00:00+00:00")]).unwrap();
         store.upsert_transfers(&[transfer("t1", "success", "2026-01-01T00:00:02+00:00")]).unwrap();
         store.upsert_transfers(&[transfer("t1", "processing", "2026-01-01T00:00:03+00:00")]).unwrap();
@@ -359,25 +692,41 @@ mod tests {
     #[test]
     fn a_send_cannot_be_claimed_twice() {
         let (_d, mut store) = temp_store();
-        store
-            .conn
-            .execute(
-                "INSERT INTO credits (invoice_id, event_id, amount, fee, net, credited_at, recorded_at, state) VALUES ('i1','e1',100,0,100,'t','t','open')",
-                [],
-            )
-            .unwrap();
-        let send = Send {
-            external_id: "x1".into(),
-            invoice_id: "i1".into(),
-            attempt: 1,
-            amount: 100,
-            claimed_at: "t".into(),
-            outcome: None,
-            error: None,
-        };
-        store.claim_sends(std::slice::from_ref(&send)).unwrap();
-        let again = Send { external_id: "x1-other".into(), ..send };
+        credit_row(&store);
+        let first = send("x1", 1);
+        store.claim_sends(std::slice::from_ref(&first)).unwrap();
+        let again = SendRow { external_id: "x1-other".into(), ..first };
         assert!(store.claim_sends(&[again]).is_err(), "same invoice and attempt must be refused");
         assert_eq!(store.sends().unwrap().len(), 1);
+    }
+
+    /// A transfer is ours only when externalId, amount and target are those of our send.
+    #[test]
+    fn a_transfer_is_ours_only_if_it_matches_a_send() {
+        let (_d, mut store) = temp_store();
+        credit_row(&store);
+        store.claim_sends(&[send("x1", 1)]).unwrap();
+        let target = Some(target_key("20018183", "0001", "1", "20018183000180"));
+        let elsewhere = Some(target_key("341", "0001", "99", "20018183000180"));
+        let row = |id: &str, external: &str, amount: i64, target: Option<String>| TransferRow {
+            id: id.into(),
+            external_id: external.into(),
+            invoice_id: "i1".into(),
+            amount,
+            status: "success".into(),
+            updated_at: "t".into(),
+            ours: true, // claimed by the caller: must be decided by the store instead
+            target,
+        };
+        store
+            .upsert_transfers(&[
+                row("a", "x1", 100, target.clone()),
+                row("b", "someone-else", 100, target.clone()),
+                row("c", "x1", 999, target.clone()),
+                row("d", "x1", 100, elsewhere),
+            ])
+            .unwrap();
+        let ours: Vec<String> = store.transfers_for("i1").unwrap().into_iter().map(|t| t.id).collect();
+        assert_eq!(ours, ["a"]);
     }
 }

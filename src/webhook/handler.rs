@@ -1,19 +1,26 @@
 //! One request, from routing to its answer and its log line.
 //!
 //! Owns: the status of every outcome (200 stored or duplicate, 400 malformed, 401 unsigned or
-//! forged, 403 other workspace, 404/405, 413 too large, 431 headers too large (hyper, before we
-//! see the request), 503 store or key unavailable or too busy) and the one log line per webhook
-//! request (event id, subscription, log type, outcome, latency; never bodies, names, tax ids or
-//! keys). Does not own: connections, limits on them, or timeouts (`httpd`).
+//! forged, 403 another workspace's, 404/405, 413 too large, 431 headers too large (hyper, before
+//! we see the request), 503 store, key or workspace unavailable, or too busy), the workspace
+//! gate, and the one log line per webhook request (event id, subscription, log type, outcome,
+//! latency; never bodies, names, tax ids or keys). Does not own: connections, limits on them,
+//! or timeouts (`httpd`).
+//!
+//! The workspace gate: a valid signature proves an event is Stark Bank's, for *some*
+//! workspace. An event is stored only when it is proven ours: it names the pinned workspace, or
+//! (none pinned yet, or it names none) Stark Bank shows it to us when we look it up with our own
+//! credentials. Anything else gets 403 and is not stored (Stark Bank stops after 3 retries); a
+//! lookup that cannot be made now gets 503.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, SyncSender};
 use std::time::Instant;
 
-use super::Config;
 use super::permits::Permits;
 use super::writer::{Msg, Verdict};
+use super::{Config, Lookup, LookupEvent};
 use crate::httpd::{self, Decision, Head, Request, Response};
 use crate::starkbank::event::{self, EventSummary};
 use crate::starkbank::verify::{KeyCache, Signed, WebhookAuthError};
@@ -26,18 +33,125 @@ pub struct Webhooks {
     writer: SyncSender<Msg>,
     permits: Permits,
     body_limit: u64,
-    workspace_id: Option<String>,
+    /// `STARKBANK_WORKSPACE_ID`, when set.
+    configured: Option<String>,
+    /// The pinned workspace, once known.
+    pinned: std::sync::RwLock<Option<String>>,
+    lookup: Option<LookupEvent>,
+    /// Events Stark Bank said are not ours: a replayed one costs no second lookup.
+    not_ours: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+/// Most event ids remembered as not ours (replays of the same ones cost nothing; beyond this
+/// the set is emptied and refills).
+const NOT_OURS_CACHE: usize = 10_000;
+
+/// Whose an event is.
+enum Whose {
+    Ours,
+    Other(String),
+    Unknown(String),
 }
 
 impl Webhooks {
-    pub fn new(cfg: &Config, keys: Arc<KeyCache>, store_healthy: Arc<AtomicBool>, writer: SyncSender<Msg>) -> Self {
+    pub fn new(
+        cfg: &Config,
+        keys: Arc<KeyCache>,
+        store_healthy: Arc<AtomicBool>,
+        writer: SyncSender<Msg>,
+        pinned: Option<String>,
+    ) -> Self {
         Self {
             keys,
             store_healthy,
             writer,
             permits: Permits::new(cfg.workers),
             body_limit: cfg.body_limit,
-            workspace_id: cfg.workspace_id.clone(),
+            configured: cfg.workspace_id.clone(),
+            pinned: std::sync::RwLock::new(pinned),
+            lookup: cfg.lookup_event.clone(),
+            not_ours: std::sync::Mutex::new(std::collections::HashSet::new()),
+        }
+    }
+
+    fn ask_writer<T>(&self, msg: impl FnOnce(SyncSender<Result<T, String>>) -> Msg) -> Result<T, String> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.writer.send(msg(tx)).map_err(|_| "the store is unavailable".to_string())?;
+        rx.recv().map_err(|_| "the store is unavailable".to_string())?
+    }
+
+    fn pinned(&self) -> Result<Option<String>, String> {
+        if let Some(ws) = self.pinned.read().map_err(|_| "lock poisoned")?.clone() {
+            return Ok(Some(ws));
+        }
+        // Another process (process-events, issue-invoices) may have pinned it since we started.
+        let ws = self.ask_writer(Msg::Workspace)?;
+        if let Some(ws) = &ws
+            && let Ok(mut p) = self.pinned.write()
+        {
+            *p = Some(ws.clone());
+        }
+        Ok(ws)
+    }
+
+    /// The gate (see the module doc). On `Ours`, `summary.workspace_id` is the proven workspace.
+    fn whose(&self, summary: &mut EventSummary) -> Whose {
+        if let Some(c) = &self.configured
+            && summary.workspace_id.as_deref() != Some(c.as_str())
+        {
+            return Whose::Other(format!("names workspace {:?}, not STARKBANK_WORKSPACE_ID={c}", summary.workspace_id));
+        }
+        let pinned = match self.pinned() {
+            Ok(p) => p,
+            Err(e) => return Whose::Unknown(e),
+        };
+        match (&pinned, &summary.workspace_id) {
+            (Some(p), Some(w)) if p == w => return Whose::Ours,
+            (Some(p), Some(w)) => return Whose::Other(format!("names workspace {w}, not ours ({p})")),
+            _ => {}
+        }
+        if self.not_ours.lock().is_ok_and(|s| s.contains(&summary.id)) {
+            return Whose::Other("Stark Bank does not show this event to this project".into());
+        }
+        let Some(lookup) = &self.lookup else {
+            return Whose::Unknown("the workspace is not pinned yet and the listener has no API credentials".into());
+        };
+        match lookup(&summary.id) {
+            Err(e) => Whose::Unknown(format!("looking the event up failed: {e}")),
+            Ok(Lookup::NotOurs) => {
+                if let Ok(mut s) = self.not_ours.lock() {
+                    if s.len() >= NOT_OURS_CACHE {
+                        s.clear();
+                    }
+                    s.insert(summary.id.clone());
+                }
+                Whose::Other("Stark Bank does not show this event to this project".into())
+            }
+            Ok(Lookup::Ours { workspace }) => {
+                let proven = workspace.or_else(|| summary.workspace_id.clone());
+                match (&pinned, proven) {
+                    (Some(p), Some(w)) if p != &w => {
+                        Whose::Other(format!("Stark Bank says workspace {w}, not ours ({p})"))
+                    }
+                    (Some(p), _) => {
+                        summary.workspace_id = Some(p.clone());
+                        Whose::Ours
+                    }
+                    (None, Some(w)) => match self.ask_writer(|tx| Msg::Pin(w.clone(), tx)) {
+                        Ok(now_pinned) if now_pinned == w => {
+                            if let Ok(mut p) = self.pinned.write() {
+                                *p = Some(w.clone());
+                            }
+                            summary.workspace_id = Some(w);
+                            Whose::Ours
+                        }
+                        Ok(now_pinned) => Whose::Other(format!("names workspace {w}, not ours ({now_pinned})")),
+                        Err(e) => Whose::Unknown(e),
+                    },
+                    // Ours, but nobody says which workspace that is: store it, pin nothing.
+                    (None, None) => Whose::Ours,
+                }
+            }
         }
     }
 }
@@ -139,17 +253,23 @@ impl Webhooks {
             }
         };
 
-        let summary = match event::parse_body(&text) {
+        let mut summary = match event::parse_body(&text) {
             Ok(summary) => summary,
             Err(e) => {
                 log::debug!("signed but malformed event: {e}");
                 return refuse(400, "malformed event");
             }
         };
-        if let Some(ours) = &self.workspace_id
-            && summary.workspace_id.as_deref() != Some(ours.as_str())
-        {
-            return Answer { event: Some(summary), ..refuse(403, "other workspace") };
+        match self.whose(&mut summary) {
+            Whose::Ours => {}
+            Whose::Other(why) => {
+                log::warn!("webhook {}: another workspace's event, not stored: {why}", summary.id);
+                return Answer { event: Some(summary), ..refuse(403, "other workspace") };
+            }
+            Whose::Unknown(why) => {
+                log::warn!("webhook {}: cannot tell whose event this is yet ({why}); answered 503", summary.id);
+                return Answer { event: Some(summary), ..refuse(503, "workspace unknown") };
+            }
         }
 
         let (reply_tx, reply_rx) = mpsc::sync_channel::<Verdict>(1);

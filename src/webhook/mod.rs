@@ -36,6 +36,18 @@ use crate::store::Store;
 pub use crate::httpd::Shutdown;
 pub use credit::OnCreditStored;
 
+/// What Stark Bank says of an event looked up by id with our own credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// The API shows it to us: it is our workspace's (which one, when the answer says).
+    Ours { workspace: Option<String> },
+    /// The API does not know it: another workspace's.
+    NotOurs,
+}
+
+/// `GET /v2/event/{id}` as the project (`Err`: cannot tell now, e.g. Stark Bank unreachable).
+pub type LookupEvent = Arc<dyn Fn(&str) -> Result<Lookup, String> + Send + Sync + 'static>;
+
 /// Default largest body: Stark Bank events are a few KiB.
 pub const DEFAULT_BODY_LIMIT: u64 = 1024 * 1024;
 /// Largest request head (request line and headers) we accept, as nginx's default large buffers.
@@ -52,8 +64,13 @@ pub struct Config {
     pub workers: usize,
     /// Requests in flight (reading, verifying, waiting for the commit) at once.
     pub max_requests: usize,
-    /// Refuse (403) events of any other workspace, and events that do not name one.
+    /// `STARKBANK_WORKSPACE_ID`, when set: events naming another are refused (403), and the
+    /// pinned workspace must agree.
     pub workspace_id: Option<String>,
+    /// Looks an event up with our own credentials, to prove its workspace while none is pinned
+    /// (or when it names none). `None` without credentials: such events get 503 until a
+    /// workspace is pinned (by `process-events` or `issue-invoices`).
+    pub lookup_event: Option<LookupEvent>,
     /// Called (in the background, coalesced) after a new `invoice`/`credited` event is stored.
     pub on_credit: Option<OnCreditStored>,
     /// How long a shutdown waits for in-flight requests before giving up on them.
@@ -69,6 +86,7 @@ impl std::fmt::Debug for Config {
             .field("workers", &self.workers)
             .field("max_requests", &self.max_requests)
             .field("workspace_id", &self.workspace_id)
+            .field("lookup_event", &self.lookup_event.is_some())
             .field("on_credit", &self.on_credit.is_some())
             .field("drain_timeout", &self.drain_timeout)
             .finish()
@@ -84,6 +102,7 @@ impl Config {
             workers: 2 * cpus,
             max_requests: 512,
             workspace_id: None,
+            lookup_event: None,
             on_credit: None,
             drain_timeout: Duration::from_secs(10),
             clock: Clock::real(),
@@ -96,6 +115,17 @@ impl Config {
 pub fn serve(listener: TcpListener, cfg: Config, keys: Arc<KeyCache>, shutdown: Shutdown) -> anyhow::Result<()> {
     let addr = listener.local_addr().context("reading the listening address")?;
     let store = Store::open(&cfg.db)?;
+    // A database belongs to one workspace: a configuration that says otherwise stops here.
+    let pinned = crate::workspace::check_configured(&store, cfg.workspace_id.as_deref())?;
+    match &pinned {
+        Some(ws) => log::info!("accepting events of workspace {ws} only (pinned in {})", cfg.db.display()),
+        None if cfg.lookup_event.is_some() => {
+            log::info!("workspace not pinned yet: the first event is looked up with this project's credentials")
+        }
+        None => log::warn!(
+            "workspace not pinned yet and no API credentials: events get 503 until `stark-sweep process-events` pins it"
+        ),
+    }
     let healthy = Arc::new(AtomicBool::new(true));
     let credits = match cfg.on_credit.clone() {
         Some(hook) => Some(credit::CreditRunner::start(hook).context("starting the credit hook thread")?),
@@ -106,12 +136,13 @@ pub fn serve(listener: TcpListener, cfg: Config, keys: Arc<KeyCache>, shutdown: 
         store,
         rx,
         clock: cfg.clock,
+        configured_workspace: cfg.workspace_id.clone(),
         healthy: healthy.clone(),
         credits: credits.as_ref().map(|(r, _)| r.clone()),
     };
     let writer_thread = std::thread::Builder::new().name("writer".into()).spawn(move || w.run())?;
     let loader = spawn_key_loader(keys.clone(), shutdown.clone())?;
-    let handler = Arc::new(handler::Webhooks::new(&cfg, keys, healthy, tx.clone()));
+    let handler = Arc::new(handler::Webhooks::new(&cfg, keys, healthy, tx.clone(), pinned));
     let opts = crate::httpd::Options {
         head_limit: HEADER_LIMIT,
         head_timeout: HEAD_TIMEOUT,

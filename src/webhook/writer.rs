@@ -2,7 +2,8 @@
 //!
 //! Owns: the listener's `Store`, batching (take one event, then everything queued behind it,
 //! commit them in one transaction with one fsync, then answer each), the store-health flag
-//! that `/health` reads, and telling the credit hook that a new credit is on disk.
+//! that `/health` reads, telling the credit hook that a new credit is on disk, and reading and
+//! pinning the workspace for the handlers (the only writes besides events).
 //! Does not own: verification, parsing or HTTP.
 
 use std::sync::Arc;
@@ -28,6 +29,10 @@ pub type Verdict = Result<Inserted, ()>;
 
 pub enum Msg {
     Store(Box<NewEvent>, SyncSender<Verdict>),
+    /// The pinned workspace, read afresh (another process may have pinned it since start).
+    Workspace(SyncSender<Result<Option<String>, String>>),
+    /// Pins a workspace proven with our own credentials; answers what is pinned now, or why not.
+    Pin(String, SyncSender<Result<String, String>>),
     /// Commit what is queued before this message, then exit.
     Stop,
 }
@@ -36,6 +41,8 @@ pub struct Writer {
     pub store: Store,
     pub rx: Receiver<Msg>,
     pub clock: Clock,
+    /// `STARKBANK_WORKSPACE_ID`, when set: a pin must agree with it.
+    pub configured_workspace: Option<String>,
     pub healthy: Arc<AtomicBool>,
     pub credits: Option<Arc<CreditRunner>>,
 }
@@ -50,6 +57,10 @@ impl Writer {
                     batch.push(*e);
                     replies.push(r);
                     false
+                }
+                Ok(m @ (Msg::Workspace(_) | Msg::Pin(..))) => {
+                    self.workspace(m);
+                    continue;
                 }
                 Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => true,
                 Err(RecvTimeoutError::Timeout) => {
@@ -70,6 +81,7 @@ impl Writer {
                         batch.push(*e);
                         replies.push(r);
                     }
+                    Ok(m @ (Msg::Workspace(_) | Msg::Pin(..))) => self.workspace(m),
                     Ok(Msg::Stop) | Err(TryRecvError::Disconnected) => stop = true,
                     Err(TryRecvError::Empty) => break,
                 }
@@ -82,6 +94,29 @@ impl Writer {
             if stop {
                 return;
             }
+        }
+    }
+
+    /// Answers a handler's question about the workspace (read it, or pin a proven one).
+    fn workspace(&mut self, msg: Msg) {
+        match msg {
+            Msg::Workspace(reply) => {
+                let _ = reply.send(crate::workspace::pinned(&self.store).map_err(|e| format!("{e:#}")));
+            }
+            Msg::Pin(ws, reply) => {
+                let pinned = crate::workspace::pin(
+                    &mut self.store,
+                    &ws,
+                    crate::workspace::FROM_EVENT_LOOKUP,
+                    self.configured_workspace.as_deref(),
+                    self.clock.now(),
+                );
+                if let Err(e) = &pinned {
+                    log::error!("{}", crate::error::one_line(e));
+                }
+                let _ = reply.send(pinned.map_err(|e| crate::error::one_line(&e)));
+            }
+            Msg::Store(..) | Msg::Stop => {}
         }
     }
 

@@ -16,4 +16,5 @@ mod process_events;
 mod properties;
 mod sandbox;
 mod serve_webhook;
+mod trust;
 mod vectors;

@@ -55,7 +55,7 @@ proptest! {
         let wrapped = serde_json::json!({"event": v});
         let _ = event::parse_body(wrapped.to_string().as_bytes());
         let _ = event::summarize_event(&wrapped["event"]);
-        let _ = sweep::effects_of("e", wrapped.to_string().as_bytes(), &sweep::Options::default());
+        let _ = sweep::effects_of("e", wrapped.to_string().as_bytes());
     }
 
     #[test]

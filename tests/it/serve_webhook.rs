@@ -39,7 +39,11 @@ impl KeyServer {
                 let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
                 let head = read_head(&mut s);
                 let n = h.fetch_add(1, Ordering::SeqCst);
-                let (status, body) = if n < fail_first || !head.contains("/public-key") {
+                // As the real API answers an event id it does not show this project.
+                let unknown_event = r#"{"errors": [{"code": "invalidEvent", "message": "Event not found"}]}"#;
+                let (status, body) = if head.contains("/v2/event/") {
+                    (400, unknown_event.to_string())
+                } else if n < fail_first || !head.contains("/public-key") {
                     (500, "{}".to_string())
                 } else {
                     (200, ok.clone())
@@ -80,13 +84,24 @@ struct Listener {
     db: PathBuf,
 }
 
+/// The workspace every synthetic test event names (that of the real 2021 invoice vector).
+const WORKSPACE: &str = "5078376503050240";
+
+/// The listener's database belongs to `WORKSPACE`, as if `process-events` had learned it.
+fn pin_workspace(db: &Path) {
+    let mut store = stark_sweep::store::Store::open(db).unwrap();
+    stark_sweep::workspace::pin(&mut store, WORKSPACE, "test", None, chrono::Utc::now()).unwrap();
+}
+
 impl Listener {
-    /// Starts `serve-webhook --listen 127.0.0.1:0` in `dir`, with API credentials pointing at `api`.
+    /// Starts `serve-webhook --listen 127.0.0.1:0` in `dir`, with API credentials pointing at
+    /// `api`, on a database pinned to `WORKSPACE`.
     fn start(dir: &Path, api: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
         static N: AtomicUsize = AtomicUsize::new(0);
         let n = N.fetch_add(1, Ordering::SeqCst);
         let log = dir.join(format!("listener-{n}.log"));
         let db = dir.join("sweep.db");
+        pin_workspace(&db);
         let mut c = cmd(dir);
         c.arg("--db").arg(&db).args(["serve-webhook", "--listen", "127.0.0.1:0"]).args(args);
         c.env("STARKBANK_PROJECT_ID", "5656565656565656")
@@ -234,7 +249,7 @@ fn event(id: &str, subscription: &str, log_type: &str, workspace: Option<&str>) 
 }
 
 fn credit(id: &str) -> String {
-    event(id, "invoice", "credited", Some("5078376503050240"))
+    event(id, "invoice", "credited", Some(WORKSPACE))
 }
 
 fn db(path: &Path) -> rusqlite::Connection {
@@ -302,8 +317,10 @@ fn events_signed_by_the_official_library_are_stored_low_and_high_s() {
 }
 
 /// Every fixture vector, against the sandbox key served as `GET /v2/public-key`:
-/// expected_valid=false -> 401 and nothing stored; valid events -> 200 with the signed text
-/// stored; valid signatures over non-events (the bare-uuid bodies) -> 400.
+/// expected_valid=false -> 401 and nothing stored; valid events of the listener's workspace ->
+/// 200 with the signed text stored; valid events of the other workspaces these real vectors
+/// come from (or naming none, which the stand-in API does not know) -> 403, nothing stored;
+/// valid signatures over non-events (the bare-uuid bodies) -> 400.
 #[test]
 fn every_fixture_vector_gets_the_right_answer() {
     let pem = std::fs::read_to_string(fixture("vectors/starkbank-sandbox-public-key.pem")).unwrap();
@@ -327,11 +344,14 @@ fn every_fixture_vector_gets_the_right_answer() {
         let body = v["body"].as_str().unwrap();
         let sig = v["signature"].as_str().unwrap();
         let valid = v["expected_valid"].as_bool().unwrap();
-        let is_event = stark_sweep::starkbank::event::parse_body(body.as_bytes()).is_ok();
-        let expected = match (valid, is_event) {
-            (false, _) => 401,
-            (true, true) => 200,
-            (true, false) => 400,
+        let parsed = stark_sweep::starkbank::event::parse_body(body.as_bytes());
+        let is_event = parsed.is_ok();
+        let ours = parsed.is_ok_and(|e| e.workspace_id.as_deref() == Some(WORKSPACE));
+        let expected = match (valid, is_event, ours) {
+            (false, _, _) => 401,
+            (true, true, true) => 200,
+            (true, true, false) => 403,
+            (true, false, _) => 400,
         };
         let a = post(listener.addr, body.as_bytes(), Some(sig));
         if a.status != expected {
@@ -342,6 +362,9 @@ fn every_fixture_vector_gets_the_right_answer() {
             if accepted.is_empty() {
                 assert_eq!(count(&listener.db), 0, "{name} stored something");
             }
+        } else if expected == 403 {
+            let id = stark_sweep::starkbank::event::parse_body(body.as_bytes()).unwrap().id;
+            assert!(stored(&listener.db, &id).is_none(), "{name}: another workspace's event was stored");
         } else if expected == 200 {
             let id = stark_sweep::starkbank::event::parse_body(body.as_bytes()).unwrap().id;
             let (stored_body, _) = stored(&listener.db, &id).unwrap();
@@ -447,19 +470,33 @@ fn refused_requests_store_nothing() {
     assert!(!log.contains(&good), "signatures must not be logged:\n{log}");
 }
 
-/// STARKBANK_WORKSPACE_ID: events of another workspace, or naming none, get 403 and are not stored.
+/// STARKBANK_WORKSPACE_ID: events of another workspace, or naming none, get 403 and are not
+/// stored; a configured id that contradicts the database's pinned workspace stops the listener
+/// at start (exit 78).
 #[test]
 fn other_workspaces_are_refused_with_403() {
     let signer = Signer::new();
     let dir = tempfile::tempdir().unwrap();
-    let listener = Listener::ready(dir.path(), &signer.keys.url(), &[], &[("STARKBANK_WORKSPACE_ID", "ours")]);
-    for (id, ws, status) in [("w1", Some("ours"), 200), ("w2", Some("theirs"), 403), ("w3", None, 403)] {
+    let listener = Listener::ready(dir.path(), &signer.keys.url(), &[], &[("STARKBANK_WORKSPACE_ID", WORKSPACE)]);
+    for (id, ws, status) in [("w1", Some(WORKSPACE), 200), ("w2", Some("theirs"), 403), ("w3", None, 403)] {
         let body = event(id, "invoice", "credited", ws);
         let a = post(listener.addr, body.as_bytes(), Some(&signer.sign(&body)));
         assert_eq!(a.status, status, "{id}: {}", a.body);
     }
     assert_eq!(count(&listener.db), 1);
     assert!(stored(&listener.db, "w1").is_some());
+    let out = cmd(dir.path())
+        .arg("--db")
+        .arg(&listener.db)
+        .args(["serve-webhook", "--listen", "127.0.0.1:0"])
+        .env("STARKBANK_WORKSPACE_ID", "another")
+        .env("STARKBANK_PROJECT_ID", "5656565656565656")
+        .env("STARKBANK_PRIVATE_KEY", keys::private_key_pem(&keys::generate()).unwrap())
+        .env("STARKBANK_API_URL", signer.keys.url())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("STARKBANK_WORKSPACE_ID=another"));
 }
 
 /// Stark Bank delivers duplicates: the same event sent 20 times at once stores one row.
@@ -590,6 +627,7 @@ fn sigterm_finishes_requests_in_flight_and_exits_zero() {
     // A body over 1 KiB with `Expect: 100-continue`: the "100 Continue" proves a request
     // thread is reading it when the signal arrives.
     let body = json!({"event": {"id": "term1", "subscription": "invoice", "created": "2026-11-29T12:00:00+00:00",
+        "workspaceId": WORKSPACE,
         "log": {"id": "l1", "type": "credited", "invoice": {"id": "i1", "pad": "z".repeat(3000)}}}})
     .to_string();
     let mut s = connect(listener.addr);
@@ -672,6 +710,7 @@ fn on_credit_hook_runs_after_new_credits() {
     let dir = tempfile::tempdir().unwrap();
     let runs = Arc::new(AtomicUsize::new(0));
     let db_path = dir.path().join("hook.db");
+    pin_workspace(&db_path);
     let mut cfg = webhook::Config::new(db_path.clone());
     let r = runs.clone();
     let hook: webhook::OnCreditStored = Arc::new(move || {
@@ -704,8 +743,8 @@ fn on_credit_hook_runs_after_new_credits() {
     assert_eq!(deliver(&credit("h1")), 200);
     wait_for(1);
     assert_eq!(deliver(&credit("h1")), 200); // duplicate
-    assert_eq!(deliver(&event("h2", "invoice", "paid", None)), 200);
-    assert_eq!(deliver(&event("h3", "transfer", "credited", None)), 200);
+    assert_eq!(deliver(&event("h2", "invoice", "paid", Some(WORKSPACE))), 200);
+    assert_eq!(deliver(&event("h3", "transfer", "credited", Some(WORKSPACE))), 200);
     assert_eq!(deliver(&credit("h4")), 200);
     wait_for(2);
     shutdown.trigger();
