@@ -384,7 +384,8 @@ pub struct DemoArgs {
     /// step) [default: 15]
     #[arg(long, env = "STARK_SWEEP_DEMO_STEP_MINUTES", value_name = "MINUTES")]
     pub step_minutes: Option<u32>,
-    /// Seed of the emulator's random choices (printed, so a run can be replayed) [default: random]
+    /// Seed of the emulator's random choices: who pays, ids, fees (printed). The invoices
+    /// issue-invoices draws (people, amounts, how many) differ from run to run [default: random]
     #[arg(long, env = "STARK_SWEEP_DEMO_SEED", value_name = "N")]
     pub seed: Option<u64>,
 }

@@ -28,6 +28,7 @@ use hyper::body::Incoming;
 use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, TRANSFER_ENCODING};
 use hyper::{HeaderMap, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use std::future::Future as _;
 use tokio::io::AsyncWriteExt as _;
 use tokio::sync::Semaphore;
 
@@ -65,9 +66,14 @@ pub struct Options {
     pub head_timeout: Duration,
     /// Time a client has to send a whole body once its head arrived (then 408).
     pub body_timeout: Duration,
-    /// Connections open at once; one more is answered 503 and closed.
+    /// Time an answer may wait for a client to read it (a client that pipelines requests and
+    /// never reads would otherwise hold its connection for ever); then the connection is closed.
+    pub write_timeout: Duration,
+    /// Connections open at once (never more than the file-descriptor limit allows, less a
+    /// reserve); one more is answered 503 and closed.
     pub max_connections: usize,
-    /// Requests being read or handled at once; one more gets the handler's `busy()` answer.
+    /// Handlers running at once; one more request gets the handler's `busy()` answer. A handler
+    /// keeps its place until it returns, even when its client has hung up.
     pub max_in_flight: usize,
     /// Threads polling sockets (handlers run on separate blocking threads).
     pub io_threads: usize,
@@ -85,6 +91,7 @@ impl Options {
             head_limit: 32 * 1024,
             head_timeout: Duration::from_secs(60),
             body_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
             max_connections: 4096,
             max_in_flight: 512,
             io_threads: 2,
@@ -219,7 +226,14 @@ async fn accept_loop(
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::from_std(listener)?;
-    let connections = Arc::new(Semaphore::new(opts.max_connections.max(1)));
+    let max_connections = connection_cap(opts.max_connections);
+    if max_connections < opts.max_connections {
+        log::warn!(
+            "{}: at most {max_connections} connections (the open-file limit is low; raise LimitNOFILE / ulimit -n)",
+            opts.name
+        );
+    }
+    let connections = Arc::new(Semaphore::new(max_connections));
     let in_flight = Arc::new(Semaphore::new(opts.max_in_flight.max(1)));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -227,6 +241,7 @@ async fn accept_loop(
         .timer(TokioTimer::new())
         .header_read_timeout(opts.head_timeout)
         .max_header_size(opts.head_limit)
+        .half_close(true)
         .keep_alive(true);
     let mut accept_errors = 0u32;
     while !shutdown.is_triggered() {
@@ -261,7 +276,8 @@ async fn accept_loop(
             let (handler, in_flight, body_timeout) = (handler.clone(), in_flight.clone(), opts.body_timeout);
             hyper::service::service_fn(move |rq| respond(handler.clone(), in_flight.clone(), rq, peer, body_timeout))
         };
-        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        let io = TokioIo::new(WriteDeadline::new(stream, opts.write_timeout));
+        let conn = graceful.watch(builder.serve_connection(io, service));
         let name = opts.name;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
@@ -272,10 +288,107 @@ async fn accept_loop(
     }
     drop(listener);
     log::log!(opts.lifecycle, "{}: shutting down: finishing requests in flight", opts.name);
-    if tokio::time::timeout(opts.drain_timeout, graceful.shutdown()).await.is_err() {
+    // Connections finish their answers; handlers whose client hung up run on regardless and are
+    // waited for too (all their permits back).
+    let all = u32::try_from(opts.max_in_flight.max(1)).unwrap_or(u32::MAX);
+    let drained = tokio::time::timeout(opts.drain_timeout, async {
+        graceful.shutdown().await;
+        let _ = in_flight.acquire_many(all).await;
+    });
+    if drained.await.is_err() {
         log::warn!("{}: requests still unfinished after {:?}; leaving them", opts.name, opts.drain_timeout);
     }
     Ok(())
+}
+
+/// File descriptors kept for everything but connections (the database, its journal, the
+/// listening socket, outbound HTTP, logs).
+const FD_RESERVE: usize = 64;
+
+/// `wanted`, lowered so that open connections never exhaust the open-file limit: past it,
+/// `accept` fails and nobody, not even `/health`, gets an answer.
+fn connection_cap(wanted: usize) -> usize {
+    let soft = std::fs::read_to_string("/proc/self/limits").ok().and_then(|text| {
+        let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+        line.split_whitespace().nth(3)?.parse::<usize>().ok()
+    });
+    match soft {
+        Some(soft) => wanted.min(soft.saturating_sub(FD_RESERVE)).max(1),
+        None => wanted.max(1),
+    }
+}
+
+/// A connection whose writes give up after `timeout` without progress: an answer no client
+/// reads must not hold a connection (and its place) for ever.
+struct WriteDeadline {
+    stream: tokio::net::TcpStream,
+    timeout: Duration,
+    stalled: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl WriteDeadline {
+    fn new(stream: tokio::net::TcpStream, timeout: Duration) -> Self {
+        Self { stream, timeout, stalled: None }
+    }
+
+    /// Called when a write could not progress: `Ready(Err)` once the deadline has passed.
+    fn check(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        let timeout = self.timeout;
+        let sleep = self.stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match sleep.as_mut().poll(cx) {
+            std::task::Poll::Ready(()) => std::task::Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client read nothing of the answer in time",
+            ))),
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for WriteDeadline {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for WriteDeadline {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match std::pin::Pin::new(&mut self.stream).poll_write(cx, buf) {
+            std::task::Poll::Pending => self.check(cx).map(|r| r.map(|()| 0)),
+            done => {
+                self.stalled = None;
+                done
+            }
+        }
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match std::pin::Pin::new(&mut self.stream).poll_flush(cx) {
+            std::task::Poll::Pending => self.check(cx),
+            done => {
+                self.stalled = None;
+                done
+            }
+        }
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
 }
 
 /// Past `max_connections`: a minimal 503 and close, without reading anything.
@@ -318,9 +431,6 @@ async fn respond(
     if content_length.is_some_and(|n| n > limit) {
         return early(handler.too_large(&head));
     }
-    let Ok(_permit) = in_flight.try_acquire_owned() else {
-        return early(handler.busy());
-    };
     let bytes = match tokio::time::timeout(body_timeout, Limited::new(body, limit as usize).collect()).await {
         Err(_) => return early(handler.body_timeout()),
         Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
@@ -329,15 +439,25 @@ async fn respond(
         Ok(Err(_)) => return early(handler.incomplete_body()),
         Ok(Ok(collected)) => collected.to_bytes(),
     };
+    // The place is taken for the handler's whole run and given back only when it returns, even
+    // if the client hangs up meanwhile (this future is then dropped; the handler is not).
+    let Ok(permit) = in_flight.try_acquire_owned() else {
+        return Ok(to_hyper(handler.busy()));
+    };
     let request = Request {
         method: parts.method.as_str().to_string(),
         path: parts.uri.path().to_string(),
         query: parts.uri.query().unwrap_or_default().to_string(),
         headers: parts.headers,
-        body: bytes.to_vec(),
+        body: Vec::from(bytes),
         peer,
     };
-    let answered = tokio::task::spawn_blocking(move || handler.handle(request)).await;
+    let answered = tokio::task::spawn_blocking(move || {
+        let response = handler.handle(request);
+        drop(permit);
+        response
+    })
+    .await;
     Ok(to_hyper(answered.unwrap_or_else(|_| Response::json(500, r#"{"result":"internal error"}"#))))
 }
 
@@ -415,5 +535,94 @@ mod tests {
         shutdown.trigger();
         server.join().unwrap().unwrap();
         assert!(std::net::TcpStream::connect(addr).is_err(), "still accepting after shutdown");
+    }
+
+    /// Sleeps, then answers; or answers 4 MiB (for a client that never reads).
+    struct Slow(std::sync::atomic::AtomicUsize);
+
+    impl Handler for Slow {
+        fn head(&self, _head: &Head<'_>) -> Decision {
+            Decision::Read { limit: 1024 }
+        }
+
+        fn handle(&self, request: Request) -> Response {
+            if request.path == "/big" {
+                return Response::text(200, "text/plain", vec![b'x'; 4 << 20]);
+            }
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(1500));
+            self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            Response::json(200, "{}")
+        }
+    }
+
+    fn start(opts: Options) -> (SocketAddr, Arc<Slow>, Shutdown, std::thread::JoinHandle<anyhow::Result<()>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let slow = Arc::new(Slow(std::sync::atomic::AtomicUsize::new(0)));
+        let (shutdown, stop, handler) = (Shutdown::new(), Shutdown::new(), slow.clone());
+        let _ = &shutdown;
+        let s = stop.clone();
+        let server = std::thread::spawn(move || serve(listener, handler, &opts, &s));
+        (addr, slow, stop, server)
+    }
+
+    /// Review finding: a handler whose client hung up kept running but no longer counted, so
+    /// the in-flight cap let any number run; and shutdown returned while they still ran.
+    #[test]
+    fn handlers_whose_clients_hung_up_still_count_and_are_drained() {
+        let (addr, slow, stop, server) = start(Options { max_in_flight: 2, ..Options::new("t") });
+        for _ in 0..2 {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.write_all(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+            std::thread::sleep(Duration::from_millis(200));
+            drop(s); // the client gives up; its handler is still sleeping
+        }
+        let busy = exchange(addr, b"GET /slow HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        assert!(busy.starts_with("HTTP/1.1 503"), "a third handler was let in: {busy}");
+        assert!(slow.0.load(std::sync::atomic::Ordering::SeqCst) <= 2);
+        stop.trigger();
+        server.join().unwrap().unwrap();
+        assert_eq!(slow.0.load(std::sync::atomic::Ordering::SeqCst), 0, "serve returned while handlers ran");
+    }
+
+    /// Review finding: a client that pipelines requests and never reads the answers held its
+    /// connection (and its place under the connection cap) for ever.
+    #[test]
+    fn a_client_that_never_reads_its_answers_is_cut_off() {
+        let opts = Options { max_connections: 1, write_timeout: Duration::from_millis(500), ..Options::new("t") };
+        let (addr, _slow, stop, server) = start(opts);
+        let mut hog = std::net::TcpStream::connect(addr).unwrap();
+        for _ in 0..8 {
+            hog.write_all(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        }
+        // Its place comes back once its answer has waited the write timeout.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let answer = exchange(addr, b"GET /big HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+            if answer.starts_with("HTTP/1.1 200") {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "the connection that never reads was never closed");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        drop(hog);
+        stop.trigger();
+        server.join().unwrap().unwrap();
+    }
+
+    /// Review finding: with an open-file limit below the connection cap, `accept` failed first
+    /// and nobody got an answer.
+    #[test]
+    fn the_connection_cap_stays_under_the_open_file_limit() {
+        let text = std::fs::read_to_string("/proc/self/limits").unwrap();
+        let soft: usize = text
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .and_then(|l| l.split_whitespace().nth(3))
+            .and_then(|n| n.parse().ok())
+            .unwrap();
+        assert!(connection_cap(usize::MAX) <= soft.saturating_sub(FD_RESERVE).max(1));
+        assert_eq!(connection_cap(1), 1);
     }
 }

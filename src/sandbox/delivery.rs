@@ -44,24 +44,45 @@ fn http_client(timeout: Duration) -> Result<reqwest::blocking::Client, String> {
 }
 
 /// What one move of a manual clock did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Moved {
+    /// The simulated time the clock was moved to.
+    pub now: DateTime<Utc>,
     /// Webhook POSTs made (answered or not).
     pub deliveries: usize,
 }
 
-/// Moves a manual clock to `t`, then runs the schedule and makes every delivery due by `t`,
+/// Where to move a manual clock.
+#[derive(Debug, Clone, Copy)]
+pub enum MoveTo {
+    At(DateTime<Utc>),
+    /// Forward from wherever the clock is when the move starts (not when it was asked for).
+    By(chrono::Duration),
+}
+
+/// The furthest a single move may go: a clock moved to year 9999 could never come back.
+const MAX_MOVE: chrono::Duration = chrono::Duration::days(3650);
+
+/// Moves a manual clock, then runs the schedule and makes every delivery due by the new time,
 /// until nothing more is due (a delivery can schedule another at the same moment: a duplicate,
-/// or a `paid` event held back until its `credited` one was tried).
-pub fn advance_to(shared: &Shared, t: DateTime<Utc>) -> Result<Moved, String> {
+/// or a `paid` event held back until its `credited` one was tried). One move at a time; a
+/// stopping emulator ends the move between deliveries.
+pub fn advance_to(shared: &Shared, to: MoveTo) -> Result<Moved, String> {
     let _one_at_a_time = shared.moving.lock().unwrap_or_else(|p| p.into_inner());
+    let from = shared.clock.now();
+    let t = match to {
+        MoveTo::At(t) => t,
+        MoveTo::By(d) => from.checked_add_signed(d).ok_or("the move goes past the end of time")?,
+    };
+    if t - from > MAX_MOVE {
+        return Err(format!("a move of more than {} days at once is refused", MAX_MOVE.num_days()));
+    }
     shared.clock.set(t)?;
     let client = http_client(shared.delivery_timeout)?;
-    let mut moved = Moved::default();
+    let mut moved = Moved { now: t, deliveries: 0 };
     loop {
         let jobs = lock(shared).advance(t);
-        if jobs.is_empty() {
+        if jobs.is_empty() || shared.stop.load(Ordering::SeqCst) {
             return Ok(moved);
         }
         for job in jobs {

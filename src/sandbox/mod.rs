@@ -367,12 +367,12 @@ impl Sandbox {
     /// transfer steps, and every webhook delivery (each POST answered, or timed out, before this
     /// returns; retries fall due later). Errors for a scaled clock or a `t` in the past.
     pub fn advance_to(&self, t: DateTime<Utc>) -> anyhow::Result<Moved> {
-        delivery::advance_to(&self.shared, t).map_err(anyhow::Error::msg)
+        delivery::advance_to(&self.shared, delivery::MoveTo::At(t)).map_err(anyhow::Error::msg)
     }
 
-    /// `advance_to(now + by)`.
+    /// Moves a manual clock `by` forward from where it is when the move starts.
     pub fn advance(&self, by: chrono::Duration) -> anyhow::Result<Moved> {
-        self.advance_to(self.now() + by)
+        delivery::advance_to(&self.shared, delivery::MoveTo::By(by)).map_err(anyhow::Error::msg)
     }
 
     pub fn set_faults(&self, f: Faults) {
@@ -386,24 +386,27 @@ impl Sandbox {
 
     /// Pays an open (or overdue) invoice now; its credit follows after the credit delay.
     pub fn pay_invoice(&self, id: &str, opts: PayOptions) -> anyhow::Result<()> {
+        let mut state = routes::lock(&self.shared);
         let now = self.shared.clock.now();
-        routes::lock(&self.shared).pay(id, &opts, now, true).map_err(anyhow::Error::msg)
+        state.pay(id, &opts, now, true).map_err(anyhow::Error::msg)
     }
 
     /// Money coming back after a `success` transfer (a Pix return or chargeback): it becomes
     /// `failed` with a `failed` log whose `errors` is `[reason]` (empty: `RETURN_REASON`), a
     /// second transaction id, and `amount + fee` back in the balance. Refused unless `success`.
     pub fn return_transfer(&self, id: &str, reason: &str) -> anyhow::Result<()> {
+        let mut state = routes::lock(&self.shared);
         let now = self.shared.clock.now();
-        routes::lock(&self.shared).return_transfer(id, reason, now).map(drop).map_err(|(_, m)| anyhow::anyhow!(m))
+        state.return_transfer(id, reason, now).map(drop).map_err(|(_, m)| anyhow::anyhow!(m))
     }
 
     /// Reverses a paid, credited invoice down to `amount` (0: all of it), as
     /// `PATCH /v2/invoice/{id}` with a lower amount does: a `reversed` log, a transaction id, the
     /// difference out of the balance.
     pub fn reverse_invoice(&self, id: &str, amount: i64) -> anyhow::Result<()> {
+        let mut state = routes::lock(&self.shared);
         let now = self.shared.clock.now();
-        routes::lock(&self.shared).reverse_invoice(id, amount, now).map(drop).map_err(|(_, m)| anyhow::anyhow!(m))
+        state.reverse_invoice(id, amount, now).map(drop).map_err(|(_, m)| anyhow::anyhow!(m))
     }
 
     /// An event of another workspace, in the delivered webhook form and signed with this
@@ -411,8 +414,9 @@ impl Sandbox {
     /// not stored: `GET /v2/event/{id}` does not know it. Refused: our own workspace id or one of
     /// our ids, an invoice `externalId`, a bad tax id.
     pub fn foreign_event(&self, spec: &ForeignEvent) -> anyhow::Result<SignedEvent> {
+        let mut state = routes::lock(&self.shared);
         let now = self.shared.clock.now();
-        routes::lock(&self.shared).foreign_event(spec, now).map_err(anyhow::Error::msg)
+        state.foreign_event(spec, now).map_err(anyhow::Error::msg)
     }
 
     /// POSTs a webhook body as the delivery threads do (`Content-Type`, `Digital-Signature`, the

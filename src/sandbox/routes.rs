@@ -953,12 +953,17 @@ struct ClockMove {
 fn move_clock(shared: &Shared, body: &[u8]) -> Answer {
     let m: ClockMove = serde_json::from_slice(body).map_err(|e| ApiErr::bad("invalidJson", e.to_string()))?;
     let to = match (m.to, m.advance_seconds) {
-        (Some(t), None) => time::parse(&t).ok_or_else(|| ApiErr::bad("invalidDate", format!("{t} is not RFC 3339")))?,
-        (None, Some(s)) if s >= 0 => shared.clock.now() + chrono::Duration::seconds(s),
+        (Some(t), None) => super::delivery::MoveTo::At(
+            time::parse(&t).ok_or_else(|| ApiErr::bad("invalidDate", format!("{t} is not RFC 3339")))?,
+        ),
+        (None, Some(s)) if s >= 0 => super::delivery::MoveTo::By(
+            chrono::Duration::try_seconds(s)
+                .ok_or_else(|| ApiErr::bad("invalidJson", "advanceSeconds is too large"))?,
+        ),
         _ => return Err(ApiErr::bad("invalidJson", "give either `to` or a non-negative `advanceSeconds`")),
     };
     let moved = super::delivery::advance_to(shared, to).map_err(|e| ApiErr::bad("invalidOperation", e))?;
-    Ok(json!({"now": time::format(shared.clock.now()), "deliveries": moved.deliveries}))
+    Ok(json!({"now": time::format(moved.now), "deliveries": moved.deliveries}))
 }
 
 fn control(shared: &Shared, method: &str, rest: &str, body: &[u8]) -> Answer {
@@ -966,8 +971,9 @@ fn control(shared: &Shared, method: &str, rest: &str, body: &[u8]) -> Answer {
     if (method, segs.as_slice()) == ("POST", ["clock"].as_slice()) {
         return move_clock(shared, body);
     }
-    let now = shared.clock.now();
+    // The state lock first, then the clock: a move of the clock holds the lock while it runs.
     let mut state = lock(shared);
+    let now = shared.clock.now();
     match (method, segs.as_slice()) {
         ("GET", ["state"]) => {
             serde_json::to_value(state.snapshot(now)).map_err(|e| ApiErr::bad("internal", e.to_string()))

@@ -1,10 +1,11 @@
 //! One request, from routing to its answer and its log line.
 //!
-//! Owns: the status of every outcome (200 stored or duplicate, 400 malformed, 401 unsigned or
-//! forged, 403 another workspace's, 404/405, 413 too large, 431 headers too large (hyper, before
-//! we see the request), 503 store, key or workspace unavailable, or too busy), the workspace
-//! gate, and the one log line per webhook request (event id, subscription, log type, outcome,
-//! latency; never bodies, names, tax ids or keys). Does not own: connections, limits on them,
+//! Owns: the status of every outcome (200 stored or duplicate, 400 malformed or incomplete, 401
+//! unsigned or forged, 403 another workspace's, 404/405, 408 body too slow, 413 too large, 503
+//! store, key or workspace unavailable, or too busy), the workspace gate, and the one log line
+//! per webhook request (event id, subscription, log type, outcome, latency; never bodies,
+//! names, tax ids or keys; "busy" at most once a second). A request head over the limit gets
+//! 431, and a malformed one 400, from hyper before any of this runs (not logged here). Does not own: connections, limits on them,
 //! or timeouts (`httpd`).
 //!
 //! The workspace gate: a valid signature proves an event is Stark Bank's, for *some*
@@ -40,6 +41,29 @@ pub struct Webhooks {
     lookup: Option<LookupEvent>,
     /// Events Stark Bank said are not ours: a replayed one costs no second lookup.
     not_ours: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// "Busy" is logged at most once a second, with how many were answered meanwhile.
+    busy_log: Throttle,
+}
+
+/// At most one line a second for something that can happen thousands of times a second.
+#[derive(Default)]
+struct Throttle {
+    last: std::sync::Mutex<Option<Instant>>,
+    since: std::sync::atomic::AtomicU64,
+}
+
+impl Throttle {
+    /// `Some(count)` when a line is due now (count: occurrences since the last line).
+    fn due(&self) -> Option<u64> {
+        let n = self.since.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut last = self.last.lock().ok()?;
+        if last.is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(1)) {
+            return None;
+        }
+        *last = Some(Instant::now());
+        self.since.store(0, Ordering::Relaxed);
+        Some(n)
+    }
 }
 
 /// Most event ids remembered as not ours (replays of the same ones cost nothing; beyond this
@@ -71,6 +95,7 @@ impl Webhooks {
             pinned: std::sync::RwLock::new(pinned),
             lookup: cfg.lookup_event.clone(),
             not_ours: std::sync::Mutex::new(std::collections::HashSet::new()),
+            busy_log: Throttle::default(),
         }
     }
 
@@ -171,6 +196,14 @@ fn signature(headers: &hyper::HeaderMap) -> Option<String> {
 impl httpd::Handler for Webhooks {
     fn head(&self, head: &Head<'_>) -> Decision {
         match (head.path, head.method) {
+            // Too large (declared): 413 whatever else is wrong. Unsigned: 401 before the body is read.
+            ("/webhook", "POST") if head.content_length.is_some_and(|n| n > self.body_limit) => {
+                Decision::Answer(self.too_large(head))
+            }
+            ("/webhook", "POST") if signature(head.headers).is_none() => {
+                log::info!("webhook -: 401 missing signature");
+                Decision::Answer(result(401, "missing signature"))
+            }
             ("/webhook", "POST") => Decision::Read { limit: self.body_limit },
             ("/health", "GET" | "HEAD") => {
                 let store = self.store_healthy.load(Ordering::Relaxed);
@@ -190,13 +223,28 @@ impl httpd::Handler for Webhooks {
     }
 
     fn too_large(&self, head: &Head<'_>) -> Response {
-        log::info!("webhook -: 413 body too large (declared {:?} bytes)", head.content_length);
+        match head.content_length {
+            Some(n) => log::info!("webhook -: 413 body too large (declared {n} bytes)"),
+            None => log::info!("webhook -: 413 body too large (chunked, over {} bytes)", self.body_limit),
+        }
         result(413, "body too large")
     }
 
     fn busy(&self) -> Response {
-        log::warn!("webhook -: too many requests in flight; answered 503");
+        if let Some(n) = self.busy_log.due() {
+            log::warn!("webhook -: too many requests in flight; answered 503 ({n} since the last such line)");
+        }
         result(503, "busy")
+    }
+
+    fn body_timeout(&self) -> Response {
+        log::info!("webhook -: 408 body not received in time");
+        result(408, "body not received in time")
+    }
+
+    fn incomplete_body(&self) -> Response {
+        log::info!("webhook -: 400 incomplete body (the client closed the connection)");
+        result(400, "incomplete body")
     }
 
     fn handle(&self, rq: Request) -> Response {

@@ -581,8 +581,8 @@ fn every_acknowledged_event_survives_kill_9_during_a_burst() {
     assert!(count(&listener.db) >= acked.len() as i64);
 }
 
-/// tiny_http has no timeouts: 100 stalled clients (mid-headers, mid-body small and large) and
-/// an oversized header must not keep genuine deliveries from being answered.
+/// 100 stalled clients (mid-headers, mid-body small and large) and an oversized header must not
+/// keep genuine deliveries from being answered.
 #[test]
 fn stalled_clients_and_oversized_headers_do_not_block_deliveries() {
     let signer = Signer::new();
