@@ -150,6 +150,9 @@ pub struct IssueArgs {
     /// Show the drafts without calling the API or writing anything
     #[arg(long)]
     pub dry_run: bool,
+    /// With --dry-run: also show each payer's name and CPF (hidden otherwise: personal data)
+    #[arg(long, requires = "dry_run")]
+    pub show_payer: bool,
     /// Print the result as JSON on stdout
     #[arg(long)]
     pub json: bool,

@@ -10,6 +10,7 @@ pub mod httpd; // the HTTP/1.1 server under both listeners (hyper)
 pub mod logging; // stderr logs, text or JSON
 pub mod people; // random Brazilian payers with valid CPFs
 pub mod reconcile; // every credit against its transfers, every transfer against a credit
+pub mod redact; // payers' names and tax ids kept out of logs, errors and stored reasons
 pub mod sandbox; // the local Stark Bank emulator
 pub mod starkbank; // the API client: keys, signing, requests, resources, events
 pub mod store; // all SQL: migrations, events, campaign, sweep

@@ -128,7 +128,7 @@ pub fn run(ctx: &Ctx, args: &IssueArgs) -> anyhow::Result<Status> {
     } else {
         issue(ctx, &plan, &args.workspace, now, &mut earlier_failures)?
     };
-    report(&plan, campaign_row.as_ref(), &outcome, args.json)?;
+    report(&plan, campaign_row.as_ref(), &outcome, args.json, args.show_payer)?;
     match earlier_failures.into_iter().next() {
         Some(e) => Err(e.context("an earlier slot is still unfinished")),
         None => Ok(Status::Success),
@@ -297,7 +297,9 @@ fn complete_slot(
             tags: d.tags.clone(),
         })
         .collect();
-    match client.create_invoices(&batch) {
+    // Stark Bank's answer may echo the payers it refused: never their names or tax ids further.
+    let payers = crate::redact::Redactor::new(missing.iter().map(|d| d.name.clone()));
+    match client.create_invoices(&batch).map_err(|e| e.redacted(&payers)) {
         Ok(created) => {
             let mut ids = Vec::new();
             for inv in &created {
@@ -334,7 +336,13 @@ fn complete_slot(
     }
 }
 
-fn report(plan: &Plan, campaign: Option<&CampaignRow>, outcome: &Outcome, json: bool) -> anyhow::Result<()> {
+fn report(
+    plan: &Plan,
+    campaign: Option<&CampaignRow>,
+    outcome: &Outcome,
+    json: bool,
+    show_payer: bool,
+) -> anyhow::Result<()> {
     let tag = campaign.map(|c| c.tag.clone()).unwrap_or_default();
     let slots = campaign.map(CampaignRow::slots).unwrap_or(plan.shape.slots());
     let invoices = |drafts: &[Draft], with_people: bool| -> Vec<serde_json::Value> {
@@ -409,7 +417,15 @@ fn report(plan: &Plan, campaign: Option<&CampaignRow>, outcome: &Outcome, json: 
                 brl(total(drafts))
             );
             for d in drafts.iter() {
-                text.push_str(&format!("  {:>14}  {}  {}  due {}\n", brl(d.amount), d.tax_id, d.name, d.due));
+                if show_payer {
+                    text.push_str(&format!("  {:>14}  {}  {}  due {}\n", brl(d.amount), d.tax_id, d.name, d.due));
+                } else {
+                    text.push_str(&format!(
+                        "  {:>14}  due {}  (payer hidden; --show-payer shows it)\n",
+                        brl(d.amount),
+                        d.due
+                    ));
+                }
             }
             ("dry-run", Some(*slot), drafts, text)
         }
@@ -422,7 +438,7 @@ fn report(plan: &Plan, campaign: Option<&CampaignRow>, outcome: &Outcome, json: 
             "slots": slots,
             "count": drafts.len(),
             "total": total(drafts),
-            "invoices": invoices(drafts, matches!(outcome, Outcome::DryRun { .. })),
+            "invoices": invoices(drafts, show_payer && matches!(outcome, Outcome::DryRun { .. })),
         }))
     } else {
         print(&text)

@@ -95,6 +95,24 @@ impl ApiError {
             if *status == 401 || *status == 403 || errors.iter().any(|e| matches!(e.code.as_str(), "invalidCredentials" | "invalidAccessId" | "invalidSignature" | "invalidIp" | "invalidAccessTime")))
     }
 
+    /// The same error with `r` applied to every text that came from Stark Bank (for errors of
+    /// requests whose payers the caller knows).
+    pub fn redacted(self, r: &crate::redact::Redactor) -> Self {
+        match self {
+            ApiError::Rejected { what, status, errors } => ApiError::Rejected {
+                what,
+                status,
+                errors: errors
+                    .into_iter()
+                    .map(|e| ApiErrorItem { code: e.code, message: r.apply(&e.message) })
+                    .collect(),
+            },
+            ApiError::Temporary { what, cause } => ApiError::Temporary { what, cause: r.apply(&cause) },
+            ApiError::OutcomeUnknown { what, cause } => ApiError::OutcomeUnknown { what, cause: r.apply(&cause) },
+            ApiError::Decode { what, cause } => ApiError::Decode { what, cause: r.apply(&cause) },
+        }
+    }
+
     pub fn codes(&self) -> Vec<&str> {
         match self {
             ApiError::Rejected { errors, .. } => errors.iter().map(|e| e.code.as_str()).collect(),
@@ -218,7 +236,7 @@ impl Client {
                         if status == 500 || text.is_empty() {
                             String::new()
                         } else {
-                            format!(": {}", truncate(&text, 200))
+                            format!(": {}", crate::redact::tax_ids(&truncate(&text, 200)))
                         }
                     )
                 }
@@ -362,9 +380,14 @@ fn parse_errors(text: &str) -> Vec<ApiErrorItem> {
     struct Errors {
         errors: Vec<ApiErrorItem>,
     }
+    // Stark Bank's messages can echo request fields: no tax id leaves this function.
     match serde_json::from_str::<Errors>(text) {
-        Ok(e) => e.errors,
-        Err(_) => vec![ApiErrorItem { code: "unknown".into(), message: truncate(text, 200) }],
+        Ok(e) => e
+            .errors
+            .into_iter()
+            .map(|e| ApiErrorItem { code: e.code, message: crate::redact::tax_ids(&e.message) })
+            .collect(),
+        Err(_) => vec![ApiErrorItem { code: "unknown".into(), message: crate::redact::tax_ids(&truncate(text, 200)) }],
     }
 }
 

@@ -261,3 +261,196 @@ fn status_flags_a_transfer_without_a_credit() {
     assert!(!text.contains("totals equal"), "{text}");
     assert!(text.contains("by-hand-1") && text.contains("without a credit"), "{text}");
 }
+
+/// No payer's name or CPF appears in any output of a campaign at `-vv` (text and JSON logs,
+/// stdout and stderr of every subcommand, the listener's log), nor in a dry run unless asked.
+#[test]
+fn no_payer_name_or_cpf_appears_in_any_output_at_vv() {
+    let w = world(25);
+    let db = w.db.clone();
+    let seen = std::cell::RefCell::new(String::new());
+    let run = |args: &[&str]| {
+        let out = w.cmd(args).output().unwrap();
+        seen.borrow_mut().push_str(&stdout(&out));
+        seen.borrow_mut().push_str(&stderr(&out));
+        out
+    };
+    for format in ["text", "json"] {
+        let now = at(w.sandbox.now());
+        let out = run(&["-vv", "--log-format", format, "issue-invoices", "--now", &now]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        w.sandbox.advance(Duration::hours(3)).unwrap();
+    }
+    let listener = Listener::start(&w, &db, "listener-vv");
+    let ids: Vec<String> = w.open_store().drafts(0).unwrap().into_iter().filter_map(|d| d.invoice_id).collect();
+    for id in &ids {
+        w.sandbox.pay_invoice(id, PayOptions::default()).unwrap();
+    }
+    for _ in 0..4 {
+        w.sandbox.advance(Duration::minutes(5)).unwrap();
+        let now = at(w.sandbox.now());
+        run(&["-vv", "--log-format", "json", "process-events", "--now", &now]);
+        run(&["-vv", "process-events", "--json", "--now", &now]);
+    }
+    let now = at(w.sandbox.now());
+    run(&["-vv", "status", "--now", &now]);
+    run(&["-vv", "status", "--json", "--now", &now]);
+    run(&["-vv", "webhook", "list"]);
+    run(&["-vv", "issue-invoices", "--dry-run", "--now", &now]);
+    run(&["-vv", "issue-invoices", "--dry-run", "--json", "--now", &now]);
+    seen.borrow_mut().push_str(&listener.log());
+    let seen = seen.borrow().clone();
+    let snap = w.sandbox.snapshot();
+    assert!(snap.invoices.len() >= 16 && !seen.is_empty());
+    for inv in &snap.invoices {
+        let digits: String = inv.tax_id.chars().filter(char::is_ascii_digit).collect();
+        let escaped = stark_sweep::starkbank::pyjson::dumps(&serde_json::Value::String(inv.name.clone()));
+        for needle in [inv.name.as_str(), inv.tax_id.as_str(), digits.as_str(), escaped.trim_matches('"')] {
+            assert!(!seen.contains(needle), "payer data {needle:?} appeared in the output");
+        }
+    }
+    // Asked for, a dry run shows them (it is for checking what would be issued).
+    let shown = w.cmd(&["issue-invoices", "--dry-run", "--show-payer", "--now", &now]).output().unwrap();
+    assert!(
+        stdout(&shown).lines().any(|l| l.contains(".") && l.contains("-") && l.contains("due")),
+        "{}",
+        stdout(&shown)
+    );
+}
+
+/// One captured request: Access-Id, Access-Time, the raw body, Access-Signature.
+type Captured = (String, String, Vec<u8>, String);
+
+/// Records every request's signing headers and raw body, and answers like an empty create.
+struct Capture(std::sync::Mutex<Vec<Captured>>);
+
+impl stark_sweep::httpd::Handler for Capture {
+    fn head(&self, _head: &stark_sweep::httpd::Head<'_>) -> stark_sweep::httpd::Decision {
+        stark_sweep::httpd::Decision::Read { limit: 1 << 20 }
+    }
+
+    fn handle(&self, rq: stark_sweep::httpd::Request) -> stark_sweep::httpd::Response {
+        let h = |n: &str| rq.header(n).unwrap_or_default().to_string();
+        let (id, time, sig) = (h("Access-Id"), h("Access-Time"), h("Access-Signature"));
+        self.0.lock().unwrap().push((id, time, rq.body, sig));
+        stark_sweep::httpd::Response::json(200, r#"{"invoices": []}"#)
+    }
+}
+
+/// The bytes we sign are the bytes we send, also with non-ASCII payer names: requests captured
+/// off the wire verify with the official `ellipticcurve` library over exactly those bytes.
+#[test]
+fn requests_with_non_ascii_names_verify_with_the_official_library() {
+    use stark_sweep::starkbank::{Client, ClientConfig, keys, resources::NewInvoice};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let capture = std::sync::Arc::new(Capture(std::sync::Mutex::new(Vec::new())));
+    let stop = stark_sweep::httpd::Shutdown::new();
+    let (c, s) = (capture.clone(), stop.clone());
+    let server = std::thread::spawn(move || {
+        stark_sweep::httpd::serve(listener, c, &stark_sweep::httpd::Options::new("capture"), &s).unwrap()
+    });
+    let key = keys::generate();
+    let client = Client::new(ClientConfig::new(url, "5656565656565656", key.clone())).unwrap();
+    let names = ["João da Silva", "Maria da Conceição", "Jürgen Müller", "Zoë Ñandú"];
+    for name in names {
+        let invoice = NewInvoice {
+            amount: 1000,
+            tax_id: "337.451.076-08".into(),
+            name: name.into(),
+            due: "2030-01-01T00:00:00+00:00".into(),
+            expiration: 86_400,
+            tags: vec!["stark-sweep".into()],
+        };
+        client.create_invoices(&[invoice]).unwrap();
+    }
+    stop.trigger();
+    server.join().unwrap();
+    let captured = capture.0.lock().unwrap().clone();
+    assert_eq!(captured.len(), names.len());
+    let public = keys::public_key_pem(key.verifying_key()).unwrap();
+    let mut items = Vec::new();
+    for ((id, time, body, sig), name) in captured.iter().zip(names) {
+        let body = String::from_utf8(body.clone()).unwrap();
+        assert!(
+            body.contains(name) || body.contains(&stark_sweep::starkbank::pyjson::dumps(&serde_json::json!(name))[1..])
+        );
+        let message = format!("{id}:{time}:{body}");
+        let digest = {
+            use sha2::Digest as _;
+            sha2::Sha256::digest(message.as_bytes()).iter().map(|b| format!("{b:02x}")).collect::<String>()
+        };
+        items.push(serde_json::json!({"message": message, "message_sha256": digest, "signature": sig,
+            "public_key_pem": public, "expect_valid": true}));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("captured.json");
+    std::fs::write(&input, serde_json::json!({"items": items}).to_string()).unwrap();
+    let report: serde_json::Value =
+        serde_json::from_str(&crate::util::run_python("verify_rust_signatures.py", &[input.to_str().unwrap()], &[]))
+            .unwrap();
+    assert_eq!(report["valid"], names.len(), "{report}");
+    assert_eq!(report["failures"].as_array().unwrap().len(), 0, "{report}");
+}
+
+/// A database of schema version 1 is migrated in place: its own credit is swept exactly once;
+/// an open credit recorded back then for an invoice it never issued (what the old, tag-based
+/// rule let in) becomes unclaimed and moves no money; history is kept.
+#[test]
+fn a_version_1_database_keeps_working_and_its_foreign_credit_moves_no_money() {
+    use stark_sweep::starkbank::resources::NewInvoice;
+    let w = world(26);
+    let invoice = |name: &str| NewInvoice {
+        amount: 5_000,
+        tax_id: "337.451.076-08".into(),
+        name: name.into(),
+        due: stark_sweep::starkbank::time::format_secs(w.sandbox.now() + Duration::days(2)),
+        expiration: 86_400,
+        tags: vec!["stark-sweep".into()],
+    };
+    let made = w.client().create_invoices(&[invoice("Ana Lima"), invoice("Rui Costa")]).unwrap();
+    let (ours, foreign) = (made[0].id.clone(), made[1].id.clone());
+    for id in [&ours, &foreign] {
+        w.sandbox.pay_invoice(id, PayOptions::default()).unwrap();
+    }
+    w.sandbox.advance(Duration::minutes(5)).unwrap();
+    // Schema version 1, as the previous release wrote it.
+    {
+        let conn = rusqlite::Connection::open(&w.db).unwrap();
+        conn.execute_batch(
+            &std::fs::read_to_string(crate::util::repo().join("src/store/migrations/0001_init.sql")).unwrap(),
+        )
+        .unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        let start = at(w.sandbox.now() - Duration::minutes(10));
+        conn.execute(
+            "INSERT INTO campaign (id, tag, started_at, length_seconds, slot_seconds) VALUES (1, 'c1', ?1, 86400, 10800)",
+            [&start],
+        )
+        .unwrap();
+        conn.execute("INSERT INTO slots (slot, claimed_at, attempted_at, issued_at) VALUES (0, ?1, ?1, ?1)", [&start])
+            .unwrap();
+        conn.execute(
+            "INSERT INTO invoice_drafts (draft_key, slot, position, name, tax_id, amount, due, expiration, tags, invoice_id)
+             VALUES ('k0', 0, 0, 'Ana Lima', '337.451.076-08', 5000, ?1, 86400, '[\"stark-sweep\"]', ?2)",
+            [stark_sweep::starkbank::time::format_secs(w.sandbox.now() + Duration::days(2)), ours.clone()],
+        )
+        .unwrap();
+        for (id, event) in [(&ours, "e1"), (&foreign, "e2")] {
+            conn.execute(
+                "INSERT INTO credits (invoice_id, event_id, amount, fee, net, credited_at, recorded_at, state)
+                 VALUES (?1, ?2, 5000, 50, 4950, ?3, ?3, 'open')",
+                [id.as_str(), event, &start],
+            )
+            .unwrap();
+        }
+    }
+    settle(&w, &[&w.db]);
+    let snap = w.sandbox.snapshot();
+    assert_eq!(successes_for(&snap, &ours).len(), 1, "the deployment's own credit is swept once");
+    assert!(successes_for(&snap, &foreign).is_empty(), "the legacy foreign credit moves no money");
+    let store = w.open_store();
+    assert_eq!(store.credit(&foreign).unwrap().unwrap().state.as_str(), "unclaimed");
+    let v = json(&w.run_expect(&["status", "--json", "--now", &at(w.sandbox.now())], 0));
+    assert_eq!((v["credits"]["count"].as_u64(), v["unclaimedCredits"].as_u64()), (Some(1), Some(1)), "{v:#}");
+}
