@@ -54,6 +54,16 @@ impl Shape {
     pub fn slot_start(&self, start: DateTime<Utc>, slot: u32) -> DateTime<Utc> {
         start + self.slot * slot as i32
     }
+
+    /// When `slot`'s window closes: the next slot's start, or the campaign's end.
+    pub fn slot_end(&self, start: DateTime<Utc>, slot: u32) -> DateTime<Utc> {
+        (self.slot_start(start, slot) + self.slot).min(start + self.length)
+    }
+
+    /// Slots whose window has closed by `now`.
+    pub fn closed_slots(&self, start: DateTime<Utc>, now: DateTime<Utc>) -> Vec<u32> {
+        (0..self.slots()).filter(|k| self.slot_end(start, *k) <= now).collect()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +115,16 @@ mod tests {
         assert_eq!(s.slot_at(start, t(24, 0)), SlotAt::Ended { ended_at: t(24, 0) });
         assert_eq!(s.slot_at(start, t(-1, 0)), SlotAt::NotStarted);
         assert_eq!(s.slot_start(start, 7), t(21, 0));
+    }
+
+    #[test]
+    fn closed_slots_are_those_whose_window_passed() {
+        let s = Shape::hours(24, 3);
+        let start = t(0, 0);
+        assert!(s.closed_slots(start, t(2, 59)).is_empty());
+        assert_eq!(s.closed_slots(start, t(3, 0)), [0]);
+        assert_eq!(s.closed_slots(start, t(30, 0)), (0..8).collect::<Vec<_>>());
+        assert_eq!(Shape::hours(10, 3).slot_end(start, 3), t(10, 0));
     }
 
     #[test]

@@ -147,6 +147,14 @@ pub struct IssueArgs {
     /// Days after the due date during which the invoice can still be paid [default: 5]
     #[arg(long, env = "STARK_SWEEP_EXPIRATION_DAYS", value_name = "DAYS")]
     pub expiration_days: Option<u32>,
+    /// After a create request got no answer: how long past its timeout Stark Bank may still be
+    /// processing it, in seconds; until then no rerun creates anything for the slot [default: 120]
+    #[arg(long, env = "STARK_SWEEP_IN_FLIGHT_MARGIN", value_name = "SECS")]
+    pub in_flight_margin: Option<u32>,
+    /// Issue this slot of the campaign (1-8) now, on purpose: one whose time passed without it
+    /// being issued, or one that failed; due dates are computed now
+    #[arg(long, value_name = "N")]
+    pub slot: Option<u32>,
     /// Show the drafts without calling the API or writing anything
     #[arg(long)]
     pub dry_run: bool,

@@ -50,6 +50,12 @@ pub fn config(message: impl Into<String>) -> anyhow::Error {
     Classified { kind: ExitKind::Config, message: message.into() }.into()
 }
 
+/// The run finished its part, but a human must look at something (exit 3); `message` says what
+/// and how to go on.
+pub fn attention(message: impl Into<String>) -> anyhow::Error {
+    Classified { kind: ExitKind::Attention, message: message.into() }.into()
+}
+
 /// A failure that the next run is expected to repair.
 pub fn temporary(message: impl Into<String>) -> anyhow::Error {
     Classified { kind: ExitKind::Temporary, message: message.into() }.into()

@@ -93,15 +93,16 @@ pub fn reconcile(
             )),
             _ => {
                 let minutes = minutes_since(now, &c.credited_at);
+                let why = c.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
                 let (kind, detail) = if s.in_flight {
                     ("in-flight", format!("transfer in flight; credited {minutes} min ago"))
                 } else if s.failed > 0 {
                     (
                         "failed-transfer",
-                        format!("{} failed, retrying; credited {minutes} min ago", transfers_text(s.failed)),
+                        format!("{} failed, retrying{why}; credited {minutes} min ago", transfers_text(s.failed)),
                     )
                 } else {
-                    ("not-transferred", format!("credited {minutes} min ago, no transfer yet"))
+                    ("not-transferred", format!("credited {minutes} min ago, no transfer yet{why}"))
                 };
                 out.push(d(kind, detail, chrono::Duration::minutes(minutes) > stale));
             }
@@ -158,6 +159,7 @@ mod tests {
             reason: Some("why".into()),
             next_send_at: None,
             origin: None,
+            budget_from: 0,
         }
     }
 
@@ -171,6 +173,8 @@ mod tests {
             updated_at: "t".into(),
             ours: true,
             target: None,
+            reason: None,
+            returned: false,
         }
     }
 

@@ -27,12 +27,13 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::campaign::OWNER_TAG;
+use crate::starkbank::answers::Verdict;
 use crate::starkbank::event::summarize_event;
 use crate::starkbank::resources::{Invoice, ListFilter, MAX_BATCH, NewTransfer, Transfer};
 use crate::starkbank::{ApiError, Client};
 use crate::store::{
-    Credit, CreditState, CreditedLog, EventEffects, EventSource, InvoiceState, NewEvent, RunLock, SendRow, Store,
-    TransferRow, target_key, ts,
+    Credit, CreditState, CreditedLog, EventEffects, EventSource, InvoiceState, NewEvent, ReversedLog, RunLock,
+    SendOutcome, SendRow, Store, TransferRow, target_key, ts,
 };
 
 /// Where swept money goes.
@@ -113,7 +114,11 @@ pub struct Report {
     pub failed: usize,
     pub waiting: usize,
     pub unknown: usize,
+    /// Sends refused for a reason that passes (sent again after a backoff).
+    pub refused: usize,
     pub attention: Vec<Attention>,
+    /// Credits waiting out a backoff, with the bank's reason.
+    pub retrying: Vec<Attention>,
     pub marked_delivered: usize,
     pub errors: Vec<String>,
     /// Ids pulled as undelivered in this run, to mark delivered once applied.
@@ -181,6 +186,8 @@ fn transfer_row(t: &Transfer, fallback_time: DateTime<Utc>) -> Option<TransferRo
         updated_at: if t.updated.is_empty() { ts(fallback_time) } else { t.updated.clone() },
         ours: false,
         target: Some(target_key(&t.bank_code, &t.branch_code, &t.account_number, &t.tax_id)),
+        reason: None,
+        returned: false,
     })
 }
 
@@ -315,6 +322,9 @@ pub fn effects_of(event_id: &str, body: &[u8]) -> anyhow::Result<EventEffects> {
     match subscription {
         "invoice" => {
             let inv: Invoice = serde_json::from_value(log.get("invoice").cloned().unwrap_or(Value::Null))?;
+            if log_type == "reversed" {
+                fx.reversed = Some(ReversedLog { invoice_id: inv.id.clone(), amount: inv.amount });
+            }
             if log_type == "credited" {
                 fx.credited = Some(CreditedLog {
                     invoice_id: inv.id.clone(),
@@ -338,6 +348,9 @@ pub fn effects_of(event_id: &str, body: &[u8]) -> anyhow::Result<EventEffects> {
             fx.transfer = transfer_row(&t, Utc::now()).map(|mut row| {
                 if !log_at.is_empty() {
                     row.updated_at = log_at.clone();
+                }
+                if log_type == "failed" {
+                    row.reason = reason_of(&log);
                 }
                 row
             });
@@ -427,7 +440,8 @@ fn confirm_workspace_credits(
     Ok(())
 }
 
-/// Step 5: ask Stark Bank about our transfers still created/processing.
+/// Step 5: ask Stark Bank about our transfers still created/processing; fetch the bank's reason
+/// for every transfer of ours that failed without one.
 fn refresh_in_flight(client: &Client, store: &mut Store, now: DateTime<Utc>, report: &mut Report) {
     let result = (|| -> anyhow::Result<()> {
         let alive: Vec<String> = store.alive_transfers()?.into_iter().map(|t| t.id).collect();
@@ -436,12 +450,44 @@ fn refresh_in_flight(client: &Client, store: &mut Store, now: DateTime<Utc>, rep
             let rows: Vec<TransferRow> = found.iter().filter_map(|t| transfer_row(t, now)).collect();
             store.upsert_transfers(&rows)?;
         }
+        let unexplained = store.failed_without_reason()?;
+        for chunk in unexplained.chunks(MAX_BATCH) {
+            let logs = client.transfer_logs(chunk, &["failed"])?;
+            let mut rows = Vec::new();
+            for log in &logs {
+                let Some(mut row) = log
+                    .get("transfer")
+                    .and_then(|t| serde_json::from_value::<Transfer>(t.clone()).ok())
+                    .and_then(|t| transfer_row(&t, now))
+                else {
+                    continue;
+                };
+                row.status = "failed".into();
+                row.reason = Some(reason_of(log).unwrap_or_else(|| "Stark Bank gave no reason".into()));
+                rows.push(row);
+            }
+            store.upsert_transfers(&rows)?;
+        }
         Ok(())
     })();
     if let Err(e) = result {
         log::warn!("could not refresh in-flight transfers (the next run retries): {e:#}");
         report.errors.push(format!("refreshing transfers: {e:#}"));
     }
+}
+
+/// The bank's reason in a log (`errors`, joined), sanitized.
+fn reason_of(log: &Value) -> Option<String> {
+    let errors: Vec<String> = log
+        .get("errors")?
+        .as_array()?
+        .iter()
+        .map(|e| match e {
+            Value::String(s) => s.clone(),
+            other => other.get("message").and_then(Value::as_str).map_or_else(|| other.to_string(), str::to_string),
+        })
+        .collect();
+    (!errors.is_empty()).then(|| crate::redact::tax_ids(&errors.join("; ")))
 }
 
 /// Looks up every transfer Stark Bank has for an invoice (by tag), records them, and returns
@@ -468,8 +514,19 @@ fn lookup(
 #[derive(Debug, Clone)]
 struct Planned {
     send: SendRow,
-    /// True when this externalId may already have reached Stark Bank (a re-send).
+    /// True when this externalId was sent before (a re-send of the same externalId).
     resend: bool,
+}
+
+/// Requests with one externalId whose outcome stayed unknown (no trace of it found) before the
+/// credit needs a human: a loop of re-sends ends.
+pub const MAX_UNKNOWN_TRIES: u32 = 10;
+/// The longest wait between two tries of one credit.
+pub const MAX_BACKOFF: chrono::Duration = chrono::Duration::hours(1);
+
+/// `base * 2^(n-1)`, at most `MAX_BACKOFF`.
+fn backoff(base: chrono::Duration, n: u32) -> chrono::Duration {
+    (base * 2i32.pow(n.saturating_sub(1).min(16))).min(MAX_BACKOFF)
 }
 
 /// Steps 6 and 7.
@@ -486,7 +543,7 @@ fn decide(
         let last = store.last_send(&credit.invoice_id)?;
         // Step 6: an unknown outcome is resolved before anything else.
         if let Some(l) = &last
-            && matches!(l.outcome.as_deref(), None | Some("unknown"))
+            && matches!(l.outcome, None | Some(SendOutcome::Unknown) | Some(SendOutcome::Accepted))
             && !transfers.iter().any(|t| t.external_id == l.external_id)
         {
             match lookup(client, store, &credit.invoice_id, now, report) {
@@ -500,14 +557,31 @@ fn decide(
                 }
             }
             if transfers.iter().any(|t| t.external_id == l.external_id) {
-                store.set_send_outcome(&[(l.external_id.clone(), "accepted", None)])?;
+                store.set_send_outcome(&[(l.external_id.clone(), SendOutcome::Accepted, None)])?;
             }
         }
-        match next_action(&credit, last.as_ref(), &transfers, opts, now) {
+        // Someone used the externalId we send next (another amount or target): ours never made it.
+        let taken = match &last {
+            Some(l) if !transfers.iter().any(|t| t.external_id == l.external_id) => {
+                store.external_id_taken(&l.external_id)?
+            }
+            _ => false,
+        };
+        if taken && let Some(l) = &last {
+            log::warn!(
+                "invoice {}: externalId {} is taken by a transfer this deployment did not send; a new externalId follows",
+                credit.invoice_id,
+                l.external_id
+            );
+        }
+        match next_action(&credit, last.as_ref(), &transfers, taken, opts, now) {
             Action::Done => {}
             Action::Wait => report.waiting += 1,
             Action::SetBackoff(at) => {
                 store.set_next_send_at(&credit.invoice_id, Some(at))?;
+                let why = waiting_reason(last.as_ref(), &transfers, at);
+                store.set_waiting_reason(&credit.invoice_id, Some(&why))?;
+                report.retrying.push(Attention { invoice_id: credit.invoice_id.clone(), reason: why });
                 report.failed += 1;
                 report.waiting += 1;
             }
@@ -516,8 +590,8 @@ fn decide(
                 report.attention.push(Attention { invoice_id: credit.invoice_id.clone(), reason });
             }
             Action::Resend(send) => plan.push(Planned { send, resend: true }),
-            Action::NewAttempt(attempt) => {
-                // Before a new externalId: prove nothing from earlier attempts is alive.
+            Action::NewAttempt { attempt, forgive } => {
+                // Before a new externalId: prove nothing of ours from earlier attempts is alive.
                 if attempt > 1 {
                     let found = match lookup(client, store, &credit.invoice_id, now, report) {
                         Ok(found) => found,
@@ -532,6 +606,9 @@ fn decide(
                         report.waiting += 1;
                         continue;
                     }
+                }
+                if forgive {
+                    store.forgive_attempt(&credit.invoice_id, attempt - 1)?;
                 }
                 // Hard limit: what is sent for an invoice never exceeds its net credit.
                 let committed: i64 = store
@@ -560,6 +637,7 @@ fn decide(
                         outcome: None,
                         error: None,
                         target: Some(opts.target.key()),
+                        tries: 1,
                     },
                     resend: false,
                 });
@@ -569,15 +647,42 @@ fn decide(
     Ok(plan)
 }
 
+/// What an open credit waits for, in words: the bank's last reason and when it is tried again.
+fn waiting_reason(last: Option<&SendRow>, transfers: &[TransferRow], at: DateTime<Utc>) -> String {
+    let failed =
+        last.and_then(|l| transfers.iter().rev().find(|t| t.external_id == l.external_id && t.reason.is_some()));
+    let why = match (last, failed) {
+        (_, Some(t)) => format!("transfer {} failed: {}", t.id, t.reason.as_deref().unwrap_or_default()),
+        (Some(l), None) => l.error.clone().unwrap_or_else(|| "Stark Bank gave no reason".into()),
+        (None, None) => "waiting".into(),
+    };
+    format!("retrying after {}: {why}", crate::starkbank::time::format_secs(at))
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Action {
-    /// A transfer succeeded (the caller settles the credit).
+    /// A transfer of ours succeeded (the caller settles the credit).
     Done,
     Wait,
     SetBackoff(DateTime<Utc>),
     Attention(String),
+    /// The same externalId again: nothing exists under it (or Stark Bank refuses a duplicate).
     Resend(SendRow),
-    NewAttempt(u32),
+    /// A new externalId. `forgive`: the previous attempt failed for a reason that passes and
+    /// does not count against the budget.
+    NewAttempt {
+        attempt: u32,
+        forgive: bool,
+    },
+}
+
+/// Waits out `next_send_at` (set to now + `wait` first, when it is not set yet), then `then`.
+fn after_backoff(credit: &Credit, wait: chrono::Duration, now: DateTime<Utc>, then: Action) -> Action {
+    match credit.next_send_at.as_deref().and_then(crate::starkbank::time::parse) {
+        None => Action::SetBackoff(now + wait),
+        Some(at) if now < at => Action::Wait,
+        Some(_) => then,
+    }
 }
 
 /// The decision for one open credit, from what is known (pure, unit-tested).
@@ -585,6 +690,7 @@ fn next_action(
     credit: &Credit,
     last: Option<&SendRow>,
     transfers: &[TransferRow],
+    taken: bool,
     opts: &Options,
     now: DateTime<Utc>,
 ) -> Action {
@@ -602,35 +708,68 @@ fn next_action(
     if transfers.iter().any(TransferRow::is_alive) {
         return Action::Wait;
     }
-    let Some(last) = last else { return Action::NewAttempt(1) };
+    let Some(last) = last else { return Action::NewAttempt { attempt: 1, forgive: false } };
     let mine: Vec<&TransferRow> = transfers.iter().filter(|t| t.external_id == last.external_id).collect();
-    match last.outcome.as_deref() {
-        Some("rejected") => Action::Attention(format!(
-            "Stark Bank refused the transfer: {}",
+    let counted = last.attempt.saturating_sub(credit.budget_from);
+    match last.outcome {
+        // Refused because the request itself is wrong. After --retry-attention (the attempt no
+        // longer counts) a new externalId goes out; otherwise a human must look.
+        Some(SendOutcome::Rejected) if counted > 0 => Action::Attention(format!(
+            "Stark Bank refused the transfer: {}; fix the cause, then process-events --retry-attention",
             last.error.as_deref().unwrap_or("no details")
         )),
-        // Nothing exists under this externalId (lookups already ran for unknown outcomes):
-        // sending it again is safe, Stark Bank refuses a duplicate externalId.
+        Some(SendOutcome::Rejected) => Action::NewAttempt { attempt: last.attempt + 1, forgive: false },
+        // Refused for a reason that passes: nothing was created, send the same externalId again.
+        Some(SendOutcome::Refused) => {
+            after_backoff(credit, backoff(opts.backoff, last.tries), now, Action::Resend(last.clone()))
+        }
+        // The externalId is taken by a transfer that is not ours: a new one, counted.
+        _ if mine.is_empty() && taken && counted >= opts.max_attempts => Action::Attention(format!(
+            "the externalId of each of {counted} attempts was taken by a transfer this deployment did not send (last: {}); check the workspace's transfers, then process-events --retry-attention",
+            last.external_id
+        )),
+        _ if mine.is_empty() && taken => Action::NewAttempt { attempt: last.attempt + 1, forgive: false },
+        // Nothing exists under this externalId (lookups already ran): sending it again is safe,
+        // Stark Bank refuses a duplicate externalId. A loop of that ends.
+        _ if mine.is_empty() && last.tries >= MAX_UNKNOWN_TRIES => Action::Attention(format!(
+            "the outcome of transfer {} stayed unknown after {} tries and Stark Bank shows no transfer with it (last: {}); check with Stark Bank, then process-events --retry-attention",
+            last.external_id,
+            last.tries,
+            last.error.as_deref().unwrap_or("no details")
+        )),
         _ if mine.is_empty() => Action::Resend(last.clone()),
         _ => {
             // Every transfer of the last attempt is final and none succeeded: it failed.
-            if last.attempt >= opts.max_attempts {
-                return Action::Attention(format!(
-                    "the transfer failed {} times (last: {}); fix the cause (balance? target account?), then re-run with --retry-attention",
-                    last.attempt,
-                    mine.iter().map(|t| format!("{} {}", t.id, t.status)).collect::<Vec<_>>().join(", ")
-                ));
-            }
-            match credit.next_send_at.as_deref().and_then(crate::starkbank::time::parse) {
-                None => Action::SetBackoff(now + opts.backoff * 2i32.pow(last.attempt.saturating_sub(1).min(16))),
-                Some(at) if now < at => Action::Wait,
-                Some(_) => Action::NewAttempt(last.attempt + 1),
+            let failed = mine.iter().find(|t| t.reason.is_some()).or(mine.first()).copied();
+            let reason = failed.and_then(|t| t.reason.clone());
+            match crate::starkbank::answers::failed_transfer(reason.as_deref()) {
+                // An insufficient balance passes: a new attempt after a backoff, not counted.
+                Verdict::Transient => after_backoff(
+                    credit,
+                    backoff(opts.backoff, last.attempt.saturating_sub(credit.budget_from).max(1)),
+                    now,
+                    Action::NewAttempt { attempt: last.attempt + 1, forgive: true },
+                ),
+                // A fresh budget (--retry-attention): the operator fixed the cause; send now.
+                _ if counted == 0 => Action::NewAttempt { attempt: last.attempt + 1, forgive: false },
+                _ if counted >= opts.max_attempts => Action::Attention(format!(
+                    "the transfer failed {counted} times (last: {} {}: {}); fix the cause, then process-events --retry-attention",
+                    failed.map(|t| t.id.as_str()).unwrap_or_default(),
+                    failed.map(|t| t.status.as_str()).unwrap_or_default(),
+                    reason.as_deref().unwrap_or("Stark Bank gave no reason")
+                )),
+                _ => after_backoff(
+                    credit,
+                    backoff(opts.backoff, counted.max(1)),
+                    now,
+                    Action::NewAttempt { attempt: last.attempt + 1, forgive: false },
+                ),
             }
         }
     }
 }
 
-/// Step 6: claim, then send in batches.
+/// Step 8: claim, then send in batches.
 fn send(
     client: &Client,
     store: &mut Store,
@@ -644,7 +783,9 @@ fn send(
     }
     let new: Vec<SendRow> = plan.iter().filter(|p| !p.resend).map(|p| p.send.clone()).collect();
     store.claim_sends(&new)?;
-    for p in plan.iter().filter(|p| !p.resend && p.send.attempt > 1) {
+    let again: Vec<String> = plan.iter().filter(|p| p.resend).map(|p| p.send.external_id.clone()).collect();
+    store.count_resends(&again)?;
+    for p in &plan {
         store.set_next_send_at(&p.send.invoice_id, None)?;
     }
     for chunk in plan.chunks(MAX_BATCH) {
@@ -664,12 +805,17 @@ fn send_chunk(
     let body: Vec<NewTransfer> =
         chunk.iter().map(|p| transfer_for(&opts.target, &p.send.invoice_id, p.send.amount, p.send.attempt)).collect();
     report.transfer_requests += 1;
-    match client.create_transfers(&body) {
+    let outcome_all = |store: &mut Store, outcome: SendOutcome, why: &str| {
+        let outcomes: Vec<(String, SendOutcome, Option<String>)> =
+            chunk.iter().map(|p| (p.send.external_id.clone(), outcome, Some(why.to_string()))).collect();
+        store.set_send_outcome(&outcomes)
+    };
+    let refused = match client.create_transfers(&body) {
         Ok(created) => {
             let rows: Vec<TransferRow> = created.iter().filter_map(|t| transfer_row(t, now)).collect();
             store.upsert_transfers(&rows)?;
-            let outcomes: Vec<(String, &str, Option<String>)> =
-                chunk.iter().map(|p| (p.send.external_id.clone(), "accepted", None)).collect();
+            let outcomes: Vec<(String, SendOutcome, Option<String>)> =
+                chunk.iter().map(|p| (p.send.external_id.clone(), SendOutcome::Accepted, None)).collect();
             store.set_send_outcome(&outcomes)?;
             report.transfers_sent += chunk.len();
             report.sent_total += chunk.iter().map(|p| p.send.amount).sum::<i64>();
@@ -681,34 +827,52 @@ fn send_chunk(
                     p.send.amount
                 );
             }
+            return Ok(());
         }
-        Err(ApiError::Rejected { .. }) if chunk.len() > 1 => {
-            // Stark Bank refuses a whole batch for one bad item: find it by sending one by one.
-            log::warn!(
-                "a batch of {} transfers was refused; sending them one by one to isolate the cause",
-                chunk.len()
-            );
-            for p in chunk {
-                send_chunk(client, store, opts, std::slice::from_ref(p), now, report)?;
-            }
-        }
-        Err(e @ ApiError::Rejected { .. }) if !chunk[0].resend => {
-            let p = &chunk[0];
-            let reason = e.to_string();
-            store.set_send_outcome(&[(p.send.external_id.clone(), "rejected", Some(reason.clone()))])?;
-            store.set_credit_state(&p.send.invoice_id, CreditState::Attention, Some(&reason))?;
-            report.attention.push(Attention { invoice_id: p.send.invoice_id.clone(), reason });
-        }
+        Err(e @ ApiError::Rejected { .. }) => e,
         Err(e) => {
-            // Unknown: the request may have landed. A refused re-send (a duplicate externalId)
-            // is unknown too. The next run looks these up by tag before sending anything.
+            // Unknown: the request may have landed. The next run looks these up by tag before
+            // sending anything.
             let cause = e.to_string();
             log::warn!("{cause}; the next run resolves {} transfers by tag", chunk.len());
-            let outcomes: Vec<(String, &str, Option<String>)> =
-                chunk.iter().map(|p| (p.send.external_id.clone(), "unknown", Some(cause.clone()))).collect();
-            store.set_send_outcome(&outcomes)?;
+            outcome_all(store, SendOutcome::Unknown, &cause)?;
             report.unknown += chunk.len();
             report.errors.push(cause);
+            return Ok(());
+        }
+    };
+    let why = refused.to_string();
+    match crate::starkbank::answers::transfer_refusal(&refused) {
+        // Nothing was created, and the same request may pass later: no split, no human.
+        Verdict::Transient => {
+            log::warn!("{why}; the {} transfers are sent again after a backoff", chunk.len());
+            outcome_all(store, SendOutcome::Refused, &why)?;
+            report.refused += chunk.len();
+            report.errors.push(why);
+        }
+        // An earlier request with these externalIds landed: resolved by lookup next run.
+        Verdict::Duplicate => {
+            log::warn!("{why}; the next run looks the {} transfers up by tag", chunk.len());
+            outcome_all(store, SendOutcome::Unknown, &why)?;
+            report.unknown += chunk.len();
+        }
+        // Stark Bank refuses a whole batch for one bad item: find it by halves.
+        Verdict::Permanent if chunk.len() > 1 => {
+            log::warn!(
+                "a batch of {} transfers was refused ({why}); sending it in halves to find the cause",
+                chunk.len()
+            );
+            let (left, right) = chunk.split_at(chunk.len() / 2);
+            send_chunk(client, store, opts, left, now, report)?;
+            send_chunk(client, store, opts, right, now, report)?;
+        }
+        Verdict::Permanent => {
+            let p = &chunk[0];
+            store.set_send_outcome(&[(p.send.external_id.clone(), SendOutcome::Rejected, Some(why.clone()))])?;
+            let reason =
+                format!("Stark Bank refused the transfer: {why}; fix the cause, then process-events --retry-attention");
+            store.set_credit_state(&p.send.invoice_id, CreditState::Attention, Some(&reason))?;
+            report.attention.push(Attention { invoice_id: p.send.invoice_id.clone(), reason });
         }
     }
     Ok(())
@@ -776,14 +940,10 @@ fn mark_delivered(client: &Client, store: &mut Store, opts: &Options, now: DateT
     }
 }
 
-/// Puts credits that need attention back in play with a fresh attempt budget.
+/// Puts credits that need attention back in play with a fresh attempt budget; the same run
+/// then sends them.
 pub fn retry_attention(store: &mut Store) -> anyhow::Result<usize> {
-    let mut n = 0;
-    for c in store.credits_in(CreditState::Attention)? {
-        store.set_credit_state(&c.invoice_id, CreditState::Open, None)?;
-        n += 1;
-    }
-    Ok(n)
+    store.retry_attention()
 }
 
 #[cfg(test)]
@@ -803,19 +963,21 @@ mod tests {
             reason: None,
             next_send_at: None,
             origin: Some(crate::store::Origin::Issued),
+            budget_from: 0,
         }
     }
 
-    fn send(attempt: u32, outcome: Option<&str>) -> SendRow {
+    fn send(attempt: u32, outcome: Option<SendOutcome>) -> SendRow {
         SendRow {
             external_id: external_id("i1", attempt),
             invoice_id: "i1".into(),
             attempt,
             amount: 3619,
             claimed_at: "t".into(),
-            outcome: outcome.map(str::to_string),
+            outcome,
             error: None,
             target: None,
+            tries: 1,
         }
     }
 
@@ -829,6 +991,8 @@ mod tests {
             updated_at: "t".into(),
             ours: true,
             target: None,
+            reason: None,
+            returned: false,
         }
     }
 
@@ -857,24 +1021,32 @@ mod tests {
 
     #[test]
     fn decisions() {
+        use SendOutcome::{Accepted, Unknown};
         let o = Options::default();
         let now = Utc::now();
         let c = credit();
-        assert_eq!(next_action(&c, None, &[], &o, now), Action::NewAttempt(1));
+        assert_eq!(next_action(&c, None, &[], false, &o, now), Action::NewAttempt { attempt: 1, forgive: false });
         // Unknown outcome with nothing found: re-send the same externalId (Stark Bank dedups it).
         assert_eq!(
-            next_action(&c, Some(&send(1, Some("unknown"))), &[], &o, now),
-            Action::Resend(send(1, Some("unknown")))
+            next_action(&c, Some(&send(1, Some(Unknown))), &[], false, &o, now),
+            Action::Resend(send(1, Some(Unknown)))
         );
         // Alive or successful: never send again.
-        assert_eq!(next_action(&c, Some(&send(1, None)), &[transfer(1, "t1", "processing")], &o, now), Action::Wait);
-        assert_eq!(next_action(&c, Some(&send(1, None)), &[transfer(1, "t1", "success")], &o, now), Action::Done);
+        assert_eq!(
+            next_action(&c, Some(&send(1, None)), &[transfer(1, "t1", "processing")], false, &o, now),
+            Action::Wait
+        );
+        assert_eq!(
+            next_action(&c, Some(&send(1, None)), &[transfer(1, "t1", "success")], false, &o, now),
+            Action::Done
+        );
         // A late duplicate refusal (failed twin) next to a success is still done.
         assert_eq!(
             next_action(
                 &c,
-                Some(&send(1, Some("accepted"))),
+                Some(&send(1, Some(Accepted))),
                 &[transfer(1, "t1", "success"), transfer(1, "t2", "failed")],
+                false,
                 &o,
                 now
             ),
@@ -882,20 +1054,64 @@ mod tests {
         );
         // Really failed: back off first, then a new attempt.
         let failed = [transfer(1, "t1", "failed")];
-        let Action::SetBackoff(at) = next_action(&c, Some(&send(1, Some("accepted"))), &failed, &o, now) else {
+        let Action::SetBackoff(at) = next_action(&c, Some(&send(1, Some(Accepted))), &failed, false, &o, now) else {
             panic!()
         };
         let waiting = Credit { next_send_at: Some(ts(at)), ..credit() };
-        assert_eq!(next_action(&waiting, Some(&send(1, Some("accepted"))), &failed, &o, now), Action::Wait);
-        assert_eq!(next_action(&waiting, Some(&send(1, Some("accepted"))), &failed, &o, at), Action::NewAttempt(2));
+        assert_eq!(next_action(&waiting, Some(&send(1, Some(Accepted))), &failed, false, &o, now), Action::Wait);
+        assert_eq!(
+            next_action(&waiting, Some(&send(1, Some(Accepted))), &failed, false, &o, at),
+            Action::NewAttempt { attempt: 2, forgive: false }
+        );
         // Out of attempts: attention.
         let last = [transfer(5, "t5", "failed")];
-        assert!(matches!(next_action(&waiting, Some(&send(5, Some("accepted"))), &last, &o, at), Action::Attention(_)));
-        // Two successes would be a double payment: flagged.
         assert!(matches!(
-            next_action(&c, None, &[transfer(1, "a", "success"), transfer(2, "b", "success")], &o, now),
+            next_action(&waiting, Some(&send(5, Some(Accepted))), &last, false, &o, at),
             Action::Attention(_)
         ));
+        // Two successes would be a double payment: flagged.
+        assert!(matches!(
+            next_action(&c, None, &[transfer(1, "a", "success"), transfer(2, "b", "success")], false, &o, now),
+            Action::Attention(_)
+        ));
+    }
+
+    /// Every retry loop ends, and --retry-attention is a way out.
+    #[test]
+    fn loops_end_and_a_fresh_budget_sends_again() {
+        let o = Options::default();
+        let now = Utc::now();
+        // A permanent refusal needs a human; after --retry-attention (budget_from = its attempt)
+        // a new externalId goes out at once.
+        let rejected = SendRow { error: Some("invalidAccountNumber".into()), ..send(1, Some(SendOutcome::Rejected)) };
+        assert!(matches!(next_action(&credit(), Some(&rejected), &[], false, &o, now), Action::Attention(_)));
+        let fresh = Credit { budget_from: 1, ..credit() };
+        assert_eq!(
+            next_action(&fresh, Some(&rejected), &[], false, &o, now),
+            Action::NewAttempt { attempt: 2, forgive: false }
+        );
+        // A failure budget spent is fresh again after --retry-attention.
+        let spent = [transfer(5, "t5", "failed")];
+        let waiting = Credit { next_send_at: Some(ts(now)), budget_from: 5, ..credit() };
+        assert_eq!(
+            next_action(&waiting, Some(&send(5, Some(SendOutcome::Accepted))), &spent, false, &o, now),
+            Action::NewAttempt { attempt: 6, forgive: false }
+        );
+        // A refusal that passes: the same externalId again after a backoff, never a human.
+        let refused = send(1, Some(SendOutcome::Refused));
+        let Action::SetBackoff(at) = next_action(&credit(), Some(&refused), &[], false, &o, now) else { panic!() };
+        let later = Credit { next_send_at: Some(ts(at)), ..credit() };
+        assert_eq!(next_action(&later, Some(&refused), &[], false, &o, at), Action::Resend(refused.clone()));
+        // Unknown for ever: ends in attention.
+        let stuck = SendRow { tries: MAX_UNKNOWN_TRIES, ..send(1, Some(SendOutcome::Unknown)) };
+        assert!(matches!(next_action(&credit(), Some(&stuck), &[], false, &o, now), Action::Attention(_)));
+        // An insufficient balance is not counted against the budget.
+        let short = TransferRow { reason: Some("Insufficient balance".into()), ..transfer(5, "t5", "failed") };
+        let waiting = Credit { next_send_at: Some(ts(now)), ..credit() };
+        assert_eq!(
+            next_action(&waiting, Some(&send(5, Some(SendOutcome::Accepted))), &[short], false, &o, now),
+            Action::NewAttempt { attempt: 6, forgive: true }
+        );
     }
 
     /// Only a `credited` log is a credit, and its tags decide nothing: whose it is, the store

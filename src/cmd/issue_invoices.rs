@@ -34,6 +34,7 @@ struct Plan {
     amount: (i64, i64),
     due: Duration,
     expiration: Duration,
+    in_flight_margin: Duration,
 }
 
 impl Plan {
@@ -72,6 +73,7 @@ impl Plan {
             amount,
             due: Duration::days(i64::from(due_days)),
             expiration: Duration::days(i64::from(expiration_days)),
+            in_flight_margin: Duration::seconds(i64::from(a.in_flight_margin.unwrap_or(DEFAULT_IN_FLIGHT_MARGIN_SECS))),
         })
     }
 
@@ -126,7 +128,7 @@ pub fn run(ctx: &Ctx, args: &IssueArgs) -> anyhow::Result<Status> {
     let (campaign_row, outcome) = if args.dry_run {
         dry_run(ctx, &plan, now)?
     } else {
-        issue(ctx, &plan, &args.workspace, now, &mut earlier_failures)?
+        issue(ctx, &plan, &args.workspace, args.slot, now, &mut earlier_failures)?
     };
     report(&plan, campaign_row.as_ref(), &outcome, args.json, args.show_payer)?;
     match earlier_failures.into_iter().next() {
@@ -177,6 +179,7 @@ fn issue(
     ctx: &Ctx,
     plan: &Plan,
     args_workspace: &crate::cli::WorkspaceArgs,
+    chosen_slot: Option<u32>,
     now: DateTime<Utc>,
     earlier_failures: &mut Vec<anyhow::Error>,
 ) -> anyhow::Result<(Option<CampaignRow>, Outcome)> {
@@ -200,18 +203,48 @@ fn issue(
             c.slot_seconds
         );
     }
+    // `--slot N`: an operator issues a named slot on purpose (a missed one, or one that failed).
+    let chosen = match chosen_slot {
+        None => None,
+        Some(n) => {
+            let Some(c) = &existing else {
+                return Err(error::config(format!(
+                    "--slot {n}: no campaign has started in {}; the first issue-invoices run starts it",
+                    ctx.db.display()
+                )));
+            };
+            if n == 0 || n > c.slots() {
+                return Err(error::config(format!("--slot {n}: the campaign has slots 1 to {}", c.slots())));
+            }
+            let start = c.shape().slot_start(c.started_at, n - 1);
+            if start > now + Duration::minutes(5) {
+                return Err(error::config(format!(
+                    "--slot {n}: it starts at {}; the timer issues it then",
+                    time::format_secs(start)
+                )));
+            }
+            store.clear_failed_slot(n - 1)?;
+            Some(n - 1)
+        }
+    };
     let campaign = existing.unwrap_or_else(|| new_campaign(plan, now));
-    let at = campaign.shape().slot_at(campaign.started_at, now);
+    let at = match chosen {
+        Some(k) => SlotAt::Slot(k),
+        None => campaign.shape().slot_at(campaign.started_at, now),
+    };
     // A batch left unfinished (its outcome unknown) is completed by the next run, whatever
     // slot that run lands in; a failure there does not stop this slot from being issued.
-    for earlier in store.slots()?.into_iter().filter(|s| s.issued_at.is_none()).map(|s| s.slot) {
-        if at == SlotAt::Slot(earlier) {
+    // A slot that failed for good waits for `--slot N`.
+    for earlier in
+        store.slots()?.into_iter().filter(|s| s.issued_at.is_none() && s.failed_reason.is_none()).map(|s| s.slot)
+    {
+        if at == SlotAt::Slot(earlier) || chosen == Some(earlier) {
             continue;
         }
-        log::info!("completing slot {earlier}, left unfinished by an earlier run");
+        log::info!("completing slot {}, left unfinished by an earlier run", earlier + 1);
         let drafts = store.drafts(earlier)?;
-        if let Err(e) = complete_slot(&client, &mut store, &campaign, earlier, drafts, now) {
-            log::error!("slot {earlier} is still unfinished: {}", error::one_line(&e));
+        if let Err(e) = complete_slot(&client, &mut store, plan, &campaign, earlier, drafts, now) {
+            log::error!("slot {} is still unfinished: {}", earlier + 1, error::one_line(&e));
             earlier_failures.push(e);
         }
     }
@@ -223,6 +256,17 @@ fn issue(
         }
         SlotAt::Slot(slot) => slot,
     };
+    // A slot refused for good waits for the operator (`--slot N`); it is not retried here.
+    if chosen != Some(slot)
+        && let Some(row) = store.slots()?.into_iter().find(|s| s.slot == slot && s.failed_reason.is_some())
+    {
+        return Err(error::attention(format!(
+            "slot {}: Stark Bank refused to complete it ({}); it is not retried on its own; after fixing the cause: stark-sweep issue-invoices --slot {}",
+            slot + 1,
+            row.failed_reason.unwrap_or_default(),
+            slot + 1
+        )));
+    }
     let drafts = match store.slot_state(slot)? {
         SlotState::Issued { drafts, .. } => return Ok((Some(campaign), Outcome::AlreadyIssued { slot, drafts })),
         SlotState::Claimed { drafts } => {
@@ -238,7 +282,7 @@ fn issue(
             drafts
         }
     };
-    let created_now = complete_slot(&client, &mut store, &campaign, slot, drafts, now)?;
+    let created_now = complete_slot(&client, &mut store, plan, &campaign, slot, drafts, now)?;
     let drafts = store.drafts(slot)?;
     // The first invoices of a new workspace make the first events: learn the workspace now, so
     // the listener can tell our events from any other workspace's from the start.
@@ -248,27 +292,46 @@ fn issue(
     Ok((Some(campaign), Outcome::Issued { slot, drafts, created_now }))
 }
 
+/// How long after a create request's timeout Stark Bank may still be processing it, in
+/// seconds, when `--in-flight-margin` is not given: until then a rerun creates nothing for the
+/// slot (a lookup by tag could not yet see what it made). The real figure is not documented;
+/// two minutes is a conservative choice.
+pub const DEFAULT_IN_FLIGHT_MARGIN_SECS: u32 = 120;
+
 /// Makes every draft of a claimed slot exist at Stark Bank exactly once. Returns how many
 /// invoices this run created.
 fn complete_slot(
     client: &Client,
     store: &mut Store,
+    plan: &Plan,
     campaign: &CampaignRow,
     slot: u32,
     drafts: Vec<Draft>,
     now: DateTime<Utc>,
 ) -> anyhow::Result<usize> {
+    let human = slot + 1;
     let mut missing: Vec<Draft> = drafts.into_iter().filter(|d| d.invoice_id.is_none()).collect();
     if missing.is_empty() {
         store.record_invoices(slot, &[], now)?;
         return Ok(0);
+    }
+    // A request sent earlier may still be processed by Stark Bank (its client timed out, or the
+    // process died waiting): a lookup could miss what it is creating, so create nothing yet.
+    let real_now = Utc::now();
+    if let Some(until) = store.slot_in_flight_until(slot)?
+        && until > real_now
+    {
+        return Err(error::temporary(format!(
+            "slot {human}: the create request sent earlier may still be processed by Stark Bank until {}; nothing is created before then, and the first run after it looks the slot's invoices up by tag",
+            time::format_secs(until)
+        )));
     }
     let resumed = store.slot_attempted(slot)?;
     if resumed {
         // An earlier attempt may have created some or all of them: find them by tag first.
         let found =
             client.query_invoices(&ListFilter::tags([campaign::slot_tag(&campaign.tag, slot)])).map_err(|e| {
-                anyhow::Error::new(e).context(format!("looking up slot {slot}'s invoices before completing it"))
+                anyhow::Error::new(e).context(format!("looking up slot {human}'s invoices before completing it"))
             })?;
         let mut matched = Vec::new();
         for inv in found {
@@ -277,7 +340,7 @@ fn complete_slot(
             }
         }
         if !matched.is_empty() {
-            log::info!("slot {slot}: {} invoices from an earlier attempt already exist", matched.len());
+            log::info!("slot {human}: {} invoices from an earlier attempt already exist", matched.len());
         }
         store.record_invoices(slot, &matched, now)?;
         missing.retain(|d| !matched.iter().any(|(k, _)| *k == d.draft_key));
@@ -285,7 +348,25 @@ fn complete_slot(
             return Ok(0);
         }
     }
-    store.mark_slot_attempted(slot, now)?;
+    // Due dates are set when the invoices are actually issued: a slot completed days after its
+    // claim must not send due dates close or past (the sandbox never pays overdue invoices).
+    let fresh_due = time::format_secs(now + plan.due);
+    let stale: Vec<String> = missing
+        .iter()
+        .filter(|d| time::parse(&d.due).is_none_or(|due| due - now < plan.due / 2))
+        .map(|d| d.draft_key.clone())
+        .collect();
+    if !stale.is_empty() {
+        log::info!("slot {human}: {} drafts get a new due date, {fresh_due}", stale.len());
+        store.set_draft_dues(&stale, &fresh_due)?;
+        for d in missing.iter_mut().filter(|d| stale.contains(&d.draft_key)) {
+            d.due = fresh_due.clone();
+        }
+    }
+    let in_flight_until = real_now
+        + Duration::from_std(client.config().timeout).unwrap_or_else(|_| Duration::seconds(60))
+        + plan.in_flight_margin;
+    store.mark_slot_attempted(slot, now, in_flight_until)?;
     let batch: Vec<NewInvoice> = missing
         .iter()
         .map(|d| NewInvoice {
@@ -299,7 +380,12 @@ fn complete_slot(
         .collect();
     // Stark Bank's answer may echo the payers it refused: never their names or tax ids further.
     let payers = crate::redact::Redactor::new(missing.iter().map(|d| d.name.clone()));
-    match client.create_invoices(&batch).map_err(|e| e.redacted(&payers)) {
+    let answer = client.create_invoices(&batch).map_err(|e| e.redacted(&payers));
+    // Any answer means Stark Bank is done with the request; only silence keeps it in flight.
+    if !matches!(answer, Err(ApiError::OutcomeUnknown { answered: false, .. })) {
+        store.clear_in_flight(slot)?;
+    }
+    match answer {
         Ok(created) => {
             let mut ids = Vec::new();
             for inv in &created {
@@ -311,7 +397,7 @@ fn complete_slot(
             let complete = store.record_invoices(slot, &ids, now)?;
             if !complete {
                 return Err(error::temporary(format!(
-                    "slot {slot}: Stark Bank answered with {} of {} invoices; the next run looks up the rest by tag",
+                    "slot {human}: Stark Bank answered with {} of {} invoices; the next run looks up the rest by tag",
                     ids.len(),
                     missing.len()
                 )));
@@ -319,17 +405,35 @@ fn complete_slot(
             Ok(ids.len())
         }
         Err(e @ ApiError::Rejected { .. }) if !resumed => {
-            // The whole request was refused, so nothing was created: forget the claim, so a
-            // corrected configuration can issue this slot on the next run.
+            // The whole request was refused, so nothing was created: forget the claim, so the
+            // next run (a transient refusal) or a corrected configuration issues this slot.
             store.abandon_slot(slot)?;
-            Err(anyhow::Error::new(e).context(format!("issuing slot {slot}")))
+            Err(anyhow::Error::new(e).context(format!("issuing slot {human}")))
         }
+        Err(e @ ApiError::Rejected { .. }) => match crate::starkbank::answers::invoice_refusal(&e) {
+            crate::starkbank::answers::Verdict::Transient => {
+                Err(anyhow::Error::new(e).context(format!("completing slot {human} (the next run tries again)")))
+            }
+            _ => {
+                // An earlier attempt may have created some of the slot: the claim stays, and the
+                // slot is no longer retried on its own.
+                let reason = e.to_string();
+                store.fail_slot(slot, &reason)?;
+                Err(error::attention(format!(
+                    "slot {human}: Stark Bank refused to complete it: {reason}; it is not retried on its own; after fixing the cause: stark-sweep issue-invoices --slot {human}"
+                )))
+            }
+        },
         Err(e) => {
             let what = match e {
+                ApiError::OutcomeUnknown { answered: false, .. } => format!(
+                    "issuing slot {human} (no answer: nothing more is created for it before {}, then the next run finds its invoices by tag)",
+                    time::format_secs(in_flight_until)
+                ),
                 ApiError::OutcomeUnknown { .. } => {
-                    format!("issuing slot {slot} (the next run finds them by tag first)")
+                    format!("issuing slot {human} (the next run finds them by tag first)")
                 }
-                _ => format!("issuing slot {slot}"),
+                _ => format!("issuing slot {human}"),
             };
             Err(anyhow::Error::new(e).context(what))
         }

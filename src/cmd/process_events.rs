@@ -114,6 +114,9 @@ pub fn summary(r: &Report) -> String {
     if r.marked_delivered > 0 {
         s.push_str(&format!("events marked delivered: {}\n", r.marked_delivered));
     }
+    for a in &r.retrying {
+        s.push_str(&format!("  invoice {}: {}\n", a.invoice_id, a.reason));
+    }
     if r.attention.is_empty() {
         s.push_str("needs attention: none\n");
     } else {

@@ -31,7 +31,19 @@ pub fn run(ctx: &Ctx, args: &StatusArgs) -> anyhow::Result<Status> {
     let campaign = store.campaign()?;
     let slots = store.slots()?;
     let issued = slots.iter().filter(|s| s.issued_at.is_some()).count();
-    let incomplete: Vec<u32> = slots.iter().filter(|s| s.issued_at.is_none()).map(|s| s.slot).collect();
+    // Slots for humans: 1 to 8. In progress, failed for good, or missed (window closed unissued).
+    let incomplete: Vec<u32> =
+        slots.iter().filter(|s| s.issued_at.is_none() && s.failed_reason.is_none()).map(|s| s.slot + 1).collect();
+    let failed: Vec<(u32, String)> =
+        slots.iter().filter_map(|s| s.failed_reason.clone().map(|r| (s.slot + 1, r))).collect();
+    let missed: Vec<u32> = campaign
+        .as_ref()
+        .map(|c| c.shape().closed_slots(c.started_at, now))
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|k| !slots.iter().any(|s| s.slot == *k))
+        .map(|k| k + 1)
+        .collect();
     let campaign_json = campaign.as_ref().map(|c| {
         let shape = c.shape();
         let (state, current, next) = match shape.slot_at(c.started_at, now) {
@@ -53,6 +65,8 @@ pub fn run(ctx: &Ctx, args: &StatusArgs) -> anyhow::Result<Status> {
             "currentSlot": current,
             "nextSlotAt": next.map(time::format_secs),
             "incompleteSlots": incomplete,
+            "missedSlots": missed,
+            "failedSlots": failed.iter().map(|(k, r)| json!({"slot": k, "reason": r})).collect::<Vec<_>>(),
         })
     });
     let invoiced: i64 = slots.iter().map(|s| s.total).sum();
@@ -88,6 +102,7 @@ pub fn run(ctx: &Ctx, args: &StatusArgs) -> anyhow::Result<Status> {
     let without_credit: Vec<&crate::reconcile::Discrepancy> =
         discrepancies.iter().filter(|d| d.kind == "transfer-without-credit").collect();
     let attention = discrepancies.iter().filter(|d| d.needs_attention).count();
+    let needs_human = attention + missed.len() + failed.len();
     let unapplied = store.pending_events(1)?.len();
 
     if args.json {
@@ -104,7 +119,7 @@ pub fn run(ctx: &Ctx, args: &StatusArgs) -> anyhow::Result<Status> {
             "unclaimedCredits": unclaimed,
             "eventsPending": unapplied > 0,
             "discrepancies": discrepancies,
-            "needsAttention": attention,
+            "needsAttention": needs_human,
         }))?;
     } else {
         let mut s = String::new();
@@ -125,6 +140,19 @@ pub fn run(ctx: &Ctx, args: &StatusArgs) -> anyhow::Result<Status> {
                     s.push_str(&format!(", slots being completed: {incomplete:?}"));
                 }
                 s.push('\n');
+                for k in &missed {
+                    s.push_str(&format!(
+                        "  ! slot {k}/{} (from {}): missed: its time passed without it being issued; to issue it now: stark-sweep issue-invoices --slot {k}\n",
+                        c.slots(),
+                        time::format_secs(c.shape().slot_start(c.started_at, k - 1))
+                    ));
+                }
+                for (k, reason) in &failed {
+                    s.push_str(&format!(
+                        "  ! slot {k}/{}: failed: {reason}; after fixing the cause: stark-sweep issue-invoices --slot {k}\n",
+                        c.slots()
+                    ));
+                }
             }
             _ => s.push_str("campaign: not started (run `stark-sweep issue-invoices`)\n"),
         }
@@ -176,7 +204,7 @@ pub fn run(ctx: &Ctx, args: &StatusArgs) -> anyhow::Result<Status> {
         }
         print(&s)?;
     }
-    Ok(if attention > 0 { Status::Attention } else { Status::Success })
+    Ok(if needs_human > 0 { Status::Attention } else { Status::Success })
 }
 
 fn plural(n: usize, one: &str, many: &str) -> String {

@@ -6,7 +6,7 @@
 //! and the `--yes` confirmation of `delete`.
 //! Does not own: the API calls themselves (see `starkbank::resources`).
 //!
-//! Exit codes: 0 done (also "already registered"); 2 `delete` without `--yes` or a malformed
+//! Exit codes: 0 done (also "already registered" and "already gone"); 2 `delete` without `--yes` or a malformed
 //! webhook id; 3 a webhook with the URL exists but lacks a subscription we need (nothing is
 //! created; the message says how to fix it); 78 a URL Stark Bank would not deliver to, or bad
 //! credentials; 75 Stark Bank unreachable.
@@ -129,8 +129,14 @@ fn delete(ctx: &Ctx, id: &str, yes: bool) -> anyhow::Result<Status> {
         )));
     }
     let client = config::client(&ctx.global.api)?;
-    let deleted = client.delete_webhook(id)?;
-    print(&format!("deleted webhook {}\n", describe(&deleted)))?;
+    match client.delete_webhook(id) {
+        Ok(deleted) => print(&format!("deleted webhook {}\n", describe(&deleted)))?,
+        // Deleting twice (or after an answer was lost) is done, not a failure.
+        Err(e) if e.codes().contains(&"invalidWebhookId") => {
+            print(&format!("webhook {id} is already gone; nothing to do\n"))?;
+        }
+        Err(e) => return Err(e.into()),
+    }
     Ok(Status::Success)
 }
 

@@ -22,6 +22,10 @@ pub struct Faults {
     pub commit_then_500_transfer: f64,
     /// The next N invoice creations are committed and then answered 500 (counts down).
     pub commit_then_500_next_invoices: u32,
+    /// The next N invoice creations are answered 500 before anything is done (counts down).
+    pub error_next_invoices: u32,
+    /// The next N transfer creations are answered 500 before anything is done (counts down).
+    pub error_next_transfers: u32,
     /// The next N transfer creations are committed and then answered 500 (counts down).
     pub commit_then_500_next_transfers: u32,
     /// Share of successful webhook deliveries that are POSTed a second time.
@@ -44,6 +48,9 @@ pub struct Faults {
     /// The next N valid transfer creation requests are refused: 400 with one error per element,
     /// `refuse_code` and `Element i: refuse_message`, creating nothing (counts down).
     pub refuse_next_transfers: u32,
+    /// The next N valid invoice creation requests are refused the same way (400, one error per
+    /// element with `refuse_code` and `refuse_message`), creating nothing (counts down).
+    pub refuse_next_invoices: u32,
     /// Error code of those refusals (empty: `REFUSE_CODE`).
     pub refuse_code: String,
     /// Error text of those refusals, after `Element i: ` (empty: `REFUSE_MESSAGE`).

@@ -715,6 +715,9 @@ fn slow_commit(
 
 fn create_invoices(shared: &Shared, s: &mut StateGuard<'_>, body: &[u8], now: DateTime<Utc>) -> Answer {
     too_many_requests(&mut s.faults.too_many_requests_next_invoices, "invoice creation")?;
+    if faults::take(&mut s.faults.error_next_invoices) {
+        return Err(ApiErr::internal());
+    }
     let drafts = parse_batch(body, "invoices", INVOICE_FIELDS, |f| {
         let amount = f.int("amount", "invalidAmount", 0, MAX_AMOUNT, true);
         let tax_id = f.tax_id();
@@ -748,6 +751,13 @@ fn create_invoices(shared: &Shared, s: &mut StateGuard<'_>, body: &[u8], now: Da
             splits,
         })
     })?;
+    if faults::take(&mut s.faults.refuse_next_invoices) {
+        let code = faults::text(&s.faults.refuse_code, faults::REFUSE_CODE);
+        let message = faults::text(&s.faults.refuse_message, faults::REFUSE_MESSAGE);
+        return Err(ApiErr::many(
+            (0..drafts.len()).map(|i| (code.clone(), format!("Element {i}: {message}"))).collect(),
+        ));
+    }
     let now = slow_commit(shared, s, |f| &mut f.slow_commit_next_invoices, now);
     let invoices = s.create_invoices(drafts, now);
     let rate = s.faults.commit_then_500_invoice;
@@ -826,6 +836,9 @@ const TRANSFER_FIELDS: &[&str] = &[
 
 fn create_transfers(shared: &Shared, s: &mut StateGuard<'_>, body: &[u8], now: DateTime<Utc>) -> Answer {
     too_many_requests(&mut s.faults.too_many_requests_next_transfers, "transfer creation")?;
+    if faults::take(&mut s.faults.error_next_transfers) {
+        return Err(ApiErr::internal());
+    }
     let drafts = parse_batch(body, "transfers", TRANSFER_FIELDS, |f| {
         let amount = f.int("amount", "invalidAmount", 1, MAX_AMOUNT, true);
         let name = f.string("name", "invalidName", true);

@@ -77,16 +77,26 @@ pub enum ApiError {
     /// A request that is not idempotent was (or may have been) received, but no answer came:
     /// the caller must look up what exists before sending it again.
     #[error("{what}: outcome unknown ({cause}); look up what was created before sending it again")]
-    OutcomeUnknown { what: String, cause: String },
+    OutcomeUnknown {
+        what: String,
+        cause: String,
+        /// Every try was answered (a 5xx, a refused retry): Stark Bank is done with the request.
+        /// `false` when one timed out or the connection broke: it may still be processing it.
+        answered: bool,
+    },
     /// A 200 answer that is not the JSON we expect.
     #[error("{what}: unexpected answer from Stark Bank: {cause}")]
     Decode { what: String, cause: String },
 }
 
 impl ApiError {
-    /// True when running again later may succeed without anyone changing anything.
+    /// True when running again later may succeed without anyone changing anything (a rate
+    /// limit included).
     pub fn is_temporary(&self) -> bool {
-        matches!(self, ApiError::Temporary { .. } | ApiError::OutcomeUnknown { .. })
+        matches!(
+            self,
+            ApiError::Temporary { .. } | ApiError::OutcomeUnknown { .. } | ApiError::Rejected { status: 429, .. }
+        )
     }
 
     /// True for authentication and configuration refusals an operator must fix.
@@ -108,7 +118,9 @@ impl ApiError {
                     .collect(),
             },
             ApiError::Temporary { what, cause } => ApiError::Temporary { what, cause: r.apply(&cause) },
-            ApiError::OutcomeUnknown { what, cause } => ApiError::OutcomeUnknown { what, cause: r.apply(&cause) },
+            ApiError::OutcomeUnknown { what, cause, answered } => {
+                ApiError::OutcomeUnknown { what, cause: r.apply(&cause), answered }
+            }
             ApiError::Decode { what, cause } => ApiError::Decode { what, cause: r.apply(&cause) },
         }
     }
@@ -209,6 +221,8 @@ impl Client {
         // Once a non-idempotent request may have reached the server, no answer can be trusted
         // to mean "nothing happened"; for idempotent ones we remember it to explain refusals.
         let mut maybe_received = false;
+        // A try that got no answer at all may still be processed by the server.
+        let mut unanswered = false;
         loop {
             attempt += 1;
             let outcome = self.send_once(&method, &url, &body_text);
@@ -225,6 +239,7 @@ impl Client {
                         return Err(ApiError::OutcomeUnknown {
                             what: what.into(),
                             cause: format!("a retry was refused with HTTP {status}: {}", summarize(&errors)),
+                            answered: !unanswered,
                         });
                     }
                     return Err(ApiError::Rejected { what: what.into(), status, errors });
@@ -243,16 +258,21 @@ impl Client {
                 Err(SendError::NotSent(cause)) => cause,
                 Err(SendError::MaybeSent(cause)) => {
                     maybe_received = true;
+                    unanswered = true;
                     cause
                 }
             };
             let may_retry = idempotency == Idempotency::Safe || !maybe_received;
             if !may_retry {
-                return Err(ApiError::OutcomeUnknown { what: what.into(), cause: retryable_failure });
+                return Err(ApiError::OutcomeUnknown {
+                    what: what.into(),
+                    cause: retryable_failure,
+                    answered: !unanswered,
+                });
             }
             if attempt >= self.cfg.max_attempts {
                 return Err(if maybe_received && method == reqwest::Method::POST {
-                    ApiError::OutcomeUnknown { what: what.into(), cause: retryable_failure }
+                    ApiError::OutcomeUnknown { what: what.into(), cause: retryable_failure, answered: !unanswered }
                 } else {
                     ApiError::Temporary {
                         what: what.into(),

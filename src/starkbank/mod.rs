@@ -1,6 +1,7 @@
 //! The Stark Bank API v2 as stark-sweep uses it: keys, signing, the HTTP client, typed
 //! resources, webhook events and their signature. Nothing here touches SQLite or the CLI.
 
+pub mod answers;
 pub mod client;
 pub mod event;
 pub mod keys;

@@ -206,6 +206,12 @@ impl Client {
         decode_list(self.get_all("transfer", "transfers", &filter.query(), what)?, what)
     }
 
+    /// `GET /v2/transfer/log?transferIds=...&types=...`, every page, as raw logs.
+    pub fn transfer_logs(&self, transfer_ids: &[String], types: &[&str]) -> Result<Vec<Value>, ApiError> {
+        let q = [("transferIds", transfer_ids.join(",")), ("types", types.join(","))];
+        self.get_all("transfer/log", "logs", &q, "listing transfer logs")
+    }
+
     pub fn get_transfer(&self, id: &str) -> Result<Transfer, ApiError> {
         let what = format!("fetching transfer {id}");
         decode(field(&self.get(&format!("transfer/{id}"), &[], &what)?, "transfer", &what)?, &what)

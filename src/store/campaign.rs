@@ -63,6 +63,8 @@ pub struct SlotRow {
     pub issued_at: Option<String>,
     pub invoices: i64,
     pub total: i64,
+    /// Why the slot stopped being retried on its own (a permanent refusal); `None` otherwise.
+    pub failed_reason: Option<String>,
 }
 
 fn parse_ts(s: &str) -> anyhow::Result<DateTime<Utc>> {
@@ -218,9 +220,60 @@ impl Store {
         Ok(matches!(at, Some(Some(_))))
     }
 
-    /// Recorded durably before the create request leaves, so a crash mid-request is known.
-    pub fn mark_slot_attempted(&mut self, slot: u32, now: DateTime<Utc>) -> anyhow::Result<()> {
-        self.conn.execute("UPDATE slots SET attempted_at = ?2 WHERE slot = ?1", params![slot, ts(now)])?;
+    /// Recorded durably before the create request leaves, so a crash mid-request is known:
+    /// `in_flight_until` (real time) is when the request can no longer be processed by Stark
+    /// Bank (its timeout plus a margin); until then nothing more is created for the slot.
+    pub fn mark_slot_attempted(
+        &mut self,
+        slot: u32,
+        now: DateTime<Utc>,
+        in_flight_until: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        self.conn.execute(
+            "UPDATE slots SET attempted_at = ?2, in_flight_until = ?3 WHERE slot = ?1",
+            params![slot, ts(now), ts(in_flight_until)],
+        )?;
+        Ok(())
+    }
+
+    /// Stark Bank answered the create request (whatever it said): it is done with it.
+    pub fn clear_in_flight(&mut self, slot: u32) -> anyhow::Result<()> {
+        self.conn.execute("UPDATE slots SET in_flight_until = NULL WHERE slot = ?1", [slot])?;
+        Ok(())
+    }
+
+    /// Until when a create request of this slot may still be processed, if one may.
+    pub fn slot_in_flight_until(&self, slot: u32) -> anyhow::Result<Option<DateTime<Utc>>> {
+        let at: Option<Option<String>> = self
+            .conn
+            .query_row("SELECT in_flight_until FROM slots WHERE slot = ?1", [slot], |r| r.get(0))
+            .optional()?;
+        at.flatten().map(|t| parse_ts(&t)).transpose()
+    }
+
+    /// A permanent refusal of a slot whose earlier attempt may have created invoices: it is not
+    /// retried on its own any more (`issue-invoices --slot N` retries it).
+    pub fn fail_slot(&mut self, slot: u32, reason: &str) -> anyhow::Result<()> {
+        self.conn.execute("UPDATE slots SET failed_reason = ?2 WHERE slot = ?1", params![slot, reason])?;
+        Ok(())
+    }
+
+    pub fn clear_failed_slot(&mut self, slot: u32) -> anyhow::Result<()> {
+        self.conn.execute("UPDATE slots SET failed_reason = NULL WHERE slot = ?1", [slot])?;
+        Ok(())
+    }
+
+    /// New due dates for drafts not created yet (a slot completed long after its claim would
+    /// otherwise send due dates already close or past: the sandbox never pays overdue invoices).
+    pub fn set_draft_dues(&mut self, draft_keys: &[String], due: &str) -> anyhow::Result<()> {
+        let tx = self.conn.transaction()?;
+        for key in draft_keys {
+            tx.execute(
+                "UPDATE invoice_drafts SET due = ?2 WHERE draft_key = ?1 AND invoice_id IS NULL",
+                params![key, due],
+            )?;
+        }
+        tx.commit()?;
         Ok(())
     }
 
@@ -247,7 +300,8 @@ impl Store {
 
     pub fn slots(&self) -> anyhow::Result<Vec<SlotRow>> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT s.slot, s.claimed_at, s.issued_at, COUNT(d.invoice_id), COALESCE(SUM(CASE WHEN d.invoice_id IS NOT NULL THEN d.amount END), 0)
+            "SELECT s.slot, s.claimed_at, s.issued_at, COUNT(d.invoice_id), COALESCE(SUM(CASE WHEN d.invoice_id IS NOT NULL THEN d.amount END), 0),
+                    s.failed_reason
              FROM slots s LEFT JOIN invoice_drafts d ON d.slot = s.slot GROUP BY s.slot ORDER BY s.slot",
         )?;
         let rows = stmt.query_map([], |r| {
@@ -257,6 +311,7 @@ impl Store {
                 issued_at: r.get(2)?,
                 invoices: r.get(3)?,
                 total: r.get(4)?,
+                failed_reason: r.get(5)?,
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)

@@ -20,8 +20,19 @@ pub use events::*;
 pub use settings::*;
 pub use sweep::*;
 
+/// How long a statement waits for another process's lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
+}
+
 /// Migrations in order; `PRAGMA user_version` records how many are applied.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql"), include_str!("migrations/0002_trust.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_init.sql"),
+    include_str!("migrations/0002_trust.sql"),
+    include_str!("migrations/0003_recovery.sql"),
+];
 
 pub struct Store {
     conn: Connection,
@@ -62,8 +73,24 @@ impl Store {
     }
 
     fn configure(&self) -> rusqlite::Result<()> {
-        self.conn.busy_timeout(Duration::from_secs(10))?;
-        self.conn.pragma_update(None, "journal_mode", "WAL")?;
+        self.conn.busy_timeout(BUSY_TIMEOUT)?;
+        // WAL is a property of the file, set once by whoever creates it. Switching takes an
+        // exclusive lock and fails at once (no busy wait) while another process is migrating
+        // the same new file: retry for as long as the busy timeout.
+        let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+        loop {
+            let mode: String = self.conn.pragma_query_value(None, "journal_mode", |r| r.get(0))?;
+            if mode.eq_ignore_ascii_case("wal") {
+                break;
+            }
+            match self.conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0)) {
+                Ok(_) => break,
+                Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => return Err(e),
+            }
+        }
         self.conn.pragma_update(None, "synchronous", "FULL")?;
         self.conn.pragma_update(None, "foreign_keys", "ON")?;
         Ok(())

@@ -125,6 +125,8 @@ pub struct Credit {
     pub reason: Option<String>,
     pub next_send_at: Option<String>,
     pub origin: Option<Origin>,
+    /// Attempts up to this number do not count against the attempt budget.
+    pub budget_from: u32,
 }
 
 /// A `credited` log of an invoice of our workspace, before ownership is decided.
@@ -144,6 +146,43 @@ impl CreditedLog {
     }
 }
 
+/// What became of one request with one externalId.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SendOutcome {
+    /// Stark Bank answered with the transfer.
+    Accepted,
+    /// No answer, a 5xx, or a refusal that means an earlier request landed: resolved by lookup.
+    Unknown,
+    /// Refused because the request itself is wrong: nothing was created; needs a human.
+    Rejected,
+    /// Refused for a reason that passes (rate limit, authentication or clock, balance): nothing
+    /// was created; the same externalId is sent again after a backoff.
+    Refused,
+}
+
+impl SendOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SendOutcome::Accepted => "accepted",
+            SendOutcome::Unknown => "unknown",
+            SendOutcome::Rejected => "rejected",
+            SendOutcome::Refused => "refused",
+        }
+    }
+
+    fn parse(s: Option<String>) -> rusqlite::Result<Option<Self>> {
+        Ok(match s.as_deref() {
+            None => None,
+            Some("accepted") => Some(SendOutcome::Accepted),
+            Some("unknown") => Some(SendOutcome::Unknown),
+            Some("rejected") => Some(SendOutcome::Rejected),
+            Some("refused") => Some(SendOutcome::Refused),
+            Some(other) => return Err(bad_text("sends.outcome", other)),
+        })
+    }
+}
+
 /// One transfer we asked for (a row of `sends`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SendRow {
@@ -153,10 +192,13 @@ pub struct SendRow {
     pub amount: i64,
     pub claimed_at: String,
     /// `None` while the request's fate is not recorded (in flight, or the process died).
-    pub outcome: Option<String>,
+    pub outcome: Option<SendOutcome>,
+    /// The bank's reason (sanitized), or what went wrong.
     pub error: Option<String>,
     /// Where it was sent (`target_key`); `None` for sends recorded before schema version 2.
     pub target: Option<String>,
+    /// Requests made with this externalId.
+    pub tries: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,6 +212,10 @@ pub struct TransferRow {
     /// Its externalId, amount and target are those of one of our sends.
     pub ours: bool,
     pub target: Option<String>,
+    /// The bank's reason for a failure (the failed log's errors, sanitized).
+    pub reason: Option<String>,
+    /// It failed after it had succeeded (a return).
+    pub returned: bool,
 }
 
 impl TransferRow {
@@ -203,11 +249,11 @@ fn credit_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Credit> {
         reason: r.get(8)?,
         next_send_at: r.get(9)?,
         origin: Origin::parse(r.get(10)?)?,
+        budget_from: r.get(11)?,
     })
 }
 
-const CREDIT_COLUMNS: &str =
-    "invoice_id, event_id, amount, fee, net, credited_at, recorded_at, state, reason, next_send_at, origin";
+const CREDIT_COLUMNS: &str = "invoice_id, event_id, amount, fee, net, credited_at, recorded_at, state, reason, next_send_at, origin, budget_from";
 
 fn send_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SendRow> {
     Ok(SendRow {
@@ -216,13 +262,14 @@ fn send_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SendRow> {
         attempt: r.get(2)?,
         amount: r.get(3)?,
         claimed_at: r.get(4)?,
-        outcome: r.get(5)?,
+        outcome: SendOutcome::parse(r.get(5)?)?,
         error: r.get(6)?,
         target: r.get(7)?,
+        tries: r.get(8)?,
     })
 }
 
-const SEND_COLUMNS: &str = "external_id, invoice_id, attempt, amount, claimed_at, outcome, error, target";
+const SEND_COLUMNS: &str = "external_id, invoice_id, attempt, amount, claimed_at, outcome, error, target, tries";
 
 fn transfer_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TransferRow> {
     Ok(TransferRow {
@@ -234,16 +281,28 @@ fn transfer_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TransferRow> {
         updated_at: r.get(5)?,
         ours: r.get(6)?,
         target: r.get(7)?,
+        reason: r.get(8)?,
+        returned: r.get(9)?,
     })
 }
 
-const TRANSFER_COLUMNS: &str = "id, external_id, invoice_id, amount, status, updated_at, ours, target";
+const TRANSFER_COLUMNS: &str =
+    "id, external_id, invoice_id, amount, status, updated_at, ours, target, reason, returned";
+
+/// A `reversed` invoice log: money went back to the payer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReversedLog {
+    pub invoice_id: String,
+    /// The invoice's amount after the reversal, in cents.
+    pub amount: i64,
+}
 
 /// Effects of applying one event, written together with its `applied_at`.
 #[derive(Debug, Clone, Default)]
 pub struct EventEffects {
     pub invoice: Option<InvoiceState>,
     pub credited: Option<CreditedLog>,
+    pub reversed: Option<ReversedLog>,
     pub transfer: Option<TransferRow>,
 }
 
@@ -335,6 +394,9 @@ impl Store {
             }
             if let Some(c) = &fx.credited {
                 new_credits += record_credit(&tx, c, now)?;
+            }
+            if let Some(r) = &fx.reversed {
+                flag_reversed(&tx, r)?;
             }
             if let Some(t) = &fx.transfer {
                 upsert_transfer(&tx, t)?;
@@ -435,6 +497,42 @@ impl Store {
         Ok(())
     }
 
+    /// `--retry-attention`: every credit that needs attention is open again with a fresh
+    /// attempt budget (attempts so far no longer count). Returns how many.
+    pub fn retry_attention(&mut self) -> anyhow::Result<usize> {
+        // A loop of unknown outcomes gets its tries back too.
+        self.conn.execute(
+            "UPDATE sends SET tries = 1 WHERE outcome = 'unknown'
+               AND invoice_id IN (SELECT invoice_id FROM credits WHERE state = 'attention')",
+            [],
+        )?;
+        Ok(self.conn.execute(
+            "UPDATE credits SET state = 'open', reason = NULL, next_send_at = NULL,
+                budget_from = COALESCE((SELECT MAX(attempt) FROM sends s WHERE s.invoice_id = credits.invoice_id), 0)
+             WHERE state = 'attention'",
+            [],
+        )?)
+    }
+
+    /// Attempts up to `attempt` no longer count against the budget (a failure that passes).
+    pub fn forgive_attempt(&mut self, invoice_id: &str, attempt: u32) -> anyhow::Result<()> {
+        self.conn.execute(
+            "UPDATE credits SET budget_from = MAX(budget_from, ?2) WHERE invoice_id = ?1",
+            params![invoice_id, attempt],
+        )?;
+        Ok(())
+    }
+
+    /// Why an open credit is still waiting (the bank's last reason), shown by status; cleared
+    /// when it settles.
+    pub fn set_waiting_reason(&mut self, invoice_id: &str, reason: Option<&str>) -> anyhow::Result<()> {
+        self.conn.execute(
+            "UPDATE credits SET reason = ?2 WHERE invoice_id = ?1 AND state = 'open'",
+            params![invoice_id, reason],
+        )?;
+        Ok(())
+    }
+
     pub fn set_next_send_at(&mut self, invoice_id: &str, at: Option<DateTime<Utc>>) -> anyhow::Result<()> {
         self.conn
             .execute("UPDATE credits SET next_send_at = ?2 WHERE invoice_id = ?1", params![invoice_id, at.map(ts)])?;
@@ -466,6 +564,27 @@ impl Store {
             self.conn.prepare_cached(&format!("SELECT {TRANSFER_COLUMNS} FROM transfers ORDER BY invoice_id, id"))?;
         let rows = stmt.query_map([], transfer_from_row)?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    /// Our failed transfers of credits still in play whose failure reason is not known yet.
+    pub fn failed_without_reason(&self) -> anyhow::Result<Vec<String>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT t.id FROM transfers t WHERE t.ours = 1 AND t.status = 'failed' AND t.reason IS NULL
+               AND EXISTS (SELECT 1 FROM credits c WHERE c.invoice_id = t.invoice_id AND c.state IN ('open', 'attention'))
+             ORDER BY t.id",
+        )?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<Vec<String>>>()?)
+    }
+
+    /// Whether a transfer that is not ours carries this externalId (someone used the externalId
+    /// we would send, for another amount or target).
+    pub fn external_id_taken(&self, external_id: &str) -> anyhow::Result<bool> {
+        Ok(self.conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM transfers WHERE external_id = ?1 AND ours = 0)",
+            [external_id],
+            |r| r.get(0),
+        )?)
     }
 
     /// Our transfers still created or processing.
@@ -503,13 +622,23 @@ impl Store {
         Ok(())
     }
 
-    pub fn set_send_outcome(&mut self, outcomes: &[(String, &str, Option<String>)]) -> anyhow::Result<()> {
+    pub fn set_send_outcome(&mut self, outcomes: &[(String, SendOutcome, Option<String>)]) -> anyhow::Result<()> {
         let tx = self.conn.transaction()?;
         for (external_id, outcome, error) in outcomes {
             tx.execute(
                 "UPDATE sends SET outcome = ?2, error = ?3 WHERE external_id = ?1",
-                params![external_id, outcome, error],
+                params![external_id, outcome.as_str(), error],
             )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Counts one more request with these externalIds (a re-send), before it leaves.
+    pub fn count_resends(&mut self, external_ids: &[String]) -> anyhow::Result<()> {
+        let tx = self.conn.transaction()?;
+        for id in external_ids {
+            tx.execute("UPDATE sends SET tries = tries + 1, outcome = NULL WHERE external_id = ?1", [id])?;
         }
         tx.commit()?;
         Ok(())
@@ -611,28 +740,79 @@ impl Store {
 }
 
 /// Newer information wins; a final status (success, failed, canceled) is never replaced by an
-/// earlier one that arrives late. Whether the transfer is ours is decided from our sends, never
-/// from tags.
+/// earlier one that arrives late, except success by failed: a return after success, recorded
+/// as such (and the credit it had settled goes to attention, see `flag_returned`). Whether the
+/// transfer is ours is decided from our sends, never from tags.
 fn upsert_transfer(tx: &rusqlite::Transaction<'_>, t: &TransferRow) -> rusqlite::Result<()> {
     let send: Option<(String, i64, Option<String>)> = tx
         .prepare_cached("SELECT invoice_id, amount, target FROM sends WHERE external_id = ?1")?
         .query_row([&t.external_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?;
-    let ours = send.as_ref().is_some_and(|(_, amount, target)| {
-        *amount == t.amount && (target.is_none() || t.target.is_none() || target == &t.target)
-    });
+    let ours = send
+        .as_ref()
+        .is_some_and(|(_, amount, target)| *amount == t.amount && (target.is_none() || target == &t.target));
     // Our own transfer belongs to the invoice we sent it for, whatever its tags say.
     let invoice_id = match &send {
         Some((invoice, ..)) if ours => invoice.clone(),
         _ => t.invoice_id.clone(),
     };
+    let before: Option<String> =
+        tx.prepare_cached("SELECT status FROM transfers WHERE id = ?1")?.query_row([&t.id], |r| r.get(0)).optional()?;
     tx.execute(
-        "INSERT INTO transfers (id, external_id, invoice_id, amount, status, updated_at, ours, target)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-         ON CONFLICT (id) DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at
-         WHERE transfers.status NOT IN ('success', 'failed', 'canceled')
-           AND (excluded.status IN ('success', 'failed', 'canceled') OR excluded.updated_at >= transfers.updated_at)",
-        params![t.id, t.external_id, invoice_id, t.amount, t.status, t.updated_at, ours, t.target],
+        "INSERT INTO transfers (id, external_id, invoice_id, amount, status, updated_at, ours, target, reason)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+         ON CONFLICT (id) DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at,
+            reason = COALESCE(excluded.reason, transfers.reason),
+            returned = CASE WHEN transfers.status = 'success' AND excluded.status = 'failed' THEN 1 ELSE transfers.returned END
+         WHERE (transfers.status NOT IN ('success', 'failed', 'canceled')
+                AND (excluded.status IN ('success', 'failed', 'canceled') OR excluded.updated_at >= transfers.updated_at))
+            OR (transfers.status = 'success' AND excluded.status = 'failed')
+            OR (transfers.status = excluded.status AND transfers.reason IS NULL AND excluded.reason IS NOT NULL)",
+        params![t.id, t.external_id, invoice_id, t.amount, t.status, t.updated_at, ours, t.target, t.reason],
+    )?;
+    if ours && before.as_deref() == Some("success") && t.status == "failed" {
+        flag_returned(tx, &invoice_id, t)?;
+    }
+    Ok(())
+}
+
+/// A transfer of ours that had settled a credit failed afterwards (a return): the money is back
+/// in the balance, and whether to send it again is a human's decision.
+fn flag_returned(tx: &rusqlite::Transaction<'_>, invoice_id: &str, t: &TransferRow) -> rusqlite::Result<()> {
+    let reason = format!(
+        "transfer {} (externalId {}) was returned after it succeeded ({}); the money is back in the balance; to send it again: process-events --retry-attention",
+        t.id,
+        t.external_id,
+        t.reason.as_deref().unwrap_or("no reason given")
+    );
+    tx.execute(
+        "UPDATE credits SET state = 'attention', reason = ?2 WHERE invoice_id = ?1 AND state IN ('transferred', 'open')",
+        params![invoice_id, reason],
+    )?;
+    Ok(())
+}
+
+/// A `reversed` log for an invoice with a credit of ours: money went back to the payer. Not yet
+/// swept: it must not be (attention). Already swept: the balance paid twice (attention).
+fn flag_reversed(tx: &rusqlite::Transaction<'_>, r: &ReversedLog) -> rusqlite::Result<()> {
+    let state: Option<String> = tx
+        .prepare_cached("SELECT state FROM credits WHERE invoice_id = ?1 AND state <> 'unclaimed'")?
+        .query_row([&r.invoice_id], |row| row.get(0))
+        .optional()?;
+    let reason = match state.as_deref() {
+        Some("transferred") => format!(
+            "the invoice was reversed (its amount is now {} cents) after its credit was swept: the reversed money left the balance twice; check with Stark Bank",
+            r.amount
+        ),
+        Some("open" | "attention") => format!(
+            "the invoice was reversed (its amount is now {} cents) before its credit was swept: not sweeping it; decide, then process-events --retry-attention to sweep it anyway",
+            r.amount
+        ),
+        _ => return Ok(()),
+    };
+    tx.execute(
+        "UPDATE credits SET state = 'attention', reason = ?2, next_send_at = NULL WHERE invoice_id = ?1",
+        params![r.invoice_id, reason],
     )?;
     Ok(())
 }
@@ -651,7 +831,9 @@ mod tests {
             status: status.into(),
             updated_at: at.into(),
             ours: false,
-            target: None,
+            target: Some(target_key("20018183", "0001", "1", "20.018.183/0001-80")),
+            reason: None,
+            returned: false,
         }
     }
 
@@ -675,6 +857,7 @@ mod tests {
             outcome: None,
             error: None,
             target: Some(target_key("20018183", "0001", "1", "20.018.183/0001-80")),
+            tries: 1,
         }
     }
 
@@ -717,6 +900,8 @@ mod tests {
             updated_at: "t".into(),
             ours: true, // claimed by the caller: must be decided by the store instead
             target,
+            reason: None,
+            returned: false,
         };
         store
             .upsert_transfers(&[

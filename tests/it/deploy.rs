@@ -52,7 +52,8 @@ fn systemd_units_verify() {
         }
     }
     let timer = std::fs::read_to_string(dir.path().join("stark-sweep-invoices.timer")).unwrap();
-    assert!(timer.contains("OnCalendar=*-*-* 00/3:00:00") && timer.contains("Persistent=true"));
+    // Every 15 minutes: a slot whose run failed is tried again within its 3 hours.
+    assert!(timer.contains("OnCalendar=*-*-* *:00/15:00") && timer.contains("Persistent=true"));
     let webhook = std::fs::read_to_string(dir.path().join("stark-sweep-webhook.service")).unwrap();
     assert!(webhook.contains("Restart=always"));
 }
@@ -67,6 +68,6 @@ fn crontab_example_is_well_formed() {
         assert_eq!(job.split_whitespace().take(5).count(), 5);
         assert!(job.contains(". $ENV"), "{job}");
     }
-    assert!(jobs[0].starts_with("0 */3 * * *") && jobs[0].contains("flock -n") && jobs[0].contains("issue-invoices"));
+    assert!(jobs[0].starts_with("*/15 * * * *") && jobs[0].contains("flock -n") && jobs[0].contains("issue-invoices"));
     assert!(jobs[1].starts_with("* * * * *") && jobs[1].contains("flock -n") && jobs[1].contains("process-events"));
 }

@@ -14,6 +14,7 @@ mod issue_invoices;
 mod listeners;
 mod process_events;
 mod properties;
+mod recovery;
 mod sandbox;
 mod serve_webhook;
 mod trust;

@@ -251,8 +251,11 @@ fn a_credit_that_keeps_failing_needs_attention_and_status_flags_it() {
     let ids = issue(&w);
     w.sandbox.pay_invoice(&ids[0], PayOptions::default()).unwrap();
     wait_credited(&w, 1);
+    // Every transfer fails for a reason that does not pass (an insufficient balance would: it is
+    // retried without end, see recovery.rs).
     w.sandbox.set_faults(Faults {
-        insufficient_balance_until: Some(w.sandbox.now() + Duration::days(365)),
+        fail_next_transfers: 100,
+        fail_reason: "Invalid account".into(),
         ..Faults::default()
     });
     let base = w.sandbox.now();

@@ -454,3 +454,44 @@ fn a_version_1_database_keeps_working_and_its_foreign_credit_moves_no_money() {
     let v = json(&w.run_expect(&["status", "--json", "--now", &at(w.sandbox.now())], 0));
     assert_eq!((v["credits"]["count"].as_u64(), v["unclaimedCredits"].as_u64()), (Some(1), Some(1)), "{v:#}");
 }
+
+/// Someone with access to the workspace pre-creates a transfer with the externalId we send next
+/// (ours are predictable), for another account: it is not ours (the target differs), never
+/// settles the credit, and ours goes out under a new externalId.
+#[test]
+fn a_transfer_squatting_on_our_external_id_is_not_ours() {
+    let w = world(27);
+    let db = w.db.clone();
+    let ids = issue(&w, &db);
+    w.sandbox.pay_invoice(&ids[0], PayOptions::default()).unwrap();
+    w.sandbox.advance(Duration::minutes(5)).unwrap();
+    let inv = w.sandbox.snapshot().invoices.into_iter().find(|i| i.id == ids[0]).unwrap();
+    let squat = NewTransfer {
+        amount: inv.amount - inv.fee,
+        name: "Someone Else".into(),
+        tax_id: "337.451.076-08".into(),
+        bank_code: "341".into(),
+        branch_code: "0001".into(),
+        account_number: "12345-6".into(),
+        account_type: "checking".into(),
+        external_id: Some(format!("stark-sweep-{}-1", ids[0])),
+        tags: vec!["stark-sweep".into(), format!("invoice-{}", ids[0])],
+    };
+    w.client().create_transfers(&[squat]).unwrap();
+    w.sandbox.advance(Duration::minutes(5)).unwrap();
+    settle(&w, &[&db]);
+    let snap = w.sandbox.snapshot();
+    let ours: Vec<_> = snap
+        .transfers
+        .iter()
+        .filter(|t| t.status == "success" && t.account_number == "6341320293482496")
+        .map(|t| (t.amount, t.external_id.clone()))
+        .collect();
+    assert_eq!(
+        ours,
+        [(inv.amount - inv.fee, Some(format!("stark-sweep-{}-2", ids[0])))],
+        "ours went out once, as attempt 2"
+    );
+    let out = w.run_expect(&["status", "--now", &at(w.sandbox.now())], 3);
+    assert!(stdout(&out).contains("not sent by this deployment"), "the squatter is reported: {}", stdout(&out));
+}
