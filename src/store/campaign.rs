@@ -141,7 +141,7 @@ impl Store {
         drafts: &[Draft],
         now: DateTime<Utc>,
     ) -> anyhow::Result<Option<()>> {
-        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = self.write_tx()?;
         tx.execute(
             "INSERT INTO campaign (id, tag, started_at, length_seconds, slot_seconds) VALUES (1, ?1, ?2, ?3, ?4)
              ON CONFLICT (id) DO NOTHING",
@@ -182,7 +182,7 @@ impl Store {
 
     /// Records which Stark Bank invoice each draft became; marks the slot issued when all have one.
     pub fn record_invoices(&mut self, slot: u32, ids: &[(String, String)], now: DateTime<Utc>) -> anyhow::Result<bool> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write_tx()?;
         for (draft_key, invoice_id) in ids {
             tx.execute(
                 "UPDATE invoice_drafts SET invoice_id = ?2 WHERE draft_key = ?1 AND invoice_id IS NULL",
@@ -266,7 +266,7 @@ impl Store {
     /// New due dates for drafts not created yet (a slot completed long after its claim would
     /// otherwise send due dates already close or past: the sandbox never pays overdue invoices).
     pub fn set_draft_dues(&mut self, draft_keys: &[String], due: &str) -> anyhow::Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write_tx()?;
         for key in draft_keys {
             tx.execute(
                 "UPDATE invoice_drafts SET due = ?2 WHERE draft_key = ?1 AND invoice_id IS NULL",
@@ -281,7 +281,7 @@ impl Store {
     /// forgets the campaign too when this was its only slot, so the next run starts it afresh.
     pub fn abandon_slot(&mut self, slot: u32) -> anyhow::Result<()> {
         // Reads then writes: take the write lock first (see `migrate`).
-        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = self.write_tx()?;
         let with_ids: i64 = tx.query_row(
             "SELECT COUNT(*) FROM invoice_drafts WHERE slot = ?1 AND invoice_id IS NOT NULL",
             [slot],

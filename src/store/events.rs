@@ -58,7 +58,7 @@ impl Store {
     /// nothing. Returns one verdict per event, in order.
     pub fn insert_events(&mut self, events: &[NewEvent], now: DateTime<Utc>) -> anyhow::Result<Vec<Inserted>> {
         let received = ts(now);
-        let tx = self.conn.transaction()?;
+        let tx = self.write_tx()?;
         let mut out = Vec::with_capacity(events.len());
         {
             let mut stmt = tx.prepare_cached(

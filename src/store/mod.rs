@@ -72,6 +72,14 @@ impl Store {
         Ok(store)
     }
 
+    /// A transaction that holds the write lock from its first statement. Every transaction that
+    /// writes starts this way: a deferred one that reads first and then writes fails at once
+    /// (SQLITE_BUSY, the busy timeout does not apply to the upgrade) when another process
+    /// committed in between, which lost `serve-webhook --process` runs under load.
+    fn write_tx(&mut self) -> rusqlite::Result<rusqlite::Transaction<'_>> {
+        self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+    }
+
     fn configure(&self) -> rusqlite::Result<()> {
         self.conn.busy_timeout(BUSY_TIMEOUT)?;
         // WAL is a property of the file, set once by whoever creates it. Switching takes an
@@ -117,10 +125,9 @@ impl Store {
 
     fn apply_migrations(&mut self, from: usize) -> anyhow::Result<()> {
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(from) {
-            // IMMEDIATE: take the write lock before reading the version. A deferred transaction
-            // that reads and then writes fails at once (SQLITE_BUSY, no waiting) when another
-            // process migrates the same new file at the same moment.
-            let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            // Take the write lock before reading the version: another process may migrate the
+            // same new file at the same moment.
+            let tx = self.write_tx()?;
             // Re-check inside the write lock: another process may have migrated meanwhile.
             let now: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
             if now > i as i64 {

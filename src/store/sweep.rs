@@ -370,7 +370,7 @@ impl Store {
     /// Applies many events' effects in one transaction; each event is marked applied with them.
     /// Returns how many new credits of ours.
     pub fn apply_events(&mut self, applied: &[(String, EventEffects)], now: DateTime<Utc>) -> anyhow::Result<usize> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write_tx()?;
         let mut new_credits = 0;
         for (event_id, fx) in applied {
             if let Some(inv) = &fx.invoice {
@@ -409,7 +409,7 @@ impl Store {
 
     /// Records credited logs fetched from the API (reconciliation); returns how many are new and ours.
     pub fn record_credited_logs(&mut self, logs: &[CreditedLog], now: DateTime<Utc>) -> anyhow::Result<usize> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write_tx()?;
         let mut n = 0;
         for c in logs {
             n += record_credit(&tx, c, now)?;
@@ -420,7 +420,7 @@ impl Store {
 
     /// Records what Stark Bank says about transfers (answers, lookups, refreshes).
     pub fn upsert_transfers(&mut self, rows: &[TransferRow]) -> anyhow::Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write_tx()?;
         for t in rows {
             upsert_transfer(&tx, t)?;
         }
@@ -608,7 +608,7 @@ impl Store {
     /// Claims new sends durably, all or none, before any request leaves. The unique
     /// (invoice, attempt) and externalId constraints make a double claim impossible.
     pub fn claim_sends(&mut self, sends: &[SendRow]) -> anyhow::Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write_tx()?;
         {
             let mut stmt = tx.prepare_cached(
                 "INSERT INTO sends (external_id, invoice_id, attempt, amount, claimed_at, target)
@@ -623,7 +623,7 @@ impl Store {
     }
 
     pub fn set_send_outcome(&mut self, outcomes: &[(String, SendOutcome, Option<String>)]) -> anyhow::Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write_tx()?;
         for (external_id, outcome, error) in outcomes {
             tx.execute(
                 "UPDATE sends SET outcome = ?2, error = ?3 WHERE external_id = ?1",
@@ -636,7 +636,7 @@ impl Store {
 
     /// Counts one more request with these externalIds (a re-send), before it leaves.
     pub fn count_resends(&mut self, external_ids: &[String]) -> anyhow::Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write_tx()?;
         for id in external_ids {
             tx.execute("UPDATE sends SET tries = tries + 1, outcome = NULL WHERE external_id = ?1", [id])?;
         }
@@ -667,7 +667,7 @@ impl Store {
 
     /// Records that Stark Bank now has these events as delivered (one transaction).
     pub fn mark_delivered(&mut self, ids: &[String], now: DateTime<Utc>) -> anyhow::Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write_tx()?;
         {
             let mut stmt = tx.prepare_cached("UPDATE events SET delivered_at = ?2 WHERE id = ?1")?;
             for id in ids {
