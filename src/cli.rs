@@ -97,6 +97,9 @@ pub enum Command {
     /// Manage Stark Bank webhook subscriptions
     #[command(subcommand)]
     Webhook(WebhookCommand),
+    /// Stop (or resume) all outgoing money, on every host at once; intake goes on
+    #[command(subcommand)]
+    KillSwitch(KillSwitchCommand),
     /// Run the local Stark Bank sandbox emulator
     Sandbox(SandboxArgs),
     /// The whole campaign on the embedded emulator, with no credentials, in under a minute
@@ -158,6 +161,10 @@ pub struct IssueArgs {
     /// Show the drafts without calling the API or writing anything
     #[arg(long)]
     pub dry_run: bool,
+    /// In production, issue the campaign's invoices to randomly generated people anyway (they are
+    /// real charges to real tax ids); without it, issue-invoices refuses in production (exit 78)
+    #[arg(long, env = "STARK_SWEEP_ALLOW_RANDOM_PAYERS_IN_PRODUCTION")]
+    pub allow_random_payers_in_production: bool,
     /// With --dry-run: also show each payer's name and CPF (hidden otherwise: personal data)
     #[arg(long, requires = "dry_run")]
     pub show_payer: bool,
@@ -213,6 +220,18 @@ pub struct SweepArgs {
     /// Transfer every credited invoice of the workspace, not only stark-sweep's
     #[arg(long, env = "STARK_SWEEP_ALL_CREDITS")]
     pub all_credits: bool,
+    /// The most one transfer may carry, in cents; a credit over it is held [default: 100000000
+    /// in the sandbox, 100000 (R$ 1.000,00) in production]
+    #[arg(long, env = "STARK_SWEEP_MAX_TRANSFER", value_name = "CENTS")]
+    pub max_transfer: Option<i64>,
+    /// The most that may leave in any 24 hours, in cents; a credit that would cross it is held
+    /// until room frees [default: 1000000000 in the sandbox, 2500000 (R$ 25.000,00) in production]
+    #[arg(long, env = "STARK_SWEEP_MAX_OUTFLOW_24H", value_name = "CENTS")]
+    pub max_outflow_24h: Option<i64>,
+    /// In production: the target account number, typed again; nothing is sent until it equals
+    /// STARK_SWEEP_TARGET_ACCOUNT (a changed or mistyped target stops the sweep, exit 78)
+    #[arg(long, env = "STARK_SWEEP_CONFIRM_TARGET_ACCOUNT", value_name = "NUMBER")]
+    pub confirm_target_account: Option<String>,
     /// Sends of a transfer that really failed before it needs attention [default: 5]
     #[arg(long, env = "STARK_SWEEP_TRANSFER_ATTEMPTS", value_name = "N")]
     pub transfer_attempts: Option<u32>,
@@ -247,6 +266,10 @@ pub struct ProcessArgs {
     /// Put credits that need attention back in play with a fresh attempt budget (after fixing the cause)
     #[arg(long)]
     pub retry_attention: bool,
+    /// Show exactly what would be sent (invoice, net, target, externalId) and what would stop
+    /// it, reading Stark Bank but sending, claiming and writing nothing
+    #[arg(long)]
+    pub dry_run: bool,
     /// Print the result as JSON on stdout
     #[arg(long)]
     pub json: bool,
@@ -288,6 +311,20 @@ pub enum WebhookCommand {
         #[arg(long)]
         yes: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KillSwitchCommand {
+    /// Engage it: from now on no transfer is claimed or sent, until `kill-switch off`
+    On {
+        /// Why (shown by status and process-events)
+        #[arg(long)]
+        reason: String,
+    },
+    /// Release it: transfers are claimed and sent again on the next run
+    Off,
+    /// Whether it is engaged (exit 3 when it is)
+    Status,
 }
 
 /// `stark-sweep sandbox`: the local emulator. Simulated durations run on the simulated clock

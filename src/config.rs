@@ -209,6 +209,16 @@ pub fn client_config(api: &ApiArgs) -> anyhow::Result<ClientConfig> {
     Ok(cfg)
 }
 
+/// Whether these API settings reach Stark Bank's production: the environment says so, or the
+/// API URL is production's host (an override does not make production safe to stumble into).
+pub fn is_production(api: &ApiArgs) -> bool {
+    let url_is_production = api.api_url.as_deref().is_some_and(|u| {
+        let host = u.trim().trim_start_matches("https://").trim_start_matches("http://");
+        host.split(['/', ':']).next().is_some_and(|h| h.eq_ignore_ascii_case("api.starkbank.com"))
+    });
+    api.environment == Some(Environment::Production) || url_is_production
+}
+
 /// A ready client, or the configuration error that prevents one.
 pub fn client(api: &ApiArgs) -> anyhow::Result<starkbank::Client> {
     let cfg = client_config(api)?;

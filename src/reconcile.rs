@@ -80,6 +80,7 @@ pub fn reconcile(
             CreditState::Unclaimed => {}
             CreditState::Skipped => out.push(d("skipped", c.reason.clone().unwrap_or_default(), false)),
             CreditState::Attention => out.push(d("attention", c.reason.clone().unwrap_or_default(), true)),
+            CreditState::Held => out.push(d("held", c.reason.clone().unwrap_or_default(), true)),
             _ if s.successes > 1 || s.transferred > c.net => out.push(d(
                 "overpaid",
                 format!("{} successful transfers totalling {}", s.successes, crate::cmd::brl(s.transferred)),

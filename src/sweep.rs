@@ -31,6 +31,7 @@ use crate::starkbank::answers::Verdict;
 use crate::starkbank::event::summarize_event;
 use crate::starkbank::resources::{Invoice, ListFilter, MAX_BATCH, NewTransfer, Transfer};
 use crate::starkbank::{ApiError, Client};
+pub use crate::store::OutflowLimits;
 use crate::store::{
     Credit, CreditState, CreditedLog, EventEffects, EventSource, InvoiceState, NewEvent, ReversedLog, RunLock,
     SendOutcome, SendRow, Store, TransferRow, target_key, ts,
@@ -78,6 +79,10 @@ pub struct Options {
     pub reconcile: bool,
     /// `STARKBANK_WORKSPACE_ID`, when set: must agree with the workspace proven by the API.
     pub workspace_id: Option<String>,
+    /// The most that may leave per transfer and per rolling 24 hours.
+    pub limits: OutflowLimits,
+    /// Show what would be sent instead of sending; the caller gives a store that is a copy.
+    pub dry_run: bool,
 }
 
 impl Default for Options {
@@ -89,9 +94,17 @@ impl Default for Options {
             backoff: chrono::Duration::seconds(60),
             reconcile: true,
             workspace_id: None,
+            limits: SANDBOX_LIMITS,
+            dry_run: false,
         }
     }
 }
+
+/// Outflow limits when none are configured, in the sandbox: generous (play money).
+pub const SANDBOX_LIMITS: OutflowLimits = OutflowLimits { max_transfer: 100_000_000, max_24h: 1_000_000_000 };
+/// Outflow limits when none are configured, in production: conservative. The default invoice
+/// is at most R$ 500,00; a day of the campaign is about R$ 25.000,00 at most.
+pub const PRODUCTION_LIMITS: OutflowLimits = OutflowLimits { max_transfer: 100_000, max_24h: 2_500_000 };
 
 /// What one run did.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -119,11 +132,30 @@ pub struct Report {
     pub attention: Vec<Attention>,
     /// Credits waiting out a backoff, with the bank's reason.
     pub retrying: Vec<Attention>,
+    /// Credits held back by an outflow limit, with the reason.
+    pub held: Vec<Attention>,
+    /// The kill switch was engaged: nothing was sent. `reason (since ...)`.
+    pub kill_switch: Option<String>,
+    /// `--dry-run`: what would be sent (nothing was).
+    pub would_send: Vec<WouldSend>,
     pub marked_delivered: usize,
     pub errors: Vec<String>,
     /// Ids pulled as undelivered in this run, to mark delivered once applied.
     #[serde(skip)]
     pulled: Vec<String>,
+}
+
+/// A transfer a dry run would send.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WouldSend {
+    pub invoice_id: String,
+    pub amount: i64,
+    pub external_id: String,
+    /// The target, `bank/branch/account/taxid`.
+    pub target: String,
+    /// The same externalId again (its first request's outcome is unknown, or was refused).
+    pub resend: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -229,10 +261,18 @@ fn run(client: &Client, store: &mut Store, opts: &Options, now: DateTime<Utc>) -
     let plan = decide(client, store, opts, now, &mut report)?;
     send(client, store, opts, plan, now, &mut report)?;
     settle(store, &mut report)?;
-    if opts.reconcile {
+    if opts.reconcile && !opts.dry_run {
         mark_delivered(client, store, opts, now, &mut report);
     }
     Ok(report)
+}
+
+/// `process-events --dry-run`: the whole step on `copy` (an in-memory copy of the store: see
+/// `Store::copy_of`), reading from Stark Bank but sending, marking and claiming nothing, without
+/// the run lock (it writes nothing to take it for). The report's `would_send` is the plan.
+pub fn dry_run(client: &Client, copy: &mut Store, opts: &Options, now: DateTime<Utc>) -> anyhow::Result<Report> {
+    let opts = Options { dry_run: true, ..opts.clone() };
+    run(client, copy, &opts, now)
 }
 
 /// Step 2a: `GET /v2/event?isDelivered=false`, every page, each recorded durably as it arrives
@@ -538,7 +578,7 @@ fn decide(
     report: &mut Report,
 ) -> anyhow::Result<Vec<Planned>> {
     let mut plan = Vec::new();
-    for credit in store.open_credits()? {
+    for credit in store.credits_in_play()? {
         let mut transfers = store.transfers_for(&credit.invoice_id)?;
         let last = store.last_send(&credit.invoice_id)?;
         // Step 6: an unknown outcome is resolved before anything else.
@@ -781,8 +821,34 @@ fn send(
     if plan.is_empty() {
         return Ok(());
     }
+    if let Some((reason, since)) = store.kill_switch()? {
+        report.kill_switch = Some(format!("{reason} (since {since})"));
+        return Ok(());
+    }
     let new: Vec<SendRow> = plan.iter().filter(|p| !p.resend).map(|p| p.send.clone()).collect();
-    store.claim_sends(&new)?;
+    let claimed = store.claim_sends_within(&new, &opts.limits, now)?;
+    if let Some((reason, since)) = claimed.stopped {
+        report.kill_switch = Some(format!("{reason} (since {since})"));
+        return Ok(());
+    }
+    for (invoice_id, reason) in claimed.held {
+        log::warn!("invoice {invoice_id}: {reason}");
+        report.held.push(Attention { invoice_id, reason });
+    }
+    let plan: Vec<Planned> = plan
+        .into_iter()
+        .filter(|p| p.resend || claimed.claimed.iter().any(|c| c.external_id == p.send.external_id))
+        .collect();
+    if opts.dry_run {
+        report.would_send.extend(plan.iter().map(|p| WouldSend {
+            invoice_id: p.send.invoice_id.clone(),
+            amount: p.send.amount,
+            external_id: p.send.external_id.clone(),
+            target: opts.target.key(),
+            resend: p.resend,
+        }));
+        return Ok(());
+    }
     let again: Vec<String> = plan.iter().filter(|p| p.resend).map(|p| p.send.external_id.clone()).collect();
     store.count_resends(&again)?;
     for p in &plan {

@@ -123,6 +123,12 @@ enum Outcome {
 
 pub fn run(ctx: &Ctx, args: &IssueArgs) -> anyhow::Result<Status> {
     let plan = Plan::from_args(args)?;
+    // Invoices to made-up people are real charges to real tax ids in production.
+    if crate::config::is_production(&ctx.global.api) && !args.allow_random_payers_in_production && !args.dry_run {
+        return Err(error::config(
+            "production: this campaign issues invoices to randomly generated people, real charges to whoever holds those tax ids; refused; to fix: use the sandbox, or pass --allow-random-payers-in-production (STARK_SWEEP_ALLOW_RANDOM_PAYERS_IN_PRODUCTION=true) if that is really intended",
+        ));
+    }
     let now = ctx.clock.now();
     let mut earlier_failures = Vec::new();
     let (campaign_row, outcome) = if args.dry_run {

@@ -4,6 +4,7 @@
 pub mod demo;
 pub mod issue_invoices;
 pub mod keygen;
+pub mod kill_switch;
 pub mod process_events;
 pub mod sandbox;
 pub mod serve_webhook;
@@ -68,6 +69,7 @@ fn dispatch(ctx: &Ctx, command: Command) -> anyhow::Result<Status> {
         Command::ProcessEvents(args) => process_events::run(ctx, &args),
         Command::Status(args) => status::run(ctx, &args),
         Command::Sandbox(args) => sandbox::run(ctx, &args),
+        Command::KillSwitch(command) => kill_switch::run(ctx, &command),
         Command::Webhook(command) => webhook::run(ctx, &command),
         Command::Demo(args) => demo::run(ctx, &args),
         Command::ServeWebhook(args) => serve_webhook::run(ctx, &args),

@@ -6,8 +6,9 @@ use crate::error;
 use crate::store::Store;
 use crate::sweep::{self, Options, Report, Target};
 
-/// Validates the transfer-step flags once.
-pub fn options(a: &SweepArgs, reconcile: bool) -> anyhow::Result<Options> {
+/// Validates the transfer-step flags once. In production the target must be confirmed, and
+/// the outflow limits default to conservative values.
+pub fn options(a: &SweepArgs, reconcile: bool, production: bool) -> anyhow::Result<Options> {
     let d = Target::default();
     let target = Target {
         bank_code: a.target_bank_code.clone().unwrap_or(d.bank_code),
@@ -41,6 +42,33 @@ pub fn options(a: &SweepArgs, reconcile: bool) -> anyhow::Result<Options> {
             target.account_type
         )));
     }
+    if production {
+        match a.confirm_target_account.as_deref().map(str::trim) {
+            Some(c) if c == target.account_number => {}
+            Some(c) => {
+                return Err(error::config(format!(
+                    "STARK_SWEEP_CONFIRM_TARGET_ACCOUNT=`{c}` does not match STARK_SWEEP_TARGET_ACCOUNT=`{}`: nothing is sent to an account not confirmed; to fix: check the target, then type its account number again in STARK_SWEEP_CONFIRM_TARGET_ACCOUNT",
+                    target.account_number
+                )));
+            }
+            None => {
+                return Err(error::config(format!(
+                    "production: the target account is not confirmed; nothing is sent; to fix: set STARK_SWEEP_CONFIRM_TARGET_ACCOUNT={} after checking it is the account money must go to",
+                    target.account_number
+                )));
+            }
+        }
+    }
+    let defaults = if production { sweep::PRODUCTION_LIMITS } else { sweep::SANDBOX_LIMITS };
+    let limits = sweep::OutflowLimits {
+        max_transfer: a.max_transfer.unwrap_or(defaults.max_transfer),
+        max_24h: a.max_outflow_24h.unwrap_or(defaults.max_24h),
+    };
+    if limits.max_transfer <= 0 || limits.max_24h <= 0 {
+        return Err(error::config(
+            "STARK_SWEEP_MAX_TRANSFER and STARK_SWEEP_MAX_OUTFLOW_24H must be positive amounts in cents",
+        ));
+    }
     let max_attempts = a.transfer_attempts.unwrap_or(5);
     if !(1..=20).contains(&max_attempts) {
         return Err(error::config("STARK_SWEEP_TRANSFER_ATTEMPTS must be between 1 and 20"));
@@ -52,11 +80,17 @@ pub fn options(a: &SweepArgs, reconcile: bool) -> anyhow::Result<Options> {
         backoff: chrono::Duration::seconds(a.retry_backoff.unwrap_or(60).min(86_400) as i64),
         reconcile,
         workspace_id: a.workspace.configured(),
+        limits,
+        dry_run: false,
     })
 }
 
 pub fn run(ctx: &Ctx, args: &ProcessArgs) -> anyhow::Result<Status> {
-    let opts = options(&args.sweep, !args.no_reconcile)?;
+    let production = crate::config::is_production(&ctx.global.api);
+    if args.dry_run {
+        return dry_run(ctx, args, production);
+    }
+    let opts = options(&args.sweep, !args.no_reconcile, production)?;
     let client = crate::config::client(&ctx.global.api)?;
     let mut store = Store::open(&ctx.db)?;
     if args.retry_attention {
@@ -77,7 +111,7 @@ pub fn run(ctx: &Ctx, args: &ProcessArgs) -> anyhow::Result<Status> {
         print(&summary(&report))?;
     }
     // A human is needed (exit 3) outranks what the next run repairs by itself (exit 75).
-    if !report.attention.is_empty() {
+    if !report.attention.is_empty() || !report.held.is_empty() {
         return Ok(Status::Attention);
     }
     if report.unknown > 0 {
@@ -92,6 +126,66 @@ pub fn run(ctx: &Ctx, args: &ProcessArgs) -> anyhow::Result<Status> {
             report.errors.len(),
             report.errors[0]
         )));
+    }
+    Ok(Status::Success)
+}
+
+/// `--dry-run`: what a run would send and what would stop it, from an in-memory copy of the
+/// store; Stark Bank is only read, and the database file is never written.
+fn dry_run(ctx: &Ctx, args: &ProcessArgs, production: bool) -> anyhow::Result<Status> {
+    // An unconfirmed production target stops a real run; here it is one of the things shown.
+    let (opts, stopped) = match options(&args.sweep, !args.no_reconcile, production) {
+        Ok(opts) => (opts, None),
+        Err(e) if production && error::classify(&e) == error::ExitKind::Config => {
+            let mut unconfirmed = args.sweep.clone();
+            unconfirmed.confirm_target_account =
+                unconfirmed.target_account.clone().or(Some(Target::default().account_number));
+            (options(&unconfirmed, !args.no_reconcile, production)?, Some(error::one_line(&e)))
+        }
+        Err(e) => return Err(e),
+    };
+    if !ctx.db.exists() {
+        return Err(error::config(format!("{}: no database yet; nothing would be sent", ctx.db.display())));
+    }
+    let client = crate::config::client(&ctx.global.api)?;
+    let mut copy = Store::copy_of(&ctx.db)?;
+    if args.retry_attention {
+        sweep::retry_attention(&mut copy)?;
+    }
+    let report = sweep::dry_run(&client, &mut copy, &opts, ctx.clock.now())?;
+    if args.json {
+        let mut v = serde_json::to_value(&report)?;
+        v["dryRun"] = serde_json::json!(true);
+        v["stoppedBy"] = serde_json::json!(stopped);
+        print_json(&v)?;
+    } else {
+        let mut s = String::from("dry run: nothing is sent, claimed or written\n");
+        if let Some(why) = &stopped {
+            s.push_str(&format!("would stop: {why}\n"));
+        }
+        if let Some(k) = &report.kill_switch {
+            s.push_str(&format!("would stop: kill switch engaged: {k}\n"));
+        }
+        for w in &report.would_send {
+            s.push_str(&format!(
+                "would send {} for invoice {} to {} as {}{}\n",
+                brl(w.amount),
+                w.invoice_id,
+                w.target,
+                w.external_id,
+                if w.resend { " (again: its first outcome is not known)" } else { "" }
+            ));
+        }
+        for h in &report.held {
+            s.push_str(&format!("would hold invoice {}: {}\n", h.invoice_id, h.reason));
+        }
+        for a in &report.attention {
+            s.push_str(&format!("would need attention: invoice {}: {}\n", a.invoice_id, a.reason));
+        }
+        if report.would_send.is_empty() && report.held.is_empty() {
+            s.push_str("nothing would be sent\n");
+        }
+        print(&s)?;
     }
     Ok(Status::Success)
 }
@@ -113,6 +207,12 @@ pub fn summary(r: &Report) -> String {
     );
     if r.marked_delivered > 0 {
         s.push_str(&format!("events marked delivered: {}\n", r.marked_delivered));
+    }
+    if let Some(k) = &r.kill_switch {
+        s.push_str(&format!("kill switch engaged: {k}; nothing was sent (to resume: stark-sweep kill-switch off)\n"));
+    }
+    for a in &r.held {
+        s.push_str(&format!("  invoice {}: {}\n", a.invoice_id, a.reason));
     }
     for a in &r.retrying {
         s.push_str(&format!("  invoice {}: {}\n", a.invoice_id, a.reason));

@@ -102,7 +102,9 @@ pub fn run(ctx: &Ctx, args: &StatusArgs) -> anyhow::Result<Status> {
     let without_credit: Vec<&crate::reconcile::Discrepancy> =
         discrepancies.iter().filter(|d| d.kind == "transfer-without-credit").collect();
     let attention = discrepancies.iter().filter(|d| d.needs_attention).count();
-    let needs_human = attention + missed.len() + failed.len();
+    let kill_switch = store.kill_switch()?;
+    let outflow_24h = store.outflow_24h(now)?;
+    let needs_human = attention + missed.len() + failed.len() + usize::from(kill_switch.is_some());
     let unapplied = store.pending_events(1)?.len();
 
     if args.json {
@@ -117,6 +119,8 @@ pub fn run(ctx: &Ctx, args: &StatusArgs) -> anyhow::Result<Status> {
                 "withoutCredit": without_credit,
             },
             "unclaimedCredits": unclaimed,
+            "outflow24h": outflow_24h,
+            "killSwitch": kill_switch.as_ref().map(|(reason, since)| json!({"reason": reason, "since": since})),
             "eventsPending": unapplied > 0,
             "discrepancies": discrepancies,
             "needsAttention": needs_human,
@@ -173,6 +177,12 @@ pub fn run(ctx: &Ctx, args: &StatusArgs) -> anyhow::Result<Status> {
             s.push_str(&format!("; {k} {n} ({})", brl(*a)));
         }
         s.push('\n');
+        s.push_str(&format!("outflow in the last 24 hours: {}\n", brl(outflow_24h)));
+        if let Some((reason, since)) = &kill_switch {
+            s.push_str(&format!(
+                "! kill switch engaged since {since}: {reason}; no money leaves (to resume: stark-sweep kill-switch off)\n"
+            ));
+        }
         if unclaimed > 0 {
             s.push_str(&format!(
                 "credits of invoices this deployment did not issue: {unclaimed} (ignored: not ours to sweep)\n"

@@ -32,6 +32,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_trust.sql"),
     include_str!("migrations/0003_recovery.sql"),
+    include_str!("migrations/0004_limits.sql"),
 ];
 
 pub struct Store {
@@ -69,6 +70,28 @@ impl Store {
         let mut store = Self { conn, path: path.to_path_buf() };
         store.configure().with_context(|| format!("configuring the database {}", path.display()))?;
         store.migrate().with_context(|| format!("migrating the database {}", path.display()))?;
+        Ok(store)
+    }
+
+    /// An in-memory copy of the database at `path`, migrated in memory if it is older, for a dry
+    /// run: the file is opened read-only and never written (its bytes stay as they are).
+    pub fn copy_of(path: &Path) -> anyhow::Result<Self> {
+        let src = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .with_context(|| format!("opening the database {} read-only", path.display()))?;
+        src.busy_timeout(BUSY_TIMEOUT)?;
+        let mut conn = Connection::open_in_memory()?;
+        {
+            let backup = rusqlite::backup::Backup::new(&src, &mut conn)?;
+            backup
+                .run_to_completion(1024, Duration::from_millis(5), None)
+                .with_context(|| format!("copying the database {}", path.display()))?;
+        }
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let mut store = Self { conn, path: path.to_path_buf() };
+        store.migrate().with_context(|| format!("migrating a copy of the database {}", path.display()))?;
         Ok(store)
     }
 

@@ -42,6 +42,8 @@ pub enum CreditState {
     Unclaimed,
     /// Ours, to be transferred.
     Open,
+    /// Ours, but sending it would cross an outflow limit: it waits (the reason says which).
+    Held,
     Transferred,
     /// Nothing to transfer (net <= 0), or not ours after all.
     Skipped,
@@ -54,6 +56,7 @@ impl CreditState {
         match self {
             CreditState::Unclaimed => "unclaimed",
             CreditState::Open => "open",
+            CreditState::Held => "held",
             CreditState::Transferred => "transferred",
             CreditState::Skipped => "skipped",
             CreditState::Attention => "attention",
@@ -64,6 +67,7 @@ impl CreditState {
         Ok(match s {
             "unclaimed" => CreditState::Unclaimed,
             "open" => CreditState::Open,
+            "held" => CreditState::Held,
             "transferred" => CreditState::Transferred,
             "skipped" => CreditState::Skipped,
             "attention" => CreditState::Attention,
@@ -227,6 +231,43 @@ impl TransferRow {
     pub fn is_success(&self) -> bool {
         self.status == "success"
     }
+}
+
+/// The most that may leave: per transfer, and per rolling 24 hours, in cents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutflowLimits {
+    pub max_transfer: i64,
+    pub max_24h: i64,
+}
+
+/// What one claim transaction did.
+#[derive(Debug, Clone, Default)]
+pub struct Claimed {
+    pub claimed: Vec<SendRow>,
+    /// Credits held back by a limit, with the reason.
+    pub held: Vec<(String, String)>,
+    /// The kill switch was engaged (reason, since): nothing was claimed.
+    pub stopped: Option<(String, String)>,
+}
+
+fn kill_switch(conn: &rusqlite::Connection) -> rusqlite::Result<Option<(String, String)>> {
+    conn.query_row("SELECT reason, set_at FROM controls WHERE key = 'kill_switch'", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()
+}
+
+/// Sends claimed since `since` that moved, or may move, money: all but those refused for good
+/// and those whose transfers all failed or were canceled (a send refused for a passing reason
+/// counts: it is sent again later without a new claim).
+fn outflow_since(conn: &rusqlite::Connection, since: DateTime<Utc>) -> rusqlite::Result<i64> {
+    conn.query_row(
+        "SELECT COALESCE(SUM(s.amount), 0) FROM sends s
+         WHERE s.claimed_at > ?1 AND COALESCE(s.outcome, '') <> 'rejected'
+           AND NOT (EXISTS (SELECT 1 FROM transfers t WHERE t.external_id = s.external_id AND t.ours = 1)
+                    AND NOT EXISTS (SELECT 1 FROM transfers t WHERE t.external_id = s.external_id AND t.ours = 1
+                                    AND t.status NOT IN ('failed', 'canceled')))",
+        [ts(since)],
+        |r| r.get(0),
+    )
 }
 
 /// `bank/branch/account/taxid`, the tax id as digits only: how a send's target and a
@@ -440,6 +481,12 @@ impl Store {
         self.credits_where("state = 'open'")
     }
 
+    /// Credits to decide on in a run: open ones, and held ones (a raised limit or freed room
+    /// releases them).
+    pub fn credits_in_play(&self) -> anyhow::Result<Vec<Credit>> {
+        self.credits_where("state IN ('open', 'held')")
+    }
+
     /// Credits of our workspace that this deployment did not issue.
     pub fn unclaimed_credits(&self) -> anyhow::Result<Vec<Credit>> {
         self.credits_where("state = 'unclaimed'")
@@ -500,6 +547,10 @@ impl Store {
     /// `--retry-attention`: every credit that needs attention is open again with a fresh
     /// attempt budget (attempts so far no longer count). Returns how many.
     pub fn retry_attention(&mut self) -> anyhow::Result<usize> {
+        // Held credits: the operator approves them once, above the limits.
+        let approved = self
+            .conn
+            .execute("UPDATE credits SET state = 'open', reason = NULL, limit_approved = 1 WHERE state = 'held'", [])?;
         // A loop of unknown outcomes gets its tries back too.
         self.conn.execute(
             "UPDATE sends SET tries = 1 WHERE outcome = 'unknown'
@@ -511,7 +562,7 @@ impl Store {
                 budget_from = COALESCE((SELECT MAX(attempt) FROM sends s WHERE s.invoice_id = credits.invoice_id), 0)
              WHERE state = 'attention'",
             [],
-        )?)
+        )? + approved)
     }
 
     /// Attempts up to `attempt` no longer count against the budget (a failure that passes).
@@ -603,6 +654,96 @@ impl Store {
             .prepare_cached(&format!("SELECT {TRANSFER_COLUMNS} FROM transfers WHERE invoice_id = ?1 AND ours = 1"))?;
         let rows = stmt.query_map([invoice_id], transfer_from_row)?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    /// Claims new sends durably before any request leaves, in one transaction that holds the
+    /// write lock from its first read: the kill switch and the outflow limits are checked against
+    /// what is claimed in that same transaction, so two runs at once cannot both pass under a
+    /// limit. A send over a limit is not claimed: its credit is held, with the reason (unless an
+    /// operator approved it with --retry-attention, once). The unique (invoice, attempt) and
+    /// externalId constraints make a double claim impossible.
+    pub fn claim_sends_within(
+        &mut self,
+        sends: &[SendRow],
+        limits: &OutflowLimits,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<Claimed> {
+        let tx = self.write_tx()?;
+        let mut out = Claimed::default();
+        if let Some(k) = kill_switch(&tx)? {
+            out.stopped = Some(k);
+            return Ok(out);
+        }
+        let mut window = outflow_since(&tx, now - chrono::Duration::hours(24))?;
+        for s in sends {
+            let approved: bool = tx
+                .prepare_cached("SELECT limit_approved = 1 FROM credits WHERE invoice_id = ?1")?
+                .query_row([&s.invoice_id], |r| r.get(0))
+                .optional()?
+                .unwrap_or(false);
+            let over = if approved {
+                None
+            } else if s.amount > limits.max_transfer {
+                Some(format!(
+                    "held: {} cents is over the limit per transfer ({} cents, STARK_SWEEP_MAX_TRANSFER); raise it, or approve this one with process-events --retry-attention",
+                    s.amount, limits.max_transfer
+                ))
+            } else if window + s.amount > limits.max_24h {
+                Some(format!(
+                    "held: {} cents would take the last 24 hours' outflow to {} cents, over the limit of {} cents (STARK_SWEEP_MAX_OUTFLOW_24H); it goes when room frees or the limit is raised, or approve it with process-events --retry-attention",
+                    s.amount,
+                    window + s.amount,
+                    limits.max_24h
+                ))
+            } else {
+                None
+            };
+            if let Some(reason) = over {
+                tx.execute(
+                    "UPDATE credits SET state = 'held', reason = ?2 WHERE invoice_id = ?1 AND state IN ('open', 'held')",
+                    params![s.invoice_id, reason],
+                )?;
+                out.held.push((s.invoice_id.clone(), reason));
+                continue;
+            }
+            tx.execute(
+                "INSERT INTO sends (external_id, invoice_id, attempt, amount, claimed_at, target) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![s.external_id, s.invoice_id, s.attempt, s.amount, s.claimed_at, s.target],
+            )?;
+            tx.execute(
+                "UPDATE credits SET state = 'open', limit_approved = 0,
+                    reason = CASE WHEN state = 'held' THEN NULL ELSE reason END WHERE invoice_id = ?1",
+                [&s.invoice_id],
+            )?;
+            window += s.amount;
+            out.claimed.push(s.clone());
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Money that left (or may have left) in the 24 hours before `now`, in cents.
+    pub fn outflow_24h(&self, now: DateTime<Utc>) -> anyhow::Result<i64> {
+        Ok(outflow_since(&self.conn, now - chrono::Duration::hours(24))?)
+    }
+
+    /// The kill switch, when engaged: `(reason, since)`.
+    pub fn kill_switch(&self) -> anyhow::Result<Option<(String, String)>> {
+        Ok(kill_switch(&self.conn)?)
+    }
+
+    pub fn engage_kill_switch(&mut self, reason: &str, now: DateTime<Utc>) -> anyhow::Result<()> {
+        self.conn.execute(
+            "INSERT INTO controls (key, reason, set_at) VALUES ('kill_switch', ?1, ?2)
+             ON CONFLICT (key) DO UPDATE SET reason = excluded.reason, set_at = excluded.set_at",
+            params![reason, ts(now)],
+        )?;
+        Ok(())
+    }
+
+    /// Returns whether it was engaged.
+    pub fn release_kill_switch(&mut self) -> anyhow::Result<bool> {
+        Ok(self.conn.execute("DELETE FROM controls WHERE key = 'kill_switch'", [])? > 0)
     }
 
     /// Claims new sends durably, all or none, before any request leaves. The unique

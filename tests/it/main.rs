@@ -8,6 +8,7 @@ mod util;
 mod chaos;
 mod cli_config;
 mod conformance;
+mod defence;
 mod demo;
 mod deploy;
 mod issue_invoices;
