@@ -19,6 +19,11 @@ pub struct Cli {
 
 #[derive(Debug, Clone, Args)]
 pub struct GlobalArgs {
+    /// Configuration file (NAME=value lines, as systemd/stark-sweep.env.example) read before the
+    /// environment's fallbacks; a variable already set in the environment wins [default: ./.env
+    /// when it exists]. The units and crontab.example use /etc/stark-sweep/stark-sweep.env
+    #[arg(long, env = "STARK_SWEEP_ENV_FILE", global = true, value_name = "PATH")]
+    pub env_file: Option<PathBuf>,
     /// SQLite state file [default: ./stark-sweep.db, or $STATE_DIRECTORY/stark-sweep.db under systemd]
     #[arg(long, env = "STARK_SWEEP_DB", global = true, value_name = "PATH")]
     pub db: Option<PathBuf>,

@@ -1,8 +1,8 @@
-//! Configuration: defaults < `.env` < environment < flags, validated once at start.
+//! Configuration: defaults < the env file < environment < flags, validated once at start.
 //!
-//! Owns: reading `./.env` (only for variables the environment does not already set), the
-//! database path rule, the business clock, and turning API flags into a `ClientConfig` with one
-//! clear error per mistake. Secrets never appear in `Debug` output or errors.
+//! Owns: reading the configuration file (`--env-file`, else `./.env`; only for variables the
+//! environment does not already set), the database path rule, the business clock, and turning
+//! API flags into a `ClientConfig` with one clear error per mistake. Secrets never appear in `Debug` output or errors.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -14,19 +14,51 @@ use crate::cli::{ApiArgs, Environment, GlobalArgs};
 use crate::error;
 use crate::starkbank::{self, ClientConfig, keys};
 
-/// Loads `./.env` into the process environment, never overriding a variable that is already
-/// set, so that clap's `env` fallbacks see it with lower priority than the real environment.
+/// The variable that names the configuration file (the flag `--env-file` is its twin).
+pub const ENV_FILE_VAR: &str = "STARK_SWEEP_ENV_FILE";
+/// The file read when none is named, in the working directory, if it exists.
+pub const DEFAULT_ENV_FILE: &str = ".env";
+
+/// The configuration file named by `--env-file PATH` (or `--env-file=PATH`) among `args`, else
+/// by `STARK_SWEEP_ENV_FILE`; `None` when neither names one. Read from the raw arguments because
+/// the file must be loaded before clap reads the environment.
+pub fn named_env_file(args: impl IntoIterator<Item = std::ffi::OsString>) -> Option<PathBuf> {
+    let mut args = args.into_iter().skip(1);
+    while let Some(arg) = args.next() {
+        if arg == "--" {
+            break;
+        }
+        if arg == "--env-file" {
+            return args.next().map(PathBuf::from);
+        }
+        if let Some(path) = arg.to_str().and_then(|a| a.strip_prefix("--env-file=")) {
+            return Some(PathBuf::from(path));
+        }
+    }
+    std::env::var_os(ENV_FILE_VAR).filter(|v| !v.is_empty()).map(PathBuf::from)
+}
+
+/// Loads the configuration file into the process environment, never overriding a variable that
+/// is already set, so that clap's `env` fallbacks see it with lower priority than the real
+/// environment. The file is the one `named` (it must exist), else `./.env` when it exists.
 /// Must run before any thread starts. Returns an error to report once logging is up.
-pub fn load_dotenv() -> Option<anyhow::Error> {
-    let path = Path::new(".env");
-    if !path.exists() {
+pub fn load_dotenv(named: Option<&Path>) -> Option<anyhow::Error> {
+    let (path, origin) = match named {
+        Some(path) => (path, format!("{ENV_FILE_VAR}={}", path.display())),
+        None => (Path::new(DEFAULT_ENV_FILE), format!("./{DEFAULT_ENV_FILE}")),
+    };
+    if named.is_none() && !path.exists() {
         return None;
     }
-    let iter = match dotenvy::from_path_iter(path) {
-        Ok(iter) => iter,
-        Err(e) => return Some(error::config(format!(".env: cannot read it: {e}; to fix: correct or remove ./.env"))),
+    let content = match std::fs::read_to_string(path) {
+        Ok(content) => content,
+        Err(e) => {
+            return Some(error::config(format!(
+                "{origin}: cannot read it: {e}; to fix: point --env-file / {ENV_FILE_VAR} at the configuration file (see systemd/stark-sweep.env.example)"
+            )));
+        }
     };
-    for item in iter {
+    for item in dotenvy::from_read_iter(content.as_bytes()) {
         match item {
             Ok((key, value)) => {
                 if std::env::var_os(&key).is_none() {
@@ -36,9 +68,8 @@ pub fn load_dotenv() -> Option<anyhow::Error> {
                 }
             }
             Err(e) => {
-                let content = std::fs::read_to_string(path).unwrap_or_default();
                 return Some(error::config(format!(
-                    ".env: {}; to fix: correct the line or remove ./.env",
+                    "{origin}: {}; to fix: correct the line",
                     describe_dotenv_error(&e, &content)
                 )));
             }

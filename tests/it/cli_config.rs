@@ -261,6 +261,44 @@ fn dotenv_is_used_when_unset_and_overridden_by_env_then_flags() {
     assert_could_not_connect(&out, from_flag, &secrets);
 }
 
+/// A named configuration file (`--env-file` or `STARK_SWEEP_ENV_FILE`) is read instead of
+/// `./.env`, from any working directory, below the environment; a missing one is a config error.
+#[test]
+fn env_file_is_read_from_anywhere_instead_of_dotenv() {
+    let dir = tempfile::tempdir().unwrap();
+    let etc = dir.path().join("etc");
+    std::fs::create_dir(&etc).unwrap();
+    let (_, secrets) = write_key(&etc);
+    let key = etc.join("key.pem");
+    let urls = closed_port_urls(3);
+    let file = etc.join("stark-sweep.env");
+    std::fs::write(
+        &file,
+        format!(
+            "STARKBANK_PROJECT_ID=77\nSTARKBANK_PRIVATE_KEY_PATH={}\nSTARKBANK_API_URL={}\n",
+            key.display(),
+            urls[0]
+        ),
+    )
+    .unwrap();
+    // ./.env of the working directory is ignored once a file is named.
+    std::fs::write(dir.path().join(".env"), format!("STARKBANK_API_URL={}\n", urls[1])).unwrap();
+    let path = file.to_str().unwrap();
+    let out = run(dir.path(), &["--env-file", path, "webhook", "list"], &[]);
+    assert_could_not_connect(&out, &urls[0], &secrets);
+    let out = run(dir.path(), &["webhook", "list", &format!("--env-file={path}")], &[]);
+    assert_could_not_connect(&out, &urls[0], &secrets);
+    let out = run(dir.path(), &["webhook", "list"], &[("STARK_SWEEP_ENV_FILE", path)]);
+    assert_could_not_connect(&out, &urls[0], &secrets);
+    // The environment still wins over the file.
+    let out = run(dir.path(), &["webhook", "list"], &[("STARK_SWEEP_ENV_FILE", path), ("STARKBANK_API_URL", &urls[2])]);
+    assert_could_not_connect(&out, &urls[2], &secrets);
+    // A named file that is not there.
+    let missing = dir.path().join("nope.env");
+    let out = run(dir.path(), &["--env-file", missing.to_str().unwrap(), "status"], &[]);
+    assert_config_error(&out, &["STARK_SWEEP_ENV_FILE", "nope.env", "cannot read"], &[]);
+}
+
 #[test]
 fn keygen_writes_private_0600_and_refuses_to_overwrite_without_force() {
     let dir = tempfile::tempdir().unwrap();
