@@ -253,7 +253,7 @@ fn start_listener(bin: &PathBuf, dir: &std::path::Path) -> Result<(Child, Socket
     let child = Command::new(bin)
         .current_dir(dir)
         .env_clear()
-        .args(["--db", "bench.db", "serve-webhook", "--listen", "127.0.0.1:0", "--public-key-file", "key.pem"])
+        .args(["serve-webhook", "--db", "bench.db", "--listen", "127.0.0.1:0", "--public-key-file", "key.pem"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).map_err(|e| e.to_string())?)

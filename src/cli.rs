@@ -8,8 +8,18 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::logging::LogFormat;
 
+/// The exit codes, in the top-level help (the README's table says what to do for each).
+const EXIT_CODES: &str = "\
+Exit codes:
+  0   done, or nothing to do
+  1   unexpected failure (read the one-line error)
+  2   wrong command line
+  3   finished, but something needs a human: run `stark-sweep status`
+  75  temporary failure; the next timer run completes the work
+  78  configuration or credentials wrong: fix what the message names";
+
 #[derive(Debug, Parser)]
-#[command(name = "stark-sweep", version, about, long_about = None, propagate_version = true)]
+#[command(name = "stark-sweep", version, about, long_about = None, propagate_version = true, after_help = EXIT_CODES)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -17,20 +27,15 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// What every subcommand takes: where its configuration comes from and how it logs.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Configuration and logging")]
 pub struct GlobalArgs {
     /// Configuration file (NAME=value lines, as systemd/stark-sweep.env.example) read before the
     /// environment's fallbacks; a variable already set in the environment wins [default: ./.env
     /// when it exists]. The units and crontab.example use /etc/stark-sweep/stark-sweep.env
     #[arg(long, env = "STARK_SWEEP_ENV_FILE", global = true, value_name = "PATH")]
     pub env_file: Option<PathBuf>,
-    /// SQLite state file [default: ./stark-sweep.db, or $STATE_DIRECTORY/stark-sweep.db under systemd]
-    #[arg(long, env = "STARK_SWEEP_DB", global = true, value_name = "PATH")]
-    pub db: Option<PathBuf>,
-    /// Business clock override (RFC 3339) for drills and tests: campaign window, slots, due dates.
-    /// Request signing always uses the real clock.
-    #[arg(long, env = "STARK_SWEEP_NOW", global = true, value_name = "RFC3339")]
-    pub now: Option<String>,
     /// Log format on stderr [default: text]
     #[arg(long, env = "STARK_SWEEP_LOG_FORMAT", global = true, value_enum)]
     pub log_format: Option<LogFormat>,
@@ -40,8 +45,19 @@ pub struct GlobalArgs {
     /// Less logging (-q warnings only, -qq errors only)
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub quiet: u8,
-    #[command(flatten)]
-    pub api: ApiArgs,
+}
+
+/// The state a subcommand reads or writes, and its business clock.
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "State")]
+pub struct StoreArgs {
+    /// SQLite state file [default: ./stark-sweep.db, or $STATE_DIRECTORY/stark-sweep.db under systemd]
+    #[arg(long, env = "STARK_SWEEP_DB", value_name = "PATH")]
+    pub db: Option<PathBuf>,
+    /// Business clock override (RFC 3339) for drills and tests: campaign window, slots, due dates.
+    /// Request signing always uses the real clock.
+    #[arg(long, env = "STARK_SWEEP_NOW", value_name = "RFC3339")]
+    pub now: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -50,28 +66,30 @@ pub enum Environment {
     Production,
 }
 
-#[derive(Clone, Args)]
+/// How a subcommand that calls Stark Bank reaches it.
+#[derive(Clone, Default, Args)]
+#[command(next_help_heading = "Stark Bank API")]
 pub struct ApiArgs {
     /// Stark Bank project id (required for any API call)
-    #[arg(long, env = "STARKBANK_PROJECT_ID", global = true, value_name = "ID")]
+    #[arg(long, env = "STARKBANK_PROJECT_ID", value_name = "ID")]
     pub project_id: Option<String>,
     /// Private key PEM file of the project (secp256k1)
-    #[arg(long, env = "STARKBANK_PRIVATE_KEY_PATH", global = true, value_name = "PATH")]
+    #[arg(long, env = "STARKBANK_PRIVATE_KEY_PATH", value_name = "PATH")]
     pub private_key_path: Option<PathBuf>,
     /// Private key PEM text (prefer the file or a systemd credential)
-    #[arg(long, env = "STARKBANK_PRIVATE_KEY", global = true, hide_env_values = true, value_name = "PEM")]
+    #[arg(long, env = "STARKBANK_PRIVATE_KEY", hide_env_values = true, value_name = "PEM")]
     pub private_key: Option<String>,
     /// Stark Bank environment [default: sandbox]
-    #[arg(long, env = "STARKBANK_ENVIRONMENT", global = true, value_enum)]
+    #[arg(long, env = "STARKBANK_ENVIRONMENT", value_enum)]
     pub environment: Option<Environment>,
     /// API base URL override, e.g. http://127.0.0.1:9000 for the local sandbox (requests go to {base}/v2/...)
-    #[arg(long, env = "STARKBANK_API_URL", global = true, value_name = "URL")]
+    #[arg(long, env = "STARKBANK_API_URL", value_name = "URL")]
     pub api_url: Option<String>,
     /// Total time for one HTTP request, in seconds [default: 15]
-    #[arg(long, env = "STARK_SWEEP_HTTP_TIMEOUT", global = true, value_name = "SECS")]
+    #[arg(long, env = "STARK_SWEEP_HTTP_TIMEOUT", value_name = "SECS")]
     pub http_timeout: Option<f64>,
     /// Time to establish a connection, in seconds [default: 5]
-    #[arg(long, env = "STARK_SWEEP_CONNECT_TIMEOUT", global = true, value_name = "SECS")]
+    #[arg(long, env = "STARK_SWEEP_CONNECT_TIMEOUT", value_name = "SECS")]
     pub connect_timeout: Option<f64>,
 }
 
@@ -111,6 +129,29 @@ pub enum Command {
     Demo(DemoArgs),
 }
 
+impl Command {
+    /// The state and API options of this subcommand, when it takes them.
+    pub fn shared_args(&self) -> (Option<&StoreArgs>, Option<&ApiArgs>) {
+        match self {
+            Command::IssueInvoices(a) => (Some(&a.store), Some(&a.api)),
+            Command::ServeWebhook(a) => (Some(&a.store), Some(&a.api)),
+            Command::ProcessEvents(a) => (Some(&a.store), Some(&a.api)),
+            Command::Status(a) => (Some(&a.store), None),
+            Command::Webhook(
+                WebhookCommand::Register { api, .. }
+                | WebhookCommand::List { api, .. }
+                | WebhookCommand::Delete { api, .. },
+            ) => (None, Some(api)),
+            Command::KillSwitch(
+                KillSwitchCommand::On { store, .. }
+                | KillSwitchCommand::Off { store }
+                | KillSwitchCommand::Status { store },
+            ) => (Some(store), None),
+            Command::Keygen(_) | Command::Sandbox(_) | Command::Demo(_) => (None, None),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct KeygenArgs {
     /// Directory to write private-key.pem and public-key.pem into
@@ -122,6 +163,7 @@ pub struct KeygenArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Campaign")]
 pub struct CampaignArgs {
     /// Campaign length in hours [default: 24]
     #[arg(long, env = "STARK_SWEEP_CAMPAIGN_HOURS", value_name = "HOURS")]
@@ -133,27 +175,23 @@ pub struct CampaignArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct IssueArgs {
-    #[command(flatten)]
-    pub campaign: CampaignArgs,
-    #[command(flatten)]
-    pub workspace: WorkspaceArgs,
     /// Fewest invoices in a slot [default: 8]
-    #[arg(long, env = "STARK_SWEEP_INVOICES_MIN", value_name = "N")]
+    #[arg(long, help_heading = "Campaign", env = "STARK_SWEEP_INVOICES_MIN", value_name = "N")]
     pub invoices_min: Option<u32>,
     /// Most invoices in a slot [default: 12]
-    #[arg(long, env = "STARK_SWEEP_INVOICES_MAX", value_name = "N")]
+    #[arg(long, help_heading = "Campaign", env = "STARK_SWEEP_INVOICES_MAX", value_name = "N")]
     pub invoices_max: Option<u32>,
     /// Smallest invoice amount, in cents [default: 1000]
-    #[arg(long, env = "STARK_SWEEP_AMOUNT_MIN", value_name = "CENTS")]
+    #[arg(long, help_heading = "Campaign", env = "STARK_SWEEP_AMOUNT_MIN", value_name = "CENTS")]
     pub amount_min: Option<i64>,
     /// Largest invoice amount, in cents [default: 50000]
-    #[arg(long, env = "STARK_SWEEP_AMOUNT_MAX", value_name = "CENTS")]
+    #[arg(long, help_heading = "Campaign", env = "STARK_SWEEP_AMOUNT_MAX", value_name = "CENTS")]
     pub amount_max: Option<i64>,
     /// Days from issue to the invoice's due date [default: 2]
-    #[arg(long, env = "STARK_SWEEP_DUE_DAYS", value_name = "DAYS")]
+    #[arg(long, help_heading = "Campaign", env = "STARK_SWEEP_DUE_DAYS", value_name = "DAYS")]
     pub due_days: Option<u32>,
     /// Days after the due date during which the invoice can still be paid [default: 5]
-    #[arg(long, env = "STARK_SWEEP_EXPIRATION_DAYS", value_name = "DAYS")]
+    #[arg(long, help_heading = "Campaign", env = "STARK_SWEEP_EXPIRATION_DAYS", value_name = "DAYS")]
     pub expiration_days: Option<u32>,
     /// After a create request got no answer: how long past its timeout Stark Bank may still be
     /// processing it, in seconds; until then no rerun creates anything for the slot [default: 120]
@@ -168,7 +206,7 @@ pub struct IssueArgs {
     pub dry_run: bool,
     /// In production, issue the campaign's invoices to randomly generated people anyway (they are
     /// real charges to real tax ids); without it, issue-invoices refuses in production (exit 78)
-    #[arg(long, env = "STARK_SWEEP_ALLOW_RANDOM_PAYERS_IN_PRODUCTION")]
+    #[arg(long, env = "STARK_SWEEP_ALLOW_RANDOM_PAYERS_IN_PRODUCTION", value_parser = boolish())]
     pub allow_random_payers_in_production: bool,
     /// With --dry-run: also show each payer's name and CPF (hidden otherwise: personal data)
     #[arg(long, requires = "dry_run")]
@@ -176,6 +214,14 @@ pub struct IssueArgs {
     /// Print the result as JSON on stdout
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub api: ApiArgs,
+    #[command(flatten)]
+    pub campaign: CampaignArgs,
+    #[command(flatten)]
+    pub workspace: WorkspaceArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -195,14 +241,19 @@ pub struct ServeArgs {
     #[arg(long, env = "STARK_SWEEP_PUBLIC_KEY_FILE", value_name = "PATH")]
     pub public_key_file: Option<PathBuf>,
     /// After storing a credit, run the transfer step at once in the background
-    #[arg(long, env = "STARK_SWEEP_PROCESS")]
+    #[arg(long, env = "STARK_SWEEP_PROCESS", value_parser = boolish())]
     pub process: bool,
     #[command(flatten)]
     pub sweep: SweepArgs,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub api: ApiArgs,
 }
 
 /// This deployment's Stark Bank workspace, when the operator states it.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Stark Bank API")]
 pub struct WorkspaceArgs {
     /// The Stark Bank workspace id. Not needed: stark-sweep learns it from the API with the
     /// project's credentials and pins it in the database; when set, it must agree (exit 78)
@@ -219,11 +270,10 @@ impl WorkspaceArgs {
 
 /// Options of the transfer step, shared by `process-events` and `serve-webhook --process`.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Transfers")]
 pub struct SweepArgs {
-    #[command(flatten)]
-    pub workspace: WorkspaceArgs,
     /// Transfer every credited invoice of the workspace, not only stark-sweep's
-    #[arg(long, env = "STARK_SWEEP_ALL_CREDITS")]
+    #[arg(long, env = "STARK_SWEEP_ALL_CREDITS", value_parser = boolish())]
     pub all_credits: bool,
     /// The most one transfer may carry, in cents; a credit over it is held [default: 100000000
     /// in the sandbox, 100000 (R$ 1.000,00) in production]
@@ -244,29 +294,31 @@ pub struct SweepArgs {
     #[arg(long, env = "STARK_SWEEP_RETRY_BACKOFF", value_name = "SECS")]
     pub retry_backoff: Option<u64>,
     /// Target bank code (ISPB) [default: 20018183]
-    #[arg(long, env = "STARK_SWEEP_TARGET_BANK_CODE", value_name = "CODE")]
+    #[arg(long, help_heading = "Transfer target", env = "STARK_SWEEP_TARGET_BANK_CODE", value_name = "CODE")]
     pub target_bank_code: Option<String>,
     /// Target branch [default: 0001]
-    #[arg(long, env = "STARK_SWEEP_TARGET_BRANCH", value_name = "BRANCH")]
+    #[arg(long, help_heading = "Transfer target", env = "STARK_SWEEP_TARGET_BRANCH", value_name = "BRANCH")]
     pub target_branch: Option<String>,
     /// Target account number [default: 6341320293482496]
-    #[arg(long, env = "STARK_SWEEP_TARGET_ACCOUNT", value_name = "NUMBER")]
+    #[arg(long, help_heading = "Transfer target", env = "STARK_SWEEP_TARGET_ACCOUNT", value_name = "NUMBER")]
     pub target_account: Option<String>,
     /// Target account holder name [default: Stark Bank S.A.]
-    #[arg(long, env = "STARK_SWEEP_TARGET_NAME", value_name = "NAME")]
+    #[arg(long, help_heading = "Transfer target", env = "STARK_SWEEP_TARGET_NAME", value_name = "NAME")]
     pub target_name: Option<String>,
     /// Target tax ID (CPF or CNPJ) [default: 20.018.183/0001-80]
-    #[arg(long, env = "STARK_SWEEP_TARGET_TAX_ID", value_name = "TAX_ID")]
+    #[arg(long, help_heading = "Transfer target", env = "STARK_SWEEP_TARGET_TAX_ID", value_name = "TAX_ID")]
     pub target_tax_id: Option<String>,
     /// Target account type: checking, savings, salary or payment [default: payment]
-    #[arg(long, env = "STARK_SWEEP_TARGET_ACCOUNT_TYPE", value_name = "TYPE")]
+    #[arg(long, help_heading = "Transfer target", env = "STARK_SWEEP_TARGET_ACCOUNT_TYPE", value_name = "TYPE")]
     pub target_account_type: Option<String>,
+    #[command(flatten)]
+    pub workspace: WorkspaceArgs,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct ProcessArgs {
     /// Do not pull undelivered events from Stark Bank (GET /v2/event?isDelivered=false)
-    #[arg(long, env = "STARK_SWEEP_NO_RECONCILE")]
+    #[arg(long, env = "STARK_SWEEP_NO_RECONCILE", value_parser = boolish())]
     pub no_reconcile: bool,
     /// Put credits that need attention back in play with a fresh attempt budget (after fixing the cause)
     #[arg(long)]
@@ -280,6 +332,10 @@ pub struct ProcessArgs {
     pub json: bool,
     #[command(flatten)]
     pub sweep: SweepArgs,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub api: ApiArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -287,11 +343,13 @@ pub struct StatusArgs {
     /// Print the report as JSON on stdout
     #[arg(long)]
     pub json: bool,
-    #[command(flatten)]
-    pub workspace: WorkspaceArgs,
     /// A credit not transferred after this many minutes needs attention [default: 30]
     #[arg(long, env = "STARK_SWEEP_STALE_MINUTES", value_name = "MINUTES")]
     pub stale_minutes: Option<i64>,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub workspace: WorkspaceArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -301,12 +359,16 @@ pub enum WebhookCommand {
         /// Public HTTPS URL of the listener, e.g. https://sweep.example.com/webhook
         #[arg(long, env = "STARK_SWEEP_WEBHOOK_URL")]
         url: String,
+        #[command(flatten)]
+        api: ApiArgs,
     },
     /// List webhook subscriptions
     List {
         /// Print as JSON
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        api: ApiArgs,
     },
     /// Delete a webhook subscription
     Delete {
@@ -315,6 +377,8 @@ pub enum WebhookCommand {
         /// Confirm the deletion
         #[arg(long)]
         yes: bool,
+        #[command(flatten)]
+        api: ApiArgs,
     },
 }
 
@@ -325,11 +389,19 @@ pub enum KillSwitchCommand {
         /// Why (shown by status and process-events)
         #[arg(long)]
         reason: String,
+        #[command(flatten)]
+        store: StoreArgs,
     },
     /// Release it: transfers are claimed and sent again on the next run
-    Off,
+    Off {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// Whether it is engaged (exit 3 when it is)
-    Status,
+    Status {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 /// `stark-sweep sandbox`: the local emulator. Simulated durations run on the simulated clock
@@ -344,7 +416,7 @@ pub struct SandboxArgs {
     pub time_scale: Option<f64>,
     /// The simulated clock stands still until moved by `POST /_sandbox/clock` ({"advanceSeconds":
     /// N} or {"to": RFC 3339}), which also makes every webhook delivery due by then
-    #[arg(long, env = "STARK_SWEEP_SANDBOX_MANUAL_CLOCK")]
+    #[arg(long, env = "STARK_SWEEP_SANDBOX_MANUAL_CLOCK", value_parser = boolish())]
     pub manual_clock: bool,
     /// Simulated start time (RFC 3339) [default: now]
     #[arg(long, env = "STARK_SWEEP_SANDBOX_START", value_name = "RFC3339")]
@@ -380,8 +452,7 @@ pub struct SandboxArgs {
     /// Workspace balance at start, in cents [default: 0]
     #[arg(long, env = "STARK_SWEEP_SANDBOX_INITIAL_BALANCE", value_name = "CENTS")]
     pub initial_balance: Option<i64>,
-    /// Accept requests of this project id (repeatable; pairs with --project-public-key in order).
-    /// Not `--project-id`: that name is the global client flag.
+    /// Accept requests of this project id (repeatable; pairs with --project-public-key in order)
     #[arg(long = "project", env = "STARK_SWEEP_SANDBOX_PROJECTS", value_delimiter = ',', value_name = "ID")]
     pub project_ids: Vec<String>,
     /// Public key PEM file of the project given at the same position in --project (repeatable)
@@ -403,28 +474,48 @@ pub struct SandboxArgs {
     #[arg(long, env = "STARK_SWEEP_SANDBOX_DELIVERY_TIMEOUT", value_name = "SECS")]
     pub delivery_timeout: Option<f64>,
     /// Fault: share of /v2 requests answered 500 [default: 0]
-    #[arg(long, env = "STARK_SWEEP_SANDBOX_ERROR_RATE", value_name = "RATE")]
+    #[arg(long, help_heading = "Emulator faults", env = "STARK_SWEEP_SANDBOX_ERROR_RATE", value_name = "RATE")]
     pub error_rate: Option<f64>,
     /// Fault: real milliseconds added to every /v2 answer [default: 0]
-    #[arg(long, env = "STARK_SWEEP_SANDBOX_LATENCY_MS", value_name = "MS")]
+    #[arg(long, help_heading = "Emulator faults", env = "STARK_SWEEP_SANDBOX_LATENCY_MS", value_name = "MS")]
     pub latency_ms: Option<u64>,
     /// Fault: share of invoice creations committed and then answered 500 [default: 0]
-    #[arg(long, env = "STARK_SWEEP_SANDBOX_COMMIT_THEN_500_INVOICE", value_name = "RATE")]
+    #[arg(
+        long,
+        help_heading = "Emulator faults",
+        env = "STARK_SWEEP_SANDBOX_COMMIT_THEN_500_INVOICE",
+        value_name = "RATE"
+    )]
     pub commit_then_500_invoice: Option<f64>,
     /// Fault: share of transfer creations committed and then answered 500 [default: 0]
-    #[arg(long, env = "STARK_SWEEP_SANDBOX_COMMIT_THEN_500_TRANSFER", value_name = "RATE")]
+    #[arg(
+        long,
+        help_heading = "Emulator faults",
+        env = "STARK_SWEEP_SANDBOX_COMMIT_THEN_500_TRANSFER",
+        value_name = "RATE"
+    )]
     pub commit_then_500_transfer: Option<f64>,
     /// Fault: share of delivered webhooks POSTed a second time [default: 0]
-    #[arg(long, env = "STARK_SWEEP_SANDBOX_DUPLICATE_DELIVERY_RATE", value_name = "RATE")]
+    #[arg(
+        long,
+        help_heading = "Emulator faults",
+        env = "STARK_SWEEP_SANDBOX_DUPLICATE_DELIVERY_RATE",
+        value_name = "RATE"
+    )]
     pub duplicate_delivery_rate: Option<f64>,
     /// Fault: share of webhook deliveries never POSTed [default: 0]
-    #[arg(long, env = "STARK_SWEEP_SANDBOX_DROP_DELIVERY_RATE", value_name = "RATE")]
+    #[arg(long, help_heading = "Emulator faults", env = "STARK_SWEEP_SANDBOX_DROP_DELIVERY_RATE", value_name = "RATE")]
     pub drop_delivery_rate: Option<f64>,
     /// Fault: deliver each invoice's `credited` event before its `paid` event
-    #[arg(long, env = "STARK_SWEEP_SANDBOX_OUT_OF_ORDER")]
+    #[arg(long, help_heading = "Emulator faults", env = "STARK_SWEEP_SANDBOX_OUT_OF_ORDER", value_parser = boolish())]
     pub out_of_order: bool,
     /// Fault: transfers created before this simulated time (RFC 3339) fail for insufficient balance
-    #[arg(long, env = "STARK_SWEEP_SANDBOX_INSUFFICIENT_BALANCE_UNTIL", value_name = "RFC3339")]
+    #[arg(
+        long,
+        help_heading = "Emulator faults",
+        env = "STARK_SWEEP_SANDBOX_INSUFFICIENT_BALANCE_UNTIL",
+        value_name = "RFC3339"
+    )]
     pub insufficient_balance_until: Option<String>,
 }
 
@@ -441,4 +532,44 @@ pub struct DemoArgs {
     /// issue-invoices draws (people, amounts, how many) differ from run to run [default: random]
     #[arg(long, env = "STARK_SWEEP_DEMO_SEED", value_name = "N")]
     pub seed: Option<u64>,
+}
+
+/// How a flag's environment twin reads yes and no: 1/0, true/false, yes/no, on/off.
+fn boolish() -> clap::builder::BoolishValueParser {
+    clap::builder::BoolishValueParser::new()
+}
+
+/// When clap refused a value that came from the environment (or the env file) rather than from
+/// the command line: the one-line configuration error that names the variable and its flag.
+/// `None` for anything typed on the command line (clap's own usage message fits those).
+pub fn env_value_error(err: &clap::Error, args: &[std::ffi::OsString]) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if !matches!(err.kind(), ErrorKind::InvalidValue | ErrorKind::ValueValidation) {
+        return None;
+    }
+    let Some(ContextValue::String(arg)) = err.get(ContextKind::InvalidArg) else { return None };
+    let flag = arg.split_whitespace().next()?;
+    let typed = args.iter().filter_map(|a| a.to_str()).any(|a| a == flag || a.starts_with(&format!("{flag}=")));
+    if typed {
+        return None;
+    }
+    let var = env_of(&<Cli as clap::CommandFactory>::command(), flag.strip_prefix("--")?)?;
+    let value = std::env::var(&var).ok()?;
+    let why = match (err.get(ContextKind::ValidValue), std::error::Error::source(err)) {
+        (Some(ContextValue::Strings(valid)), _) => format!("expected one of {}", valid.join(", ")),
+        (_, Some(source)) => source.to_string(),
+        _ => "not a valid value".to_string(),
+    };
+    let shown: String = value.chars().take(40).collect();
+    Some(format!("{var}=`{shown}` (or {flag}): {why}; to fix: correct it in the environment or the env file"))
+}
+
+/// The environment variable of the flag `--long` in this command or any of its subcommands.
+fn env_of(command: &clap::Command, long: &str) -> Option<String> {
+    command
+        .get_arguments()
+        .find(|a| a.get_long() == Some(long))
+        .and_then(|a| a.get_env())
+        .map(|e| e.to_string_lossy().into_owned())
+        .or_else(|| command.get_subcommands().find_map(|c| env_of(c, long)))
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 
-use crate::cli::{ApiArgs, Environment, GlobalArgs};
+use crate::cli::{ApiArgs, Environment, StoreArgs};
 use crate::error;
 use crate::starkbank::{self, ClientConfig, keys};
 
@@ -110,8 +110,8 @@ fn describe_dotenv_error(err: &dotenvy::Error, content: &str) -> String {
 }
 
 /// The SQLite path: `--db`, else `$STATE_DIRECTORY/stark-sweep.db`, else `./stark-sweep.db`.
-pub fn db_path(global: &GlobalArgs) -> PathBuf {
-    if let Some(db) = &global.db {
+pub fn db_path(store: &StoreArgs) -> PathBuf {
+    if let Some(db) = &store.db {
         return db.clone();
     }
     if let Some(dir) = std::env::var_os("STATE_DIRECTORY") {
@@ -258,6 +258,16 @@ pub fn client(api: &ApiArgs) -> anyhow::Result<starkbank::Client> {
 }
 
 /// Creates a file readable only by its owner (for keys and the database's directory files).
+/// Creates `dir` and its missing parents with mode 0700 (a directory that exists is left as it
+/// is), for the key directories an operator names.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}
+
 pub fn write_private_file(path: &Path, contents: &[u8], overwrite: bool) -> std::io::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;

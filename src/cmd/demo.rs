@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 
-use super::{Ctx, Status, brl, print};
+use super::{Ctx, Status, brl, count, print};
 use crate::cli::DemoArgs;
 use crate::sandbox::{Sandbox, SandboxConfig, Snapshot};
 use crate::store::Store;
@@ -93,8 +93,14 @@ impl Demo {
         let (_, out) = self.run(&["issue-invoices", "--json", "-q", "--now", &rfc3339(t)], &[0])?;
         let v: serde_json::Value = serde_json::from_str(&out).context("reading issue-invoices --json")?;
         let what = match v["status"].as_str().unwrap_or_default() {
-            "issued" => format!("issued {} invoices ({})", v["count"], brl(v["total"].as_i64().unwrap_or(0))),
-            "already-issued" => format!("already issued ({} invoices)", v["count"]),
+            "issued" => format!(
+                "issued {} ({})",
+                count(v["count"].as_u64().unwrap_or(0), "invoice", "invoices"),
+                brl(v["total"].as_i64().unwrap_or(0))
+            ),
+            "already-issued" => {
+                format!("already issued ({})", count(v["count"].as_u64().unwrap_or(0), "invoice", "invoices"))
+            }
             other => format!("nothing issued ({other})"),
         };
         print(&format!("[{}] slot {}/{SLOTS}: {what}\n", clock(t), k + 1))
@@ -111,10 +117,10 @@ impl Demo {
         totals.1 += total;
         let mut parts = Vec::new();
         if sent > 0 {
-            parts.push(format!("{sent} {} sent ({})", plural(sent as u64, "transfer", "transfers"), brl(total)));
+            parts.push(format!("{} sent ({})", count(sent as u64, "transfer", "transfers"), brl(total)));
         }
         if settled > 0 {
-            parts.push(format!("{settled} {} confirmed", plural(settled, "transfer", "transfers")));
+            parts.push(format!("{} confirmed", count(settled, "transfer", "transfers")));
         }
         if !parts.is_empty() {
             print(&format!("  [{}] process-events: {}\n", clock(t), parts.join("; ")))?;
@@ -125,10 +131,6 @@ impl Demo {
 
 fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
-
-fn plural<'a>(n: u64, one: &'a str, many: &'a str) -> &'a str {
-    if n == 1 { one } else { many }
 }
 
 fn clock(t: DateTime<Utc>) -> String {
@@ -257,7 +259,7 @@ pub fn run(_ctx: &Ctx, args: &DemoArgs) -> anyhow::Result<Status> {
     print(&format!("\n{}\n", verdict.line))?;
     // The campaign ran on the emulator's clock, a day ahead of the real one.
     print(&format!(
-        "finished in {:.0} s; the database is left at {} (try: stark-sweep --db {} --now {now} status)\n",
+        "finished in {:.0} s; the database is left at {} (try: stark-sweep status --db {} --now {now})\n",
         started.elapsed().as_secs_f64(),
         demo.db.display(),
         demo.db.display()

@@ -124,7 +124,7 @@ enum Outcome {
 pub fn run(ctx: &Ctx, args: &IssueArgs) -> anyhow::Result<Status> {
     let plan = Plan::from_args(args)?;
     // Invoices to made-up people are real charges to real tax ids in production.
-    if crate::config::is_production(&ctx.global.api) && !args.allow_random_payers_in_production && !args.dry_run {
+    if crate::config::is_production(&ctx.api) && !args.allow_random_payers_in_production && !args.dry_run {
         return Err(error::config(
             "production: this campaign issues invoices to randomly generated people, real charges to whoever holds those tax ids; refused; to fix: use the sandbox, or pass --allow-random-payers-in-production (STARK_SWEEP_ALLOW_RANDOM_PAYERS_IN_PRODUCTION=true) if that is really intended",
         ));
@@ -190,7 +190,7 @@ fn issue(
     earlier_failures: &mut Vec<anyhow::Error>,
 ) -> anyhow::Result<(Option<CampaignRow>, Outcome)> {
     // Configuration is checked before anything is written.
-    let client = crate::config::client(&ctx.global.api)?;
+    let client = crate::config::client(&ctx.api)?;
     let mut store = Store::open(&ctx.db)?;
     let Some(_lock) = RunLock::try_acquire(&ctx.db, "issue-invoices")? else {
         return Ok((store.campaign()?, Outcome::Busy));
@@ -276,7 +276,7 @@ fn issue(
     let drafts = match store.slot_state(slot)? {
         SlotState::Issued { drafts, .. } => return Ok((Some(campaign), Outcome::AlreadyIssued { slot, drafts })),
         SlotState::Claimed { drafts } => {
-            log::info!("slot {slot} was claimed by an earlier run that did not finish; completing it");
+            log::info!("slot {} was claimed by an earlier run that did not finish; completing it", slot + 1);
             drafts
         }
         SlotState::Free => {
@@ -284,7 +284,7 @@ fn issue(
             if store.claim_slot(&campaign, &drafts, now)?.is_none() {
                 return Ok((Some(campaign), Outcome::Taken { slot }));
             }
-            log::info!("claimed slot {slot} of campaign {} with {} drafts", campaign.tag, drafts.len());
+            log::info!("claimed slot {} of campaign {} with {} drafts", slot + 1, campaign.tag, drafts.len());
             drafts
         }
     };
@@ -497,9 +497,9 @@ fn report(
             Some(*slot),
             drafts,
             format!(
-                "slot {}/{slots} of campaign {tag} is already issued ({} invoices, {}); nothing to do\n",
+                "slot {}/{slots} of campaign {tag} is already issued ({}, {}); nothing to do\n",
                 slot + 1,
-                drafts.len(),
+                invoices_count(drafts),
                 brl(total(drafts))
             ),
         ),
@@ -510,9 +510,9 @@ fn report(
                 Some(*slot),
                 drafts,
                 format!(
-                    "issued slot {}/{slots} of campaign {tag}: {} invoices ({} created by this run), total {}\ninvoice ids: {}\n",
+                    "issued slot {}/{slots} of campaign {tag}: {} ({} created by this run), total {}\ninvoice ids: {}\n",
                     slot + 1,
-                    drafts.len(),
+                    invoices_count(drafts),
                     created_now,
                     brl(total(drafts)),
                     ids.join(" ")
@@ -521,9 +521,9 @@ fn report(
         }
         Outcome::DryRun { slot, drafts } => {
             let mut text = format!(
-                "dry run: slot {}/{slots} of campaign {tag} would issue {} invoices, total {}\n",
+                "dry run: slot {}/{slots} of campaign {tag} would issue {}, total {}\n",
                 slot + 1,
-                drafts.len(),
+                invoices_count(drafts),
                 brl(total(drafts))
             );
             for d in drafts.iter() {
@@ -544,7 +544,8 @@ fn report(
         print_json(&json!({
             "status": status,
             "campaign": tag,
-            "slot": slot,
+            // Slots for humans, as in the text: 1 to 8.
+            "slot": slot.map(|k| k + 1),
             "slots": slots,
             "count": drafts.len(),
             "total": total(drafts),
@@ -553,4 +554,8 @@ fn report(
     } else {
         print(&text)
     }
+}
+
+fn invoices_count<T>(drafts: &[T]) -> String {
+    super::count(drafts.len() as u64, "invoice", "invoices")
 }

@@ -10,12 +10,6 @@ use crate::starkbank::keys;
 pub fn run(_ctx: &Ctx, args: &KeygenArgs) -> anyhow::Result<Status> {
     let private_path = args.out.join("private-key.pem");
     let public_path = args.out.join("public-key.pem");
-    if !args.out.is_dir() {
-        return Err(error::config(format!(
-            "{}: no such directory; to fix: create it or choose another --out",
-            args.out.display()
-        )));
-    }
     if !args.force {
         for p in [&private_path, &public_path] {
             if p.exists() {
@@ -26,6 +20,9 @@ pub fn run(_ctx: &Ctx, args: &KeygenArgs) -> anyhow::Result<Status> {
             }
         }
     }
+    crate::config::create_private_dir(&args.out).map_err(|e| {
+        error::config(format!("{}: cannot create the directory: {e}; to fix: choose another --out", args.out.display()))
+    })?;
     let key = keys::generate();
     let private_pem = keys::private_key_pem(&key)?;
     let public_pem = keys::public_key_pem(key.verifying_key())?;

@@ -10,7 +10,7 @@ use crate::store::Store;
 pub fn run(ctx: &Ctx, command: &KillSwitchCommand) -> anyhow::Result<Status> {
     let mut store = Store::open(&ctx.db)?;
     match command {
-        KillSwitchCommand::On { reason } => {
+        KillSwitchCommand::On { reason, .. } => {
             let reason = reason.trim();
             if reason.is_empty() {
                 return Err(error::config("kill-switch on --reason: say why (status shows it to whoever looks next)"));
@@ -22,7 +22,7 @@ pub fn run(ctx: &Ctx, command: &KillSwitchCommand) -> anyhow::Result<Status> {
             ))?;
             Ok(Status::Success)
         }
-        KillSwitchCommand::Off => {
+        KillSwitchCommand::Off { .. } => {
             if store.release_kill_switch()? {
                 log::warn!("kill switch released");
                 print("kill switch released: the next process-events run claims and sends again\n")?;
@@ -31,7 +31,7 @@ pub fn run(ctx: &Ctx, command: &KillSwitchCommand) -> anyhow::Result<Status> {
             }
             Ok(Status::Success)
         }
-        KillSwitchCommand::Status => match store.kill_switch()? {
+        KillSwitchCommand::Status { .. } => match store.kill_switch()? {
             Some((reason, since)) => {
                 print(&format!("kill switch engaged since {since}: {reason}\n"))?;
                 Ok(Status::Attention)

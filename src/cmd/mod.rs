@@ -14,7 +14,7 @@ pub mod webhook;
 use std::io::Write as _;
 use std::process::ExitCode;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{ApiArgs, Cli, Command};
 use crate::config::{self, Clock};
 use crate::error::{self, ExitKind};
 use crate::logging::{self, LogFormat};
@@ -27,23 +27,32 @@ pub enum Status {
     Attention,
 }
 
-/// Shared context every command gets.
+/// What a command gets besides its own options: the API access, the database and the
+/// business clock, from its flags when it takes them (defaults otherwise: it does not use them).
 #[derive(Debug)]
 pub struct Ctx {
-    pub global: crate::cli::GlobalArgs,
+    pub api: ApiArgs,
     pub clock: Clock,
     pub db: std::path::PathBuf,
+}
+
+impl Ctx {
+    fn of(command: &Command) -> anyhow::Result<Self> {
+        let (store, api) = command.shared_args();
+        let store = store.cloned().unwrap_or_default();
+        Ok(Self {
+            api: api.cloned().unwrap_or_default(),
+            clock: Clock::from_arg(store.now.as_deref())?,
+            db: config::db_path(&store),
+        })
+    }
 }
 
 pub fn run(cli: Cli, dotenv_error: Option<anyhow::Error>) -> ExitCode {
     let verbosity = cli.global.verbose as i8 - cli.global.quiet as i8;
     logging::init(cli.global.log_format.unwrap_or(LogFormat::Text), verbosity);
     let result = dotenv_error.map_or(Ok(()), Err).and_then(|()| {
-        let ctx = Ctx {
-            clock: Clock::from_arg(cli.global.now.as_deref())?,
-            db: config::db_path(&cli.global),
-            global: cli.global,
-        };
+        let ctx = Ctx::of(&cli.command)?;
         dispatch(&ctx, cli.command)
     });
     match result {
@@ -60,6 +69,14 @@ pub fn run(cli: Cli, dotenv_error: Option<anyhow::Error>) -> ExitCode {
             ExitCode::from(kind.code())
         }
     }
+}
+
+/// A configuration value clap refused: the env file's own error first when there is one (it
+/// is the likelier cause), else `line`; one line on stderr, exit 78.
+pub fn config_error(dotenv_error: Option<anyhow::Error>, line: &str) -> ExitCode {
+    let line = dotenv_error.map_or_else(|| line.to_string(), |e| error::one_line(&e));
+    let _ = writeln!(std::io::stderr(), "stark-sweep: {line}");
+    ExitCode::from(ExitKind::Config.code())
 }
 
 fn dispatch(ctx: &Ctx, command: Command) -> anyhow::Result<Status> {
@@ -90,6 +107,12 @@ pub fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
     print(&format!("{}\n", serde_json::to_string_pretty(value)?))
 }
 
+/// `n` and the noun that agrees with it: `1 request`, `2 requests`, `0 requests`.
+pub fn count(n: impl Into<u64>, one: &str, many: &str) -> String {
+    let n = n.into();
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 /// Formats integer cents as `R$ 1.234,56`.
 pub fn brl(cents: i64) -> String {
     let sign = if cents < 0 { "-" } else { "" };
@@ -113,5 +136,12 @@ mod tests {
         assert_eq!(super::brl(3619), "R$ 36,19");
         assert_eq!(super::brl(123456789), "R$ 1.234.567,89");
         assert_eq!(super::brl(-5), "-R$ 0,05");
+    }
+
+    #[test]
+    fn counts_agree_with_their_noun() {
+        assert_eq!(super::count(1u64, "request", "requests"), "1 request");
+        assert_eq!(super::count(0u64, "request", "requests"), "0 requests");
+        assert_eq!(super::count(2u64, "discrepancy", "discrepancies"), "2 discrepancies");
     }
 }

@@ -1,6 +1,6 @@
 //! `stark-sweep process-events`: turns recorded credits into transfers (see `sweep`).
 
-use super::{Ctx, Status, brl, print, print_json};
+use super::{Ctx, Status, brl, count, print, print_json};
 use crate::cli::{ProcessArgs, SweepArgs};
 use crate::error;
 use crate::store::Store;
@@ -86,12 +86,12 @@ pub fn options(a: &SweepArgs, reconcile: bool, production: bool) -> anyhow::Resu
 }
 
 pub fn run(ctx: &Ctx, args: &ProcessArgs) -> anyhow::Result<Status> {
-    let production = crate::config::is_production(&ctx.global.api);
+    let production = crate::config::is_production(&ctx.api);
     if args.dry_run {
         return dry_run(ctx, args, production);
     }
     let opts = options(&args.sweep, !args.no_reconcile, production)?;
-    let client = crate::config::client(&ctx.global.api)?;
+    let client = crate::config::client(&ctx.api)?;
     let mut store = Store::open(&ctx.db)?;
     if args.retry_attention {
         let n = sweep::retry_attention(&mut store)?;
@@ -116,14 +116,14 @@ pub fn run(ctx: &Ctx, args: &ProcessArgs) -> anyhow::Result<Status> {
     }
     if report.unknown > 0 {
         return Err(error::temporary(format!(
-            "{} transfers have an unknown outcome; the next run resolves them by tag before sending anything",
-            report.unknown
+            "{} an unknown outcome; the next run resolves them by tag before sending anything",
+            count(report.unknown as u64, "transfer has", "transfers have")
         )));
     }
     if !report.errors.is_empty() {
         return Err(error::temporary(format!(
-            "{} steps failed (first: {}); the next run retries them",
-            report.errors.len(),
+            "{} failed (first: {}); the next run retries them",
+            count(report.errors.len() as u64, "step", "steps"),
             report.errors[0]
         )));
     }
@@ -145,9 +145,10 @@ fn dry_run(ctx: &Ctx, args: &ProcessArgs, production: bool) -> anyhow::Result<St
         Err(e) => return Err(e),
     };
     if !ctx.db.exists() {
-        return Err(error::config(format!("{}: no database yet; nothing would be sent", ctx.db.display())));
+        print(&format!("dry run: {} does not exist yet: nothing would be sent\n", ctx.db.display()))?;
+        return Ok(Status::Success);
     }
-    let client = crate::config::client(&ctx.global.api)?;
+    let client = crate::config::client(&ctx.api)?;
     let mut copy = Store::copy_of(&ctx.db)?;
     if args.retry_attention {
         sweep::retry_attention(&mut copy)?;
@@ -192,14 +193,14 @@ fn dry_run(ctx: &Ctx, args: &ProcessArgs, production: bool) -> anyhow::Result<St
 
 pub fn summary(r: &Report) -> String {
     let mut s = format!(
-        "events: {} pulled from Stark Bank, {} applied\ncredits seen: {}\ntransfers sent: {} ({}) in {} requests; {} credits settled\nskipped: {}   failed (will retry): {}   waiting: {}   unknown: {}\n",
+        "events: {} pulled from Stark Bank, {} applied\ncredits seen: {}\ntransfers sent: {} ({}) in {}; {} settled\nskipped: {}   failed (will retry): {}   waiting: {}   unknown: {}\n",
         r.events_pulled,
         r.events_applied,
         r.credits_seen,
         r.transfers_sent,
         brl(r.sent_total),
-        r.transfer_requests,
-        r.transferred,
+        count(r.transfer_requests as u64, "request", "requests"),
+        count(r.transferred as u64, "credit", "credits"),
         r.skipped,
         r.failed,
         r.waiting,

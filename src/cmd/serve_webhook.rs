@@ -61,8 +61,8 @@ pub fn run(ctx: &Ctx, args: &ServeArgs) -> anyhow::Result<Status> {
 /// (coalesced by the listener; under the same lock as `process-events`, so the two never send
 /// at the same time). It skips reconciliation: the `process-events` timer still does that.
 fn transfer_hook(ctx: &Ctx, args: &ServeArgs) -> anyhow::Result<webhook::OnCreditStored> {
-    let opts = super::process_events::options(&args.sweep, false, config::is_production(&ctx.global.api))?;
-    let client = config::client(&ctx.global.api)?;
+    let opts = super::process_events::options(&args.sweep, false, config::is_production(&ctx.api))?;
+    let client = config::client(&ctx.api)?;
     let (db, clock) = (ctx.db.clone(), ctx.clock);
     Ok(Arc::new(move || {
         let result = Store::open(&db).and_then(|mut store| sweep::run_waiting(&client, &mut store, &opts, clock.now()));
@@ -79,10 +79,10 @@ fn transfer_hook(ctx: &Ctx, args: &ServeArgs) -> anyhow::Result<webhook::OnCredi
 /// `GET /v2/event/{id}` with the project's credentials, to prove an event's workspace while
 /// none is pinned; `None` when no project is configured (a pinned key file can run without).
 fn lookup_event(ctx: &Ctx) -> anyhow::Result<Option<webhook::LookupEvent>> {
-    if ctx.global.api.project_id.as_deref().is_none_or(|p| p.trim().is_empty()) {
+    if ctx.api.project_id.as_deref().is_none_or(|p| p.trim().is_empty()) {
         return Ok(None);
     }
-    let mut client_cfg = config::client_config(&ctx.global.api)?;
+    let mut client_cfg = config::client_config(&ctx.api)?;
     // Looked up while a delivery waits: keep each try short; Stark Bank retries a 503.
     client_cfg.max_attempts = 2;
     client_cfg.timeout = client_cfg.timeout.min(Duration::from_secs(10));
@@ -110,7 +110,7 @@ fn key_source(ctx: &Ctx, args: &ServeArgs) -> anyhow::Result<KeyCache> {
         );
         return Ok(KeyCache::fixed(key));
     }
-    let mut client_cfg = config::client_config(&ctx.global.api)?;
+    let mut client_cfg = config::client_config(&ctx.api)?;
     // The key is fetched on a background thread and on a failed verification; keep each try
     // short so a slow API never holds a request for long.
     client_cfg.max_attempts = 2;

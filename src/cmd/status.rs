@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 
-use super::{Ctx, Status, brl, print, print_json};
+use super::{Ctx, Status, brl, count, print, print_json};
 use crate::campaign::SlotAt;
 use crate::cli::StatusArgs;
 use crate::reconcile::reconcile;
@@ -17,10 +17,17 @@ use crate::store::{CreditState, Store, TransferRow};
 
 pub fn run(ctx: &Ctx, args: &StatusArgs) -> anyhow::Result<Status> {
     if !ctx.db.exists() {
-        anyhow::bail!(
-            "{}: no database yet; to fix: run `stark-sweep issue-invoices` first, or point STARK_SWEEP_DB at the right file",
-            ctx.db.display()
-        );
+        // Before the first run: nothing to watch yet, which is not a failure (a monitoring
+        // timer installed with the units must not page before the first slot).
+        let db = ctx.db.display().to_string();
+        return if args.json {
+            print_json(&json!({ "database": db, "campaign": null, "needsAttention": false }))
+        } else {
+            print(&format!(
+                "no campaign yet: {db} does not exist (the first issue-invoices run creates it; --db or STARK_SWEEP_DB names another file)\n"
+            ))
+        }
+        .map(|()| Status::Success);
     }
     let store = Store::open(&ctx.db)?;
     crate::workspace::check_configured(&store, args.workspace.configured().as_deref())?;
@@ -62,7 +69,7 @@ pub fn run(ctx: &Ctx, args: &StatusArgs) -> anyhow::Result<Status> {
             "slots": c.slots(),
             "slotsIssued": issued,
             "slotsLeft": c.slots() as usize - slots.len().min(c.slots() as usize),
-            "currentSlot": current,
+            "currentSlot": current.map(|k| k + 1),
             "nextSlotAt": next.map(time::format_secs),
             "incompleteSlots": incomplete,
             "missedSlots": missed,
@@ -193,7 +200,7 @@ pub fn run(ctx: &Ctx, args: &StatusArgs) -> anyhow::Result<Status> {
         } else {
             s.push_str(&format!(
                 "reconciliation: {} ({attention} {} attention); net to transfer {}, transferred {}\n",
-                plural(discrepancies.len(), "discrepancy", "discrepancies"),
+                count(discrepancies.len() as u64, "discrepancy", "discrepancies"),
                 if attention == 1 { "needs" } else { "need" },
                 brl(net_due),
                 brl(transferred)
@@ -215,8 +222,4 @@ pub fn run(ctx: &Ctx, args: &StatusArgs) -> anyhow::Result<Status> {
         print(&s)?;
     }
     Ok(if needs_human > 0 { Status::Attention } else { Status::Success })
-}
-
-fn plural(n: usize, one: &str, many: &str) -> String {
-    format!("{n} {}", if n == 1 { one } else { many })
 }

@@ -25,9 +25,9 @@ pub const SUBSCRIPTIONS: [&str; 2] = ["invoice", "transfer"];
 
 pub fn run(ctx: &Ctx, command: &WebhookCommand) -> anyhow::Result<Status> {
     match command {
-        WebhookCommand::Register { url } => register(ctx, url),
-        WebhookCommand::List { json } => list(ctx, *json),
-        WebhookCommand::Delete { id, yes } => delete(ctx, id, *yes),
+        WebhookCommand::Register { url, .. } => register(ctx, url),
+        WebhookCommand::List { json, .. } => list(ctx, *json),
+        WebhookCommand::Delete { id, yes, .. } => delete(ctx, id, *yes),
     }
 }
 
@@ -85,7 +85,7 @@ fn describe(w: &Webhook) -> String {
 
 fn register(ctx: &Ctx, url: &str) -> anyhow::Result<Status> {
     let url = check_url(url).map_err(|why| error::config(format!("--url / STARK_SWEEP_WEBHOOK_URL: {why}")))?;
-    let client = config::client(&ctx.global.api)?;
+    let client = config::client(&ctx.api)?;
     let existing = client.list_webhooks()?;
     if let Some(found) = existing.iter().find(|w| same_url(&w.url, &url)) {
         let missing: Vec<&str> =
@@ -108,7 +108,7 @@ fn register(ctx: &Ctx, url: &str) -> anyhow::Result<Status> {
 }
 
 fn list(ctx: &Ctx, as_json: bool) -> anyhow::Result<Status> {
-    let client = config::client(&ctx.global.api)?;
+    let client = config::client(&ctx.api)?;
     let webhooks = client.list_webhooks()?;
     if as_json {
         print_json(&json!({ "webhooks": webhooks }))?;
@@ -128,7 +128,7 @@ fn delete(ctx: &Ctx, id: &str, yes: bool) -> anyhow::Result<Status> {
             "not deleting webhook {id} without confirmation; to delete it: stark-sweep webhook delete {id} --yes"
         )));
     }
-    let client = config::client(&ctx.global.api)?;
+    let client = config::client(&ctx.api)?;
     match client.delete_webhook(id) {
         Ok(deleted) => print(&format!("deleted webhook {}\n", describe(&deleted)))?,
         // Deleting twice (or after an answer was lost) is done, not a failure.

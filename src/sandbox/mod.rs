@@ -47,7 +47,7 @@ use crate::starkbank::keys;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum DuplicateMode {
-    /// At once: 400 with `DUPLICATE_EXTERNAL_ID_CODE` (as the API documentation describes).
+    /// At once: 400 with the error code `invalidExternalId` (as the API documentation describes).
     #[default]
     Sync,
     /// Later: 200 with a new transfer in `created`, then a `failed` log "Duplicated transfer"
@@ -198,6 +198,7 @@ fn project_key(dir: Option<&Path>) -> anyhow::Result<(SigningKey, Option<PathBuf
     }
     let key = keys::generate();
     let pem = keys::private_key_pem(&key)?;
+    crate::config::create_private_dir(dir).with_context(|| format!("creating the directory {}", dir.display()))?;
     crate::config::write_private_file(&path, pem.as_bytes(), false)
         .with_context(|| format!("writing {}", path.display()))?;
     Ok((key, Some(path)))
@@ -220,7 +221,6 @@ impl Sandbox {
         let url = format!("http://{addr}");
         // The port is ours: only now write (or read) the project key, so a failed start leaves
         // nothing behind.
-
         let (projects, private_key_pem, private_key_path) = if cfg.projects.is_empty() {
             let (key, path) = project_key(cfg.key_dir.as_deref())?;
             let id = project_id_for(key.verifying_key());

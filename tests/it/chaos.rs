@@ -69,7 +69,7 @@ impl Chaos {
 }
 
 /// Runs issue-invoices the way the timer would, sometimes two at once; a temporary
-/// failure is completed by a later tick. Returns the slot reported issued, if any.
+/// failure is completed by a later tick. Returns the index (0-based) of the slot reported issued.
 fn issue_tick(w: &World, rng: &mut StdRng) -> Option<usize> {
     let now = at(w.sandbox.now());
     let racers = if rng.random_bool(0.4) { 2 } else { 1 };
@@ -89,7 +89,7 @@ fn issue_tick(w: &World, rng: &mut StdRng) -> Option<usize> {
             Some(0) => {
                 let v = json(&out);
                 if matches!(v["status"].as_str(), Some("issued" | "already-issued")) {
-                    issued = v["slot"].as_u64().map(|k| k as usize);
+                    issued = v["slot"].as_u64().map(|k| k as usize - 1);
                 }
             }
             Some(75) => {}

@@ -41,7 +41,7 @@ fn walking_24_hours_issues_eight_batches_and_nothing_after() {
             }
         }
     }
-    assert_eq!(issued_slots, (0..8).collect::<Vec<_>>());
+    assert_eq!(issued_slots, (1..=8).collect::<Vec<_>>(), "slots are numbered 1 to 8, as in the text");
     let snap = w.sandbox.snapshot();
     assert_eq!(snap.invoices.len() as u64, total);
     assert!((64..=96).contains(&total));
@@ -170,7 +170,7 @@ fn an_unfinished_slot_is_completed_by_a_run_in_the_next_slot() {
     w.run_expect(&["issue-invoices", "--now", &at(start)], 75);
     let first = w.sandbox.snapshot().invoices.len();
     let v = json(&w.run_expect(&["issue-invoices", "--json", "--now", &at(start + Duration::hours(3))], 0));
-    assert_eq!((v["status"].as_str(), v["slot"].as_u64()), (Some("issued"), Some(1)));
+    assert_eq!((v["status"].as_str(), v["slot"].as_u64()), (Some("issued"), Some(2)));
     let store = w.open_store();
     let slots = store.slots().unwrap();
     assert_eq!(slots.len(), 2);

@@ -103,7 +103,7 @@ impl Listener {
         let db = dir.join("sweep.db");
         pin_workspace(&db);
         let mut c = cmd(dir);
-        c.arg("--db").arg(&db).args(["serve-webhook", "--listen", "127.0.0.1:0"]).args(args);
+        c.args(["serve-webhook", "--listen", "127.0.0.1:0"]).arg("--db").arg(&db).args(args);
         c.env("STARKBANK_PROJECT_ID", "5656565656565656")
             .env("STARKBANK_PRIVATE_KEY", keys::private_key_pem(&keys::generate()).unwrap())
             .env("STARKBANK_API_URL", api);
@@ -486,9 +486,9 @@ fn other_workspaces_are_refused_with_403() {
     assert_eq!(count(&listener.db), 1);
     assert!(stored(&listener.db, "w1").is_some());
     let out = cmd(dir.path())
+        .args(["serve-webhook", "--listen", "127.0.0.1:0"])
         .arg("--db")
         .arg(&listener.db)
-        .args(["serve-webhook", "--listen", "127.0.0.1:0"])
         .env("STARKBANK_WORKSPACE_ID", "another")
         .env("STARKBANK_PROJECT_ID", "5656565656565656")
         .env("STARKBANK_PRIVATE_KEY", keys::private_key_pem(&keys::generate()).unwrap())
