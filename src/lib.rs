@@ -3,9 +3,11 @@
 
 pub mod campaign; // the slot calendar and invoice tags
 pub mod cli; // clap types only
+pub mod clock; // the business clock (--now for drills)
 pub mod cmd; // one run() per subcommand
-pub mod config; // flags > env > .env > defaults, validated once
+pub mod env_file; // --env-file / ./.env, read before clap, below the environment
 pub mod error; // exit codes and one-line errors
+pub mod files; // private files (0600) and directories (0700)
 pub mod httpd; // the HTTP/1.1 server under both listeners (hyper)
 pub mod logging; // stderr logs, text or JSON
 pub mod people; // random Brazilian payers with valid CPFs

@@ -124,7 +124,7 @@ enum Outcome {
 pub fn run(ctx: &Ctx, args: &IssueArgs) -> anyhow::Result<Status> {
     let plan = Plan::from_args(args)?;
     // Invoices to made-up people are real charges to real tax ids in production.
-    if crate::config::is_production(&ctx.api) && !args.allow_random_payers_in_production && !args.dry_run {
+    if super::config::is_production(&ctx.api) && !args.allow_random_payers_in_production && !args.dry_run {
         return Err(error::config(
             "production: this campaign issues invoices to randomly generated people, real charges to whoever holds those tax ids; refused; to fix: use the sandbox, or pass --allow-random-payers-in-production (STARK_SWEEP_ALLOW_RANDOM_PAYERS_IN_PRODUCTION=true) if that is really intended",
         ));
@@ -190,7 +190,7 @@ fn issue(
     earlier_failures: &mut Vec<anyhow::Error>,
 ) -> anyhow::Result<(Option<CampaignRow>, Outcome)> {
     // Configuration is checked before anything is written.
-    let client = crate::config::client(&ctx.api)?;
+    let client = super::config::client(&ctx.api)?;
     let mut store = Store::open(&ctx.db)?;
     let Some(_lock) = RunLock::try_acquire(&ctx.db, "issue-invoices")? else {
         return Ok((store.campaign()?, Outcome::Busy));

@@ -20,15 +20,15 @@ pub fn run(_ctx: &Ctx, args: &KeygenArgs) -> anyhow::Result<Status> {
             }
         }
     }
-    crate::config::create_private_dir(&args.out).map_err(|e| {
+    crate::files::create_private_dir(&args.out).map_err(|e| {
         error::config(format!("{}: cannot create the directory: {e}; to fix: choose another --out", args.out.display()))
     })?;
     let key = keys::generate();
     let private_pem = keys::private_key_pem(&key)?;
     let public_pem = keys::public_key_pem(key.verifying_key())?;
-    crate::config::write_private_file(&private_path, private_pem.as_bytes(), args.force)
+    crate::files::write_private_file(&private_path, private_pem.as_bytes(), args.force)
         .with_context(|| format!("writing {}", private_path.display()))?;
-    crate::config::write_private_file(&public_path, public_pem.as_bytes(), args.force)
+    crate::files::write_private_file(&public_path, public_pem.as_bytes(), args.force)
         .with_context(|| format!("writing {}", public_path.display()))?;
     // The public key is not secret; make it readable like the SDK's.
     {

@@ -1,6 +1,7 @@
 //! Dispatch: one `run()` per subcommand, and the one place that turns a result into an exit
 //! code and a one-line error on stderr.
 
+pub mod config;
 pub mod demo;
 pub mod issue_invoices;
 pub mod keygen;
@@ -15,7 +16,7 @@ use std::io::Write as _;
 use std::process::ExitCode;
 
 use crate::cli::{ApiArgs, Cli, Command};
-use crate::config::{self, Clock};
+use crate::clock::Clock;
 use crate::error::{self, ExitKind};
 use crate::logging::{self, LogFormat};
 

@@ -86,12 +86,12 @@ pub fn options(a: &SweepArgs, reconcile: bool, production: bool) -> anyhow::Resu
 }
 
 pub fn run(ctx: &Ctx, args: &ProcessArgs) -> anyhow::Result<Status> {
-    let production = crate::config::is_production(&ctx.api);
+    let production = super::config::is_production(&ctx.api);
     if args.dry_run {
         return dry_run(ctx, args, production);
     }
     let opts = options(&args.sweep, !args.no_reconcile, production)?;
-    let client = crate::config::client(&ctx.api)?;
+    let client = super::config::client(&ctx.api)?;
     let mut store = Store::open(&ctx.db)?;
     if args.retry_attention {
         let n = sweep::retry_attention(&mut store)?;
@@ -148,7 +148,7 @@ fn dry_run(ctx: &Ctx, args: &ProcessArgs, production: bool) -> anyhow::Result<St
         print(&format!("dry run: {} does not exist yet: nothing would be sent\n", ctx.db.display()))?;
         return Ok(Status::Success);
     }
-    let client = crate::config::client(&ctx.api)?;
+    let client = super::config::client(&ctx.api)?;
     let mut copy = Store::copy_of(&ctx.db)?;
     if args.retry_attention {
         sweep::retry_attention(&mut copy)?;

@@ -10,12 +10,13 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
+use super::config;
 use super::{Ctx, Status};
 use crate::cli::ServeArgs;
 use crate::starkbank::verify::KeyCache;
 use crate::starkbank::{ApiError, Client, keys};
 use crate::store::Store;
-use crate::{config, error, sweep, webhook};
+use crate::{error, sweep, webhook};
 
 /// A failed verification refetches the key at most this often (forged requests cannot make us
 /// hammer the API; a real rotation is picked up within this long).

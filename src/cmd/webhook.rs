@@ -14,9 +14,9 @@
 use reqwest::Url;
 use serde_json::json;
 
+use super::config;
 use super::{Ctx, Status, print, print_json};
 use crate::cli::WebhookCommand;
-use crate::config;
 use crate::error::{self, Classified, ExitKind};
 use crate::starkbank::resources::Webhook;
 

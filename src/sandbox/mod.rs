@@ -198,8 +198,8 @@ fn project_key(dir: Option<&Path>) -> anyhow::Result<(SigningKey, Option<PathBuf
     }
     let key = keys::generate();
     let pem = keys::private_key_pem(&key)?;
-    crate::config::create_private_dir(dir).with_context(|| format!("creating the directory {}", dir.display()))?;
-    crate::config::write_private_file(&path, pem.as_bytes(), false)
+    crate::files::create_private_dir(dir).with_context(|| format!("creating the directory {}", dir.display()))?;
+    crate::files::write_private_file(&path, pem.as_bytes(), false)
         .with_context(|| format!("writing {}", path.display()))?;
     Ok((key, Some(path)))
 }

@@ -60,7 +60,7 @@ impl Store {
         }
         if !path.exists() {
             // Create it ourselves so it is never world-readable, whatever the umask.
-            if let Err(e) = crate::config::write_private_file(path, b"", false)
+            if let Err(e) = crate::files::write_private_file(path, b"", false)
                 && e.kind() != std::io::ErrorKind::AlreadyExists
             {
                 return Err(e).with_context(|| format!("creating the database {}", path.display()));

@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use crate::config::Clock;
+use crate::clock::Clock;
 use crate::starkbank::verify::KeyCache;
 use crate::store::Store;
 

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError};
 use std::time::Duration;
 
-use crate::config::Clock;
+use crate::clock::Clock;
 use crate::store::{Inserted, NewEvent, Store};
 
 use super::credit::CreditRunner;

@@ -1,0 +1,171 @@
+//! Configuration of the commands: the database path rule, and turning the API flags into a
+//! `ClientConfig` with one clear error per mistake (the env file is read earlier, by
+//! `env_file`). Secrets never appear in `Debug` output or errors.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use crate::cli::{ApiArgs, Environment, StoreArgs};
+use crate::error;
+use crate::starkbank::{self, ClientConfig, keys};
+
+/// The SQLite path: `--db`, else `$STATE_DIRECTORY/stark-sweep.db`, else `./stark-sweep.db`.
+pub fn db_path(store: &StoreArgs) -> PathBuf {
+    if let Some(db) = &store.db {
+        return db.clone();
+    }
+    if let Some(dir) = std::env::var_os("STATE_DIRECTORY") {
+        // systemd may list several directories separated by ':'; the first is ours.
+        let dir = dir.to_string_lossy().split(':').next().unwrap_or_default().to_string();
+        if !dir.is_empty() {
+            return Path::new(&dir).join("stark-sweep.db");
+        }
+    }
+    PathBuf::from("stark-sweep.db")
+}
+
+fn seconds(value: Option<f64>, default: f64, name: &str) -> anyhow::Result<Duration> {
+    let v = value.unwrap_or(default);
+    if !(v.is_finite() && v > 0.0 && v <= 3600.0) {
+        return Err(error::config(format!("{name}: {v} is not a number of seconds between 0 and 3600")));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+/// Reads the private key text from the one configured source.
+fn private_key_text(api: &ApiArgs) -> anyhow::Result<(String, String)> {
+    let credential = std::env::var_os("CREDENTIALS_DIRECTORY")
+        .map(|d| Path::new(&d).join("starkbank-private-key"))
+        .filter(|p| p.exists());
+    match (&api.private_key_path, &api.private_key) {
+        (Some(_), Some(_)) => Err(error::config(
+            "both STARKBANK_PRIVATE_KEY_PATH and STARKBANK_PRIVATE_KEY are set; to fix: keep only one",
+        )),
+        (Some(path), None) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                error::config(format!(
+                    "STARKBANK_PRIVATE_KEY_PATH={}: cannot read the key: {e}; to fix: point it at your private-key.pem, or run `stark-sweep keygen`",
+                    path.display()
+                ))
+            })?;
+            Ok((text, format!("STARKBANK_PRIVATE_KEY_PATH={}", path.display())))
+        }
+        (None, Some(text)) => Ok((text.clone(), "STARKBANK_PRIVATE_KEY".to_string())),
+        (None, None) => match credential {
+            Some(path) => {
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    error::config(format!("systemd credential {}: cannot read it: {e}", path.display()))
+                })?;
+                Ok((text, format!("systemd credential {}", path.display())))
+            }
+            None => Err(error::config(
+                "no private key: set STARKBANK_PRIVATE_KEY_PATH to your private-key.pem (or STARKBANK_PRIVATE_KEY, or a systemd credential `starkbank-private-key`); to create one: run `stark-sweep keygen`",
+            )),
+        },
+    }
+}
+
+/// Validates the API flags and loads the key. Every error names the variable at fault.
+pub fn client_config(api: &ApiArgs) -> anyhow::Result<ClientConfig> {
+    let project_id = api.project_id.as_deref().map(str::trim).filter(|s| !s.is_empty()).ok_or_else(|| {
+        error::config(
+            "STARKBANK_PROJECT_ID is not set: set it (or --project-id) to your Stark Bank project id; for a local emulator run `stark-sweep sandbox`",
+        )
+    })?;
+    if !project_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        return Err(error::config(format!(
+            "STARKBANK_PROJECT_ID=`{project_id}` is not a project id (letters, digits, '-', '_'); to fix: copy it from Stark Bank's Integrations page"
+        )));
+    }
+    let (text, source) = private_key_text(api)?;
+    let key = keys::parse_private_key(&text).map_err(|e| error::config(format!("{source}: {e}")))?;
+    let base_url = match &api.api_url {
+        Some(url) => {
+            let url = url.trim().trim_end_matches('/');
+            let url = url.strip_suffix("/v2").unwrap_or(url);
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(error::config(format!(
+                    "STARKBANK_API_URL=`{url}` is not an http(s) URL; to fix: use e.g. http://127.0.0.1:9000"
+                )));
+            }
+            url.to_string()
+        }
+        None => match api.environment.unwrap_or(Environment::Sandbox) {
+            Environment::Sandbox => starkbank::SANDBOX_URL.to_string(),
+            Environment::Production => starkbank::PRODUCTION_URL.to_string(),
+        },
+    };
+    let mut cfg = ClientConfig::new(base_url, project_id, key);
+    cfg.timeout = seconds(api.http_timeout, 15.0, "STARK_SWEEP_HTTP_TIMEOUT")?;
+    cfg.connect_timeout = seconds(api.connect_timeout, 5.0, "STARK_SWEEP_CONNECT_TIMEOUT")?;
+    Ok(cfg)
+}
+
+/// Whether these API settings reach Stark Bank's production: the environment says so, or the
+/// API URL is production's host (an override does not make production safe to stumble into).
+pub fn is_production(api: &ApiArgs) -> bool {
+    let url_is_production = api.api_url.as_deref().is_some_and(|u| {
+        let host = u.trim().trim_start_matches("https://").trim_start_matches("http://");
+        host.split(['/', ':']).next().is_some_and(|h| h.eq_ignore_ascii_case("api.starkbank.com"))
+    });
+    api.environment == Some(Environment::Production) || url_is_production
+}
+
+/// A ready client, or the configuration error that prevents one.
+pub fn client(api: &ApiArgs) -> anyhow::Result<starkbank::Client> {
+    let cfg = client_config(api)?;
+    log::debug!("Stark Bank API at {} as project/{}", cfg.base_url, cfg.project_id);
+    starkbank::Client::new(cfg).context("starting the HTTP client")
+}
+
+/// Creates a file readable only by its owner (for keys and the database's directory files).
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api() -> ApiArgs {
+        ApiArgs {
+            project_id: None,
+            private_key_path: None,
+            private_key: None,
+            environment: None,
+            api_url: None,
+            http_timeout: None,
+            connect_timeout: None,
+        }
+    }
+
+    #[test]
+    fn missing_project_id_names_the_variable() {
+        let err = client_config(&api()).unwrap_err();
+        assert!(err.to_string().starts_with("STARKBANK_PROJECT_ID is not set"), "{err}");
+        assert_eq!(error::classify(&err), error::ExitKind::Config);
+    }
+
+    #[test]
+    fn key_text_never_appears_in_errors_or_debug() {
+        let mut a = api();
+        a.project_id = Some("123".into());
+        a.private_key = Some("-----BEGIN EC PRIVATE KEY-----\nSECRETSECRET\n-----END EC PRIVATE KEY-----".into());
+        let err = client_config(&a).unwrap_err();
+        assert!(!format!("{err:#}").contains("SECRETSECRET"));
+        assert!(!format!("{a:?}").contains("SECRETSECRET"));
+        a.private_key = Some(keys::private_key_pem(&keys::generate()).unwrap());
+        let cfg = client_config(&a).unwrap();
+        assert!(!format!("{cfg:?}").contains("PRIVATE"));
+        assert_eq!(cfg.base_url, starkbank::SANDBOX_URL);
+    }
+
+    #[test]
+    fn api_url_is_normalized() {
+        let mut a = api();
+        a.project_id = Some("1".into());
+        a.private_key = Some(keys::private_key_pem(&keys::generate()).unwrap());
+        a.api_url = Some("http://127.0.0.1:9000/v2/".into());
+        assert_eq!(client_config(&a).unwrap().base_url, "http://127.0.0.1:9000");
+        a.api_url = Some("127.0.0.1:9000".into());
+        assert!(client_config(&a).unwrap_err().to_string().contains("STARKBANK_API_URL"));
+    }
+}
