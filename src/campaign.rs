@@ -8,6 +8,22 @@ use chrono::{DateTime, Duration, Utc};
 /// Every invoice and transfer stark-sweep creates carries this tag.
 pub const OWNER_TAG: &str = "stark-sweep";
 
+/// The campaign's shape and its invoices, unless configured otherwise.
+pub const DEFAULT_CAMPAIGN_HOURS: u32 = 24;
+pub const DEFAULT_SLOT_HOURS: u32 = 3;
+pub const DEFAULT_INVOICES_MIN: u32 = 8;
+pub const DEFAULT_INVOICES_MAX: u32 = 12;
+/// Invoice amounts, in cents.
+pub const DEFAULT_AMOUNT_MIN: i64 = 1_000;
+pub const DEFAULT_AMOUNT_MAX: i64 = 50_000;
+/// Days from issue to the due date, and days after it that the invoice stays payable.
+pub const DEFAULT_DUE_DAYS: u32 = 2;
+pub const DEFAULT_EXPIRATION_DAYS: u32 = 5;
+/// How long after a create request's timeout Stark Bank may still be processing it, in
+/// seconds: until then a rerun creates nothing for the slot (a lookup by tag could not yet see
+/// what it made). The real figure is not documented; two minutes is a conservative choice.
+pub const DEFAULT_IN_FLIGHT_MARGIN_SECS: u32 = 120;
+
 /// A timer firing a little before a slot boundary still means that slot: systemd and cron
 /// ticks drift by seconds, and a tick that lands 2 s early must not skip a slot.
 const EARLY_GRACE: Duration = Duration::minutes(5);

@@ -1,6 +1,8 @@
 //! Command-line types only. Every flag has an environment twin (shown in `--help`), and the
-//! doc comment is its help text. Defaults are applied in `config`, after `.env`, so that the
-//! order is flags > environment > `.env` > defaults.
+//! doc comment is its help text. A default is the library's own constant, shown by clap; the
+//! env file is loaded into the environment before parsing, so the order is flags >
+//! environment > env file > defaults. Defaults that depend on other settings (the outflow
+//! limits, by environment) stay `Option` and are resolved in `cmd::config`/`cmd::*`.
 
 use std::path::PathBuf;
 
@@ -67,7 +69,7 @@ pub enum Environment {
 }
 
 /// How a subcommand that calls Stark Bank reaches it.
-#[derive(Clone, Default, Args)]
+#[derive(Clone, Args)]
 #[command(next_help_heading = "Stark Bank API")]
 pub struct ApiArgs {
     /// Stark Bank project id (required for any API call)
@@ -85,12 +87,27 @@ pub struct ApiArgs {
     /// API base URL override, e.g. http://127.0.0.1:9000 for the local sandbox (requests go to {base}/v2/...)
     #[arg(long, env = "STARKBANK_API_URL", value_name = "URL")]
     pub api_url: Option<String>,
-    /// Total time for one HTTP request, in seconds [default: 15]
-    #[arg(long, env = "STARK_SWEEP_HTTP_TIMEOUT", value_name = "SECS")]
-    pub http_timeout: Option<f64>,
-    /// Time to establish a connection, in seconds [default: 5]
-    #[arg(long, env = "STARK_SWEEP_CONNECT_TIMEOUT", value_name = "SECS")]
-    pub connect_timeout: Option<f64>,
+    /// Total time for one HTTP request, in seconds
+    #[arg(long, env = "STARK_SWEEP_HTTP_TIMEOUT", value_name = "SECS", default_value_t = crate::starkbank::DEFAULT_TIMEOUT_SECS)]
+    pub http_timeout: f64,
+    /// Time to establish a connection, in seconds
+    #[arg(long, env = "STARK_SWEEP_CONNECT_TIMEOUT", value_name = "SECS", default_value_t = crate::starkbank::DEFAULT_CONNECT_TIMEOUT_SECS)]
+    pub connect_timeout: f64,
+}
+
+impl Default for ApiArgs {
+    /// What a subcommand that never calls Stark Bank carries (it takes no API flags).
+    fn default() -> Self {
+        Self {
+            project_id: None,
+            private_key_path: None,
+            private_key: None,
+            environment: None,
+            api_url: None,
+            http_timeout: crate::starkbank::DEFAULT_TIMEOUT_SECS,
+            connect_timeout: crate::starkbank::DEFAULT_CONNECT_TIMEOUT_SECS,
+        }
+    }
 }
 
 impl std::fmt::Debug for ApiArgs {
@@ -165,38 +182,38 @@ pub struct KeygenArgs {
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Campaign")]
 pub struct CampaignArgs {
-    /// Campaign length in hours [default: 24]
-    #[arg(long, env = "STARK_SWEEP_CAMPAIGN_HOURS", value_name = "HOURS")]
-    pub campaign_hours: Option<u32>,
-    /// Slot length in hours [default: 3]
-    #[arg(long, env = "STARK_SWEEP_SLOT_HOURS", value_name = "HOURS")]
-    pub slot_hours: Option<u32>,
+    /// Campaign length in hours
+    #[arg(long, env = "STARK_SWEEP_CAMPAIGN_HOURS", value_name = "HOURS", default_value_t = crate::campaign::DEFAULT_CAMPAIGN_HOURS)]
+    pub campaign_hours: u32,
+    /// Slot length in hours
+    #[arg(long, env = "STARK_SWEEP_SLOT_HOURS", value_name = "HOURS", default_value_t = crate::campaign::DEFAULT_SLOT_HOURS)]
+    pub slot_hours: u32,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct IssueArgs {
-    /// Fewest invoices in a slot [default: 8]
-    #[arg(long, help_heading = "Campaign", env = "STARK_SWEEP_INVOICES_MIN", value_name = "N")]
-    pub invoices_min: Option<u32>,
-    /// Most invoices in a slot [default: 12]
-    #[arg(long, help_heading = "Campaign", env = "STARK_SWEEP_INVOICES_MAX", value_name = "N")]
-    pub invoices_max: Option<u32>,
-    /// Smallest invoice amount, in cents [default: 1000]
-    #[arg(long, help_heading = "Campaign", env = "STARK_SWEEP_AMOUNT_MIN", value_name = "CENTS")]
-    pub amount_min: Option<i64>,
-    /// Largest invoice amount, in cents [default: 50000]
-    #[arg(long, help_heading = "Campaign", env = "STARK_SWEEP_AMOUNT_MAX", value_name = "CENTS")]
-    pub amount_max: Option<i64>,
-    /// Days from issue to the invoice's due date [default: 2]
-    #[arg(long, help_heading = "Campaign", env = "STARK_SWEEP_DUE_DAYS", value_name = "DAYS")]
-    pub due_days: Option<u32>,
-    /// Days after the due date during which the invoice can still be paid [default: 5]
-    #[arg(long, help_heading = "Campaign", env = "STARK_SWEEP_EXPIRATION_DAYS", value_name = "DAYS")]
-    pub expiration_days: Option<u32>,
+    /// Fewest invoices in a slot
+    #[arg(long, help_heading = "Campaign", env = "STARK_SWEEP_INVOICES_MIN", value_name = "N", default_value_t = crate::campaign::DEFAULT_INVOICES_MIN)]
+    pub invoices_min: u32,
+    /// Most invoices in a slot
+    #[arg(long, help_heading = "Campaign", env = "STARK_SWEEP_INVOICES_MAX", value_name = "N", default_value_t = crate::campaign::DEFAULT_INVOICES_MAX)]
+    pub invoices_max: u32,
+    /// Smallest invoice amount, in cents
+    #[arg(long, help_heading = "Campaign", env = "STARK_SWEEP_AMOUNT_MIN", value_name = "CENTS", default_value_t = crate::campaign::DEFAULT_AMOUNT_MIN)]
+    pub amount_min: i64,
+    /// Largest invoice amount, in cents
+    #[arg(long, help_heading = "Campaign", env = "STARK_SWEEP_AMOUNT_MAX", value_name = "CENTS", default_value_t = crate::campaign::DEFAULT_AMOUNT_MAX)]
+    pub amount_max: i64,
+    /// Days from issue to the invoice's due date
+    #[arg(long, help_heading = "Campaign", env = "STARK_SWEEP_DUE_DAYS", value_name = "DAYS", default_value_t = crate::campaign::DEFAULT_DUE_DAYS)]
+    pub due_days: u32,
+    /// Days after the due date during which the invoice can still be paid
+    #[arg(long, help_heading = "Campaign", env = "STARK_SWEEP_EXPIRATION_DAYS", value_name = "DAYS", default_value_t = crate::campaign::DEFAULT_EXPIRATION_DAYS)]
+    pub expiration_days: u32,
     /// After a create request got no answer: how long past its timeout Stark Bank may still be
-    /// processing it, in seconds; until then no rerun creates anything for the slot [default: 120]
-    #[arg(long, env = "STARK_SWEEP_IN_FLIGHT_MARGIN", value_name = "SECS")]
-    pub in_flight_margin: Option<u32>,
+    /// processing it, in seconds; until then no rerun creates anything for the slot
+    #[arg(long, env = "STARK_SWEEP_IN_FLIGHT_MARGIN", value_name = "SECS", default_value_t = crate::campaign::DEFAULT_IN_FLIGHT_MARGIN_SECS)]
+    pub in_flight_margin: u32,
     /// Issue this slot of the campaign (1-8) now, on purpose: one whose time passed without it
     /// being issued, or one that failed; due dates are computed now
     #[arg(long, value_name = "N")]
@@ -226,12 +243,12 @@ pub struct IssueArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
-    /// Address to listen on [default: 127.0.0.1:8000]
-    #[arg(long, env = "STARK_SWEEP_LISTEN", value_name = "ADDR")]
-    pub listen: Option<String>,
-    /// Largest accepted body, in bytes [default: 1048576]
-    #[arg(long, env = "STARK_SWEEP_BODY_LIMIT", value_name = "BYTES")]
-    pub body_limit: Option<u64>,
+    /// Address to listen on
+    #[arg(long, env = "STARK_SWEEP_LISTEN", value_name = "ADDR", default_value = crate::webhook::DEFAULT_LISTEN)]
+    pub listen: String,
+    /// Largest accepted body, in bytes
+    #[arg(long, env = "STARK_SWEEP_BODY_LIMIT", value_name = "BYTES", default_value_t = crate::webhook::DEFAULT_BODY_LIMIT)]
+    pub body_limit: u64,
     /// Verification worker threads [default: 2 x CPUs]
     #[arg(long, env = "STARK_SWEEP_WORKERS", value_name = "N")]
     pub workers: Option<usize>,
@@ -287,30 +304,30 @@ pub struct SweepArgs {
     /// STARK_SWEEP_TARGET_ACCOUNT (a changed or mistyped target stops the sweep, exit 78)
     #[arg(long, env = "STARK_SWEEP_CONFIRM_TARGET_ACCOUNT", value_name = "NUMBER")]
     pub confirm_target_account: Option<String>,
-    /// Sends of a transfer that really failed before it needs attention [default: 5]
-    #[arg(long, env = "STARK_SWEEP_TRANSFER_ATTEMPTS", value_name = "N")]
-    pub transfer_attempts: Option<u32>,
-    /// Base delay before re-sending a failed transfer, in seconds; doubles each time [default: 60]
-    #[arg(long, env = "STARK_SWEEP_RETRY_BACKOFF", value_name = "SECS")]
-    pub retry_backoff: Option<u64>,
-    /// Target bank code (ISPB) [default: 20018183]
-    #[arg(long, help_heading = "Transfer target", env = "STARK_SWEEP_TARGET_BANK_CODE", value_name = "CODE")]
-    pub target_bank_code: Option<String>,
-    /// Target branch [default: 0001]
-    #[arg(long, help_heading = "Transfer target", env = "STARK_SWEEP_TARGET_BRANCH", value_name = "BRANCH")]
-    pub target_branch: Option<String>,
-    /// Target account number [default: 6341320293482496]
-    #[arg(long, help_heading = "Transfer target", env = "STARK_SWEEP_TARGET_ACCOUNT", value_name = "NUMBER")]
-    pub target_account: Option<String>,
-    /// Target account holder name [default: Stark Bank S.A.]
-    #[arg(long, help_heading = "Transfer target", env = "STARK_SWEEP_TARGET_NAME", value_name = "NAME")]
-    pub target_name: Option<String>,
-    /// Target tax ID (CPF or CNPJ) [default: 20.018.183/0001-80]
-    #[arg(long, help_heading = "Transfer target", env = "STARK_SWEEP_TARGET_TAX_ID", value_name = "TAX_ID")]
-    pub target_tax_id: Option<String>,
-    /// Target account type: checking, savings, salary or payment [default: payment]
-    #[arg(long, help_heading = "Transfer target", env = "STARK_SWEEP_TARGET_ACCOUNT_TYPE", value_name = "TYPE")]
-    pub target_account_type: Option<String>,
+    /// Sends of a transfer that really failed before it needs attention
+    #[arg(long, env = "STARK_SWEEP_TRANSFER_ATTEMPTS", value_name = "N", default_value_t = crate::sweep::DEFAULT_TRANSFER_ATTEMPTS)]
+    pub transfer_attempts: u32,
+    /// Base delay before re-sending a failed transfer, in seconds; doubles each time
+    #[arg(long, env = "STARK_SWEEP_RETRY_BACKOFF", value_name = "SECS", default_value_t = crate::sweep::DEFAULT_RETRY_BACKOFF_SECS)]
+    pub retry_backoff: u64,
+    /// Target bank code (ISPB)
+    #[arg(long, help_heading = "Transfer target", env = "STARK_SWEEP_TARGET_BANK_CODE", value_name = "CODE", default_value = crate::sweep::DEFAULT_TARGET_BANK_CODE)]
+    pub target_bank_code: String,
+    /// Target branch
+    #[arg(long, help_heading = "Transfer target", env = "STARK_SWEEP_TARGET_BRANCH", value_name = "BRANCH", default_value = crate::sweep::DEFAULT_TARGET_BRANCH)]
+    pub target_branch: String,
+    /// Target account number
+    #[arg(long, help_heading = "Transfer target", env = "STARK_SWEEP_TARGET_ACCOUNT", value_name = "NUMBER", default_value = crate::sweep::DEFAULT_TARGET_ACCOUNT)]
+    pub target_account: String,
+    /// Target account holder name
+    #[arg(long, help_heading = "Transfer target", env = "STARK_SWEEP_TARGET_NAME", value_name = "NAME", default_value = crate::sweep::DEFAULT_TARGET_NAME)]
+    pub target_name: String,
+    /// Target tax ID (CPF or CNPJ)
+    #[arg(long, help_heading = "Transfer target", env = "STARK_SWEEP_TARGET_TAX_ID", value_name = "TAX_ID", default_value = crate::sweep::DEFAULT_TARGET_TAX_ID)]
+    pub target_tax_id: String,
+    /// Target account type: checking, savings, salary or payment
+    #[arg(long, help_heading = "Transfer target", env = "STARK_SWEEP_TARGET_ACCOUNT_TYPE", value_name = "TYPE", default_value = crate::sweep::DEFAULT_TARGET_ACCOUNT_TYPE)]
+    pub target_account_type: String,
     #[command(flatten)]
     pub workspace: WorkspaceArgs,
 }
@@ -343,9 +360,9 @@ pub struct StatusArgs {
     /// Print the report as JSON on stdout
     #[arg(long)]
     pub json: bool,
-    /// A credit not transferred after this many minutes needs attention [default: 30]
-    #[arg(long, env = "STARK_SWEEP_STALE_MINUTES", value_name = "MINUTES")]
-    pub stale_minutes: Option<i64>,
+    /// A credit not transferred after this many minutes needs attention
+    #[arg(long, env = "STARK_SWEEP_STALE_MINUTES", value_name = "MINUTES", default_value_t = crate::reconcile::DEFAULT_STALE_MINUTES)]
+    pub stale_minutes: i64,
     #[command(flatten)]
     pub store: StoreArgs,
     #[command(flatten)]

@@ -54,6 +54,9 @@ fn minutes_since(now: DateTime<Utc>, at: &str) -> i64 {
 /// Every credit of ours (`credits`, unclaimed excluded) against our transfers (`transfers`, each
 /// ours), then every transfer without a credit: ours whose credit is missing, and `strays`
 /// (transfers tagged with one of our invoices that we did not send).
+/// A credit not transferred after this many minutes needs attention.
+pub const DEFAULT_STALE_MINUTES: i64 = 30;
+
 pub fn reconcile(
     credits: &[Credit],
     transfers: &[TransferRow],

@@ -55,15 +55,27 @@ impl Target {
     }
 }
 
+/// The target account money is swept to, unless configured otherwise.
+pub const DEFAULT_TARGET_BANK_CODE: &str = "20018183";
+pub const DEFAULT_TARGET_BRANCH: &str = "0001";
+pub const DEFAULT_TARGET_ACCOUNT: &str = "6341320293482496";
+pub const DEFAULT_TARGET_NAME: &str = "Stark Bank S.A.";
+pub const DEFAULT_TARGET_TAX_ID: &str = "20.018.183/0001-80";
+pub const DEFAULT_TARGET_ACCOUNT_TYPE: &str = "payment";
+/// Sends of a transfer that really failed before its credit needs attention.
+pub const DEFAULT_TRANSFER_ATTEMPTS: u32 = 5;
+/// Base delay before re-sending a failed transfer, in seconds; doubles each time.
+pub const DEFAULT_RETRY_BACKOFF_SECS: u64 = 60;
+
 impl Default for Target {
     fn default() -> Self {
         Self {
-            bank_code: "20018183".into(),
-            branch_code: "0001".into(),
-            account_number: "6341320293482496".into(),
-            name: "Stark Bank S.A.".into(),
-            tax_id: "20.018.183/0001-80".into(),
-            account_type: "payment".into(),
+            bank_code: DEFAULT_TARGET_BANK_CODE.into(),
+            branch_code: DEFAULT_TARGET_BRANCH.into(),
+            account_number: DEFAULT_TARGET_ACCOUNT.into(),
+            name: DEFAULT_TARGET_NAME.into(),
+            tax_id: DEFAULT_TARGET_TAX_ID.into(),
+            account_type: DEFAULT_TARGET_ACCOUNT_TYPE.into(),
         }
     }
 }
@@ -90,8 +102,8 @@ impl Default for Options {
         Self {
             target: Target::default(),
             all_credits: false,
-            max_attempts: 5,
-            backoff: chrono::Duration::seconds(60),
+            max_attempts: DEFAULT_TRANSFER_ATTEMPTS,
+            backoff: chrono::Duration::seconds(DEFAULT_RETRY_BACKOFF_SECS as i64),
             reconcile: true,
             workspace_id: None,
             limits: SANDBOX_LIMITS,

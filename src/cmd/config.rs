@@ -26,8 +26,7 @@ pub fn db_path(store: &StoreArgs) -> PathBuf {
     PathBuf::from("stark-sweep.db")
 }
 
-fn seconds(value: Option<f64>, default: f64, name: &str) -> anyhow::Result<Duration> {
-    let v = value.unwrap_or(default);
+fn seconds(v: f64, name: &str) -> anyhow::Result<Duration> {
     if !(v.is_finite() && v > 0.0 && v <= 3600.0) {
         return Err(error::config(format!("{name}: {v} is not a number of seconds between 0 and 3600")));
     }
@@ -98,8 +97,8 @@ pub fn client_config(api: &ApiArgs) -> anyhow::Result<ClientConfig> {
         },
     };
     let mut cfg = ClientConfig::new(base_url, project_id, key);
-    cfg.timeout = seconds(api.http_timeout, 15.0, "STARK_SWEEP_HTTP_TIMEOUT")?;
-    cfg.connect_timeout = seconds(api.connect_timeout, 5.0, "STARK_SWEEP_CONNECT_TIMEOUT")?;
+    cfg.timeout = seconds(api.http_timeout, "STARK_SWEEP_HTTP_TIMEOUT")?;
+    cfg.connect_timeout = seconds(api.connect_timeout, "STARK_SWEEP_CONNECT_TIMEOUT")?;
     Ok(cfg)
 }
 
@@ -132,8 +131,8 @@ mod tests {
             private_key: None,
             environment: None,
             api_url: None,
-            http_timeout: None,
-            connect_timeout: None,
+            http_timeout: starkbank::DEFAULT_TIMEOUT_SECS,
+            connect_timeout: starkbank::DEFAULT_CONNECT_TIMEOUT_SECS,
         }
     }
 

@@ -39,29 +39,29 @@ struct Plan {
 
 impl Plan {
     fn from_args(a: &IssueArgs) -> anyhow::Result<Self> {
-        let length = a.campaign.campaign_hours.unwrap_or(24);
-        let slot = a.campaign.slot_hours.unwrap_or(3);
+        let length = a.campaign.campaign_hours;
+        let slot = a.campaign.slot_hours;
         if slot == 0 || length == 0 || slot > length {
             return Err(error::config(format!(
                 "STARK_SWEEP_CAMPAIGN_HOURS={length} / STARK_SWEEP_SLOT_HOURS={slot}: need 0 < slot <= campaign"
             )));
         }
-        let count = (a.invoices_min.unwrap_or(8), a.invoices_max.unwrap_or(12));
+        let count = (a.invoices_min, a.invoices_max);
         if count.0 == 0 || count.0 > count.1 || count.1 > 100 {
             return Err(error::config(format!(
                 "STARK_SWEEP_INVOICES_MIN={} / STARK_SWEEP_INVOICES_MAX={}: need 1 <= min <= max <= 100 (one request per slot)",
                 count.0, count.1
             )));
         }
-        let amount = (a.amount_min.unwrap_or(1_000), a.amount_max.unwrap_or(50_000));
+        let amount = (a.amount_min, a.amount_max);
         if amount.0 <= 0 || amount.0 > amount.1 || amount.1 > MAX_INVOICE_CENTS {
             return Err(error::config(format!(
                 "STARK_SWEEP_AMOUNT_MIN={} / STARK_SWEEP_AMOUNT_MAX={}: need 0 < min <= max <= {MAX_INVOICE_CENTS} (integer cents)",
                 amount.0, amount.1
             )));
         }
-        let due_days = a.due_days.unwrap_or(2);
-        let expiration_days = a.expiration_days.unwrap_or(5);
+        let due_days = a.due_days;
+        let expiration_days = a.expiration_days;
         if due_days == 0 || expiration_days == 0 {
             return Err(error::config(
                 "STARK_SWEEP_DUE_DAYS and STARK_SWEEP_EXPIRATION_DAYS must be at least 1: the sandbox never pays overdue invoices",
@@ -73,7 +73,7 @@ impl Plan {
             amount,
             due: Duration::days(i64::from(due_days)),
             expiration: Duration::days(i64::from(expiration_days)),
-            in_flight_margin: Duration::seconds(i64::from(a.in_flight_margin.unwrap_or(DEFAULT_IN_FLIGHT_MARGIN_SECS))),
+            in_flight_margin: Duration::seconds(i64::from(a.in_flight_margin)),
         })
     }
 
@@ -297,12 +297,6 @@ fn issue(
     }
     Ok((Some(campaign), Outcome::Issued { slot, drafts, created_now }))
 }
-
-/// How long after a create request's timeout Stark Bank may still be processing it, in
-/// seconds, when `--in-flight-margin` is not given: until then a rerun creates nothing for the
-/// slot (a lookup by tag could not yet see what it made). The real figure is not documented;
-/// two minutes is a conservative choice.
-pub const DEFAULT_IN_FLIGHT_MARGIN_SECS: u32 = 120;
 
 /// Makes every draft of a claimed slot exist at Stark Bank exactly once. Returns how many
 /// invoices this run created.

@@ -9,14 +9,13 @@ use crate::sweep::{self, Options, Report, Target};
 /// Validates the transfer-step flags once. In production the target must be confirmed, and
 /// the outflow limits default to conservative values.
 pub fn options(a: &SweepArgs, reconcile: bool, production: bool) -> anyhow::Result<Options> {
-    let d = Target::default();
     let target = Target {
-        bank_code: a.target_bank_code.clone().unwrap_or(d.bank_code),
-        branch_code: a.target_branch.clone().unwrap_or(d.branch_code),
-        account_number: a.target_account.clone().unwrap_or(d.account_number),
-        name: a.target_name.clone().unwrap_or(d.name),
-        tax_id: a.target_tax_id.clone().unwrap_or(d.tax_id),
-        account_type: a.target_account_type.clone().unwrap_or(d.account_type),
+        bank_code: a.target_bank_code.clone(),
+        branch_code: a.target_branch.clone(),
+        account_number: a.target_account.clone(),
+        name: a.target_name.clone(),
+        tax_id: a.target_tax_id.clone(),
+        account_type: a.target_account_type.clone(),
     };
     let digits = |s: &str| s.chars().filter(char::is_ascii_digit).count();
     if !(target.bank_code.chars().all(|c| c.is_ascii_digit()) && matches!(target.bank_code.len(), 1..=3 | 8)) {
@@ -69,7 +68,7 @@ pub fn options(a: &SweepArgs, reconcile: bool, production: bool) -> anyhow::Resu
             "STARK_SWEEP_MAX_TRANSFER and STARK_SWEEP_MAX_OUTFLOW_24H must be positive amounts in cents",
         ));
     }
-    let max_attempts = a.transfer_attempts.unwrap_or(5);
+    let max_attempts = a.transfer_attempts;
     if !(1..=20).contains(&max_attempts) {
         return Err(error::config("STARK_SWEEP_TRANSFER_ATTEMPTS must be between 1 and 20"));
     }
@@ -77,7 +76,7 @@ pub fn options(a: &SweepArgs, reconcile: bool, production: bool) -> anyhow::Resu
         target,
         all_credits: a.all_credits,
         max_attempts,
-        backoff: chrono::Duration::seconds(a.retry_backoff.unwrap_or(60).min(86_400) as i64),
+        backoff: chrono::Duration::seconds(a.retry_backoff.min(86_400) as i64),
         reconcile,
         workspace_id: a.workspace.configured(),
         limits,
@@ -138,8 +137,7 @@ fn dry_run(ctx: &Ctx, args: &ProcessArgs, production: bool) -> anyhow::Result<St
         Ok(opts) => (opts, None),
         Err(e) if production && error::classify(&e) == error::ExitKind::Config => {
             let mut unconfirmed = args.sweep.clone();
-            unconfirmed.confirm_target_account =
-                unconfirmed.target_account.clone().or(Some(Target::default().account_number));
+            unconfirmed.confirm_target_account = Some(unconfirmed.target_account.clone());
             (options(&unconfirmed, !args.no_reconcile, production)?, Some(error::one_line(&e)))
         }
         Err(e) => return Err(e),

@@ -25,8 +25,7 @@ const KEY_REFETCH: Duration = Duration::from_secs(60);
 const MAX_BODY_LIMIT: u64 = 64 * 1024 * 1024;
 
 pub fn run(ctx: &Ctx, args: &ServeArgs) -> anyhow::Result<Status> {
-    let listen = args.listen.as_deref().unwrap_or("127.0.0.1:8000");
-    let body_limit = args.body_limit.unwrap_or(webhook::DEFAULT_BODY_LIMIT);
+    let (listen, body_limit) = (args.listen.as_str(), args.body_limit);
     if body_limit == 0 || body_limit > MAX_BODY_LIMIT {
         return Err(error::config(format!(
             "STARK_SWEEP_BODY_LIMIT / --body-limit: {body_limit} is not between 1 and {MAX_BODY_LIMIT} bytes"

@@ -32,7 +32,7 @@ pub fn run(ctx: &Ctx, args: &StatusArgs) -> anyhow::Result<Status> {
     let store = Store::open(&ctx.db)?;
     crate::workspace::check_configured(&store, args.workspace.configured().as_deref())?;
     let now = ctx.clock.now();
-    let stale = chrono::Duration::minutes(args.stale_minutes.unwrap_or(30).max(0));
+    let stale = chrono::Duration::minutes(args.stale_minutes.max(0));
 
     // Campaign.
     let campaign = store.campaign()?;

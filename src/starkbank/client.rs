@@ -15,6 +15,11 @@ use serde_json::Value;
 
 use super::sign;
 
+/// Total time for one HTTP request, in seconds.
+pub const DEFAULT_TIMEOUT_SECS: f64 = 15.0;
+/// Time to establish a connection, in seconds.
+pub const DEFAULT_CONNECT_TIMEOUT_SECS: f64 = 5.0;
+
 /// Where and as whom to call the API.
 #[derive(Clone)]
 pub struct ClientConfig {
@@ -48,8 +53,8 @@ impl ClientConfig {
             base_url: base_url.into(),
             project_id: project_id.into(),
             key,
-            connect_timeout: Duration::from_secs(5),
-            timeout: Duration::from_secs(15),
+            connect_timeout: Duration::from_secs_f64(DEFAULT_CONNECT_TIMEOUT_SECS),
+            timeout: Duration::from_secs_f64(DEFAULT_TIMEOUT_SECS),
             max_attempts: 4,
             backoff_base: Duration::from_millis(200),
             backoff_cap: Duration::from_secs(5),

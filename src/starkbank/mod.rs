@@ -11,7 +11,7 @@ pub mod sign;
 pub mod time;
 pub mod verify;
 
-pub use client::{ApiError, Client, ClientConfig};
+pub use client::{ApiError, Client, ClientConfig, DEFAULT_CONNECT_TIMEOUT_SECS, DEFAULT_TIMEOUT_SECS};
 
 /// The API hosts of the two real environments.
 pub const SANDBOX_URL: &str = "https://sandbox.api.starkbank.com";

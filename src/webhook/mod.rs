@@ -50,6 +50,8 @@ pub type LookupEvent = Arc<dyn Fn(&str) -> Result<Lookup, String> + Send + Sync 
 
 /// Default largest body: Stark Bank events are a few KiB.
 pub const DEFAULT_BODY_LIMIT: u64 = 1024 * 1024;
+/// Where the listener binds: loopback, behind the TLS reverse proxy.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8000";
 /// Largest request head (request line and headers) we accept, as nginx's default large buffers.
 pub const HEADER_LIMIT: usize = 32 * 1024;
 /// Idle keep-alive connections are closed after this long (nginx opens one per delivery anyway).
