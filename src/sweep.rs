@@ -478,9 +478,11 @@ fn confirm_workspace_credits(
                 report.credits_seen += 1;
             }
             Ok(inv) => {
+                // Not confirmed: it stays outside our credits (skipped), so no --retry-attention
+                // can put an unconfirmed amount in play.
                 let reason = format!("--all-credits: Stark Bank says invoice {} is {}, not paid", inv.id, inv.status);
-                store.set_credit_state(&credit.invoice_id, CreditState::Attention, Some(&reason))?;
-                report.attention.push(Attention { invoice_id: credit.invoice_id.clone(), reason });
+                log::warn!("invoice {}: {reason}; not swept", credit.invoice_id);
+                store.set_credit_state(&credit.invoice_id, CreditState::Skipped, Some(&reason))?;
             }
             Err(e @ ApiError::Rejected { .. }) => {
                 let reason = format!("--all-credits: not an invoice of this project's workspace ({e})");
@@ -612,7 +614,7 @@ fn decide(
                 store.set_send_outcome(&[(l.external_id.clone(), SendOutcome::Accepted, None)])?;
             }
         }
-        // Someone used the externalId we send next (another amount or target): ours never made it.
+        // A transfer under the externalId we sent, with another amount or target than we sent.
         let taken = match &last {
             Some(l) if !transfers.iter().any(|t| t.external_id == l.external_id) => {
                 store.external_id_taken(&l.external_id)?
@@ -621,7 +623,7 @@ fn decide(
         };
         if taken && let Some(l) = &last {
             log::warn!(
-                "invoice {}: externalId {} is taken by a transfer this deployment did not send; a new externalId follows",
+                "invoice {}: externalId {} is carried by a transfer that does not match what this deployment sent; nothing more is sent for it",
                 credit.invoice_id,
                 l.external_id
             );
@@ -762,6 +764,7 @@ fn next_action(
     }
     let Some(last) = last else { return Action::NewAttempt { attempt: 1, forgive: false } };
     let mine: Vec<&TransferRow> = transfers.iter().filter(|t| t.external_id == last.external_id).collect();
+    let same_target = last.target.as_ref().is_none_or(|t| *t == opts.target.key());
     let counted = last.attempt.saturating_sub(credit.budget_from);
     match last.outcome {
         // Refused because the request itself is wrong. After --retry-attention (the attempt no
@@ -771,16 +774,30 @@ fn next_action(
             last.error.as_deref().unwrap_or("no details")
         )),
         Some(SendOutcome::Rejected) => Action::NewAttempt { attempt: last.attempt + 1, forgive: false },
-        // Refused for a reason that passes: nothing was created, send the same externalId again.
+        // Refused for a reason that passes: nothing was created. The same externalId again, to
+        // the target it was claimed for; if the configured target changed meanwhile, a new
+        // attempt to the new one (not counted: nothing exists under the old externalId).
+        Some(SendOutcome::Refused) if !same_target => Action::NewAttempt { attempt: last.attempt + 1, forgive: true },
         Some(SendOutcome::Refused) => {
             after_backoff(credit, backoff(opts.backoff, last.tries), now, Action::Resend(last.clone()))
         }
-        // The externalId is taken by a transfer that is not ours: a new one, counted.
-        _ if mine.is_empty() && taken && counted >= opts.max_attempts => Action::Attention(format!(
-            "the externalId of each of {counted} attempts was taken by a transfer this deployment did not send (last: {}); check the workspace's transfers, then process-events --retry-attention",
+        // A transfer carries this credit's externalId but not the amount or target we sent: it
+        // sweeps this invoice from somewhere (another deployment on the workspace, a hand-made
+        // transfer, our own send before a target change). Another attempt could pay twice.
+        // After --retry-attention (the operator checked it) a new externalId goes out.
+        _ if mine.is_empty() && taken && counted > 0 => Action::Attention(format!(
+            "a transfer carries this credit's externalId {} but not the amount or target this deployment sent: this invoice may already be swept from elsewhere; nothing more is sent for it; check the workspace's transfers, then process-events --retry-attention to send it under a new externalId",
             last.external_id
         )),
         _ if mine.is_empty() && taken => Action::NewAttempt { attempt: last.attempt + 1, forgive: false },
+        // The outcome is unknown and the configured target is not the one this send was
+        // claimed for: sending it again would go to another account than the one recorded.
+        _ if mine.is_empty() && !same_target => Action::Attention(format!(
+            "the target changed while transfer {} had an unknown outcome (claimed for {}, configured now {}); restore the previous target until it is resolved",
+            last.external_id,
+            last.target.as_deref().unwrap_or("?"),
+            opts.target.key()
+        )),
         // Nothing exists under this externalId (lookups already ran): sending it again is safe,
         // Stark Bank refuses a duplicate externalId. A loop of that ends.
         _ if mine.is_empty() && last.tries >= MAX_UNKNOWN_TRIES => Action::Attention(format!(
@@ -837,6 +854,9 @@ fn send(
         report.kill_switch = Some(format!("{reason} (since {since})"));
         return Ok(());
     }
+    // The pin says which workspace the database belongs to, not which one these credentials
+    // act on now: proven once per run, before anything is claimed or sent.
+    crate::workspace::verify_before_sending(client, store, opts.workspace_id.as_deref(), now)?;
     let new: Vec<SendRow> = plan.iter().filter(|p| !p.resend).map(|p| p.send.clone()).collect();
     let claimed = store.claim_sends_within(&new, &opts.limits, now)?;
     if let Some((reason, since)) = claimed.stopped {

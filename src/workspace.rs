@@ -106,6 +106,26 @@ pub fn verify(
     }
 }
 
+/// Before money moves: the credentials must be proven to act on the pinned workspace now (the
+/// pin alone says which workspace the database belongs to, not which one the key signs for).
+/// Credentials that list no event at all while a workspace is pinned prove nothing: refused.
+pub fn verify_before_sending(
+    client: &Client,
+    store: &mut Store,
+    configured: Option<&str>,
+    now: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    let pinned = check_configured(store, configured)?;
+    match (client.newest_event()?.and_then(|e| e.workspace_id), pinned) {
+        (Some(ws), _) => pin(store, &ws, FROM_EVENT_LIST, configured, now).map(|_| ()),
+        (None, None) => Ok(()),
+        (None, Some(p)) => Err(error::config(format!(
+            "this project's credentials list no event, but the database {} belongs to workspace {p}: they may act on another workspace; nothing is sent; to fix: use the credentials of workspace {p}'s project",
+            store.path().display()
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -292,8 +292,17 @@ fn issue(
     let drafts = store.drafts(slot)?;
     // The first invoices of a new workspace make the first events: learn the workspace now, so
     // the listener can tell our events from any other workspace's from the start.
-    if let Err(e) = crate::workspace::learn(&client, &mut store, configured.as_deref(), now) {
-        log::warn!("could not learn this project's workspace yet (the next run tries again): {}", error::one_line(&e));
+    match crate::workspace::learn(&client, &mut store, configured.as_deref(), now) {
+        // A contradiction (STARKBANK_WORKSPACE_ID, or the database's pin) is a configuration
+        // error the operator must see now: the listener would refuse our own events.
+        Err(e) if error::classify(&e) == error::ExitKind::Config => return Err(e),
+        Err(e) => {
+            log::warn!(
+                "could not learn this project's workspace yet (the next run tries again): {}",
+                error::one_line(&e)
+            )
+        }
+        Ok(_) => {}
     }
     Ok((Some(campaign), Outcome::Issued { slot, drafts, created_now }))
 }

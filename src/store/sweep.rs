@@ -551,6 +551,13 @@ impl Store {
         let approved = self
             .conn
             .execute("UPDATE credits SET state = 'open', reason = NULL, limit_approved = 1 WHERE state = 'held'", [])?;
+        // Nothing left to sweep (a reversal took it back): acknowledged, not sent.
+        self.conn.execute(
+            "UPDATE credits SET state = 'skipped', reason = 'nothing left to transfer after a reversal (acknowledged by --retry-attention)',
+                next_send_at = NULL
+             WHERE state = 'attention' AND net <= 0",
+            [],
+        )?;
         // A loop of unknown outcomes gets its tries back too.
         self.conn.execute(
             "UPDATE sends SET tries = 1 WHERE outcome = 'unknown'
@@ -945,10 +952,17 @@ fn flag_reversed(tx: &rusqlite::Transaction<'_>, r: &ReversedLog) -> rusqlite::R
             "the invoice was reversed (its amount is now {} cents) after its credit was swept: the reversed money left the balance twice; check with Stark Bank",
             r.amount
         ),
-        Some("open" | "attention") => format!(
-            "the invoice was reversed (its amount is now {} cents) before its credit was swept: not sweeping it; decide, then process-events --retry-attention to sweep it anyway",
-            r.amount
-        ),
+        Some("open" | "attention") => {
+            // Not swept yet: what is left to sweep is what the invoice still holds.
+            tx.execute(
+                "UPDATE credits SET net = MAX(?2 - fee, 0) WHERE invoice_id = ?1",
+                params![r.invoice_id, r.amount],
+            )?;
+            format!(
+                "the invoice was reversed (its amount is now {} cents) before its credit was swept: not sweeping it; decide, then process-events --retry-attention sweeps what is left (its amount now, minus the fee; nothing when that is not positive)",
+                r.amount
+            )
+        }
         _ => return Ok(()),
     };
     tx.execute(

@@ -340,3 +340,99 @@ fn webhook_delete_is_idempotent() {
     let again = w.run_expect(&["webhook", "delete", &made.id, "--yes"], 0);
     assert!(stdout(&again).contains("already gone"), "{}", stdout(&again));
 }
+
+/// Found by review: a send whose outcome was unknown was re-sent to the *current* target after
+/// the operator changed it; the echo no longer matched the send, the transfer counted as not
+/// ours, and a second externalId paid the invoice again. Now a re-send goes only to the target
+/// it was claimed for: with another one configured the credit waits for a human, and restoring
+/// the target completes it, exactly once.
+#[test]
+fn a_target_changed_while_a_transfer_is_unknown_never_pays_twice() {
+    let w = world(38);
+    let ids = issue(&w);
+    credit(&w, &ids[..2]);
+    let changed = ["--target-account", "1234567"];
+    // Two credits sent in one batch, committed, then 500: the transfers exist, our outcome is
+    // unknown (the lookup by tag finds them).
+    w.sandbox.set_faults(Faults { commit_then_500_next_transfers: 1, ..Faults::default() });
+    let out = process(&w, &[]);
+    assert_eq!(out.status.code(), Some(75), "{}", stderr(&out));
+    w.sandbox.set_faults(Faults::default());
+    assert_eq!(w.sandbox.snapshot().transfers.len(), 2, "both sent in one batch");
+    // A third credit's send gets 500s before anything is done: nothing exists under its
+    // externalId, and its outcome is unknown.
+    credit(&w, &ids[2..3]);
+    w.sandbox.set_faults(Faults { error_next_transfers: 10, ..Faults::default() });
+    let out = process(&w, &[]);
+    assert_eq!(out.status.code(), Some(75), "{}", stderr(&out));
+    w.sandbox.set_faults(Faults::default());
+    assert_eq!(w.sandbox.snapshot().transfers.len(), 2);
+    // The next runs see another target.
+    let mut last = None;
+    for _ in 0..3 {
+        last = Some(process(&w, &changed));
+        w.sandbox.advance(Duration::minutes(5)).unwrap();
+    }
+    let out = last.unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("the target changed"), "says why: {}", stdout(&out));
+    let snap = w.sandbox.snapshot();
+    assert_eq!(snap.transfers.len(), 2, "nothing sent to the new target for a send still unknown");
+    assert!(snap.transfers.iter().all(|t| t.account_number != "1234567"));
+    // The way out: the previous target back, then --retry-attention.
+    process(&w, &["--retry-attention"]);
+    for _ in 0..3 {
+        w.sandbox.advance(Duration::minutes(5)).unwrap();
+        process(&w, &[]);
+    }
+    assert_eq!(w.sandbox.snapshot().transfers.len(), 3);
+    assert_exactly_once(&w, &ids[..3]);
+}
+
+/// A send refused for a reason that passes (429) created nothing: after a target change the
+/// next attempt goes to the new target, once.
+#[test]
+fn a_target_changed_after_a_refused_send_sends_once_to_the_new_target() {
+    let w = world(39);
+    let ids = issue(&w);
+    credit(&w, &ids[..1]);
+    w.sandbox.set_faults(Faults { too_many_requests_next_transfers: 1, ..Faults::default() });
+    let out = process(&w, &[]);
+    assert_eq!(out.status.code(), Some(75), "{}{}", stdout(&out), stderr(&out));
+    assert!(w.sandbox.snapshot().transfers.is_empty());
+    w.sandbox.set_faults(Faults::default());
+    for _ in 0..4 {
+        process(&w, &["--target-account", "1234567"]);
+        w.sandbox.advance(Duration::minutes(5)).unwrap();
+    }
+    let snap = w.sandbox.snapshot();
+    assert_eq!(snap.transfers.len(), 1, "{:?}", snap.transfers);
+    assert_eq!(snap.transfers[0].account_number, "1234567");
+    assert_exactly_once(&w, &ids[..1]);
+}
+
+/// Found by review: a credit reversed before it was swept kept its full net, and the
+/// `--retry-attention` that the tool suggests for every stuck credit swept money the payer had
+/// got back. Now what is left after a reversal is what gets swept; nothing when nothing is.
+#[test]
+fn retry_attention_after_a_reversal_sweeps_only_what_is_left() {
+    let w = world(40);
+    let ids = issue(&w);
+    let (partial, full) = (ids[0].clone(), ids[1].clone());
+    credit(&w, &ids[..2]);
+    // Reverse before any sweep ran: one partly (1,000 cents left), one fully.
+    w.sandbox.reverse_invoice(&partial, 1_000).unwrap();
+    w.sandbox.reverse_invoice(&full, 0).unwrap();
+    w.sandbox.advance(Duration::minutes(1)).unwrap();
+    let out = process(&w, &[]);
+    assert_eq!(out.status.code(), Some(3), "{}{}", stdout(&out), stderr(&out));
+    assert!(w.sandbox.snapshot().transfers.is_empty());
+    process(&w, &["--retry-attention"]);
+    settle(&w);
+    let snap = w.sandbox.snapshot();
+    let fee = snap.invoices.iter().find(|i| i.id == partial).unwrap().fee;
+    assert_eq!(successes(&snap, &partial), [1_000 - fee], "only what the invoice still holds");
+    assert!(successes(&snap, &full).is_empty(), "nothing for a fully reversed invoice");
+    let out = w.run(&["status", "--now", &at(w.sandbox.now())]);
+    assert_eq!(out.status.code(), Some(0), "acknowledged: {}", stdout(&out));
+}

@@ -456,8 +456,10 @@ fn a_version_1_database_keeps_working_and_its_foreign_credit_moves_no_money() {
 }
 
 /// Someone with access to the workspace pre-creates a transfer with the externalId we send next
-/// (ours are predictable), for another account: it is not ours (the target differs), never
-/// settles the credit, and ours goes out under a new externalId.
+/// (ours are predictable), for another account: it is not ours (the target differs) and never
+/// settles the credit. Since the review of #11 it stops the credit for a human (such a transfer
+/// may be this invoice's sweep from elsewhere: another attempt could pay twice); after
+/// `--retry-attention`, ours goes out once, under a new externalId.
 #[test]
 fn a_transfer_squatting_on_our_external_id_is_not_ours() {
     let w = world(27);
@@ -479,6 +481,15 @@ fn a_transfer_squatting_on_our_external_id_is_not_ours() {
     };
     w.client().create_transfers(&[squat]).unwrap();
     w.sandbox.advance(Duration::minutes(5)).unwrap();
+    for _ in 0..3 {
+        process(&w, &db);
+        w.sandbox.advance(Duration::minutes(5)).unwrap();
+    }
+    let to_target = |s: &Snapshot| s.transfers.iter().filter(|t| t.account_number == "6341320293482496").count();
+    assert_eq!(to_target(&w.sandbox.snapshot()), 0, "nothing more is sent while a human has not looked");
+    let out = w.run_expect(&["status", "--now", &at(w.sandbox.now())], 3);
+    assert!(stdout(&out).contains("may already be swept from elsewhere"), "says why: {}", stdout(&out));
+    w.run(&["process-events", "--retry-attention", "--now", &at(w.sandbox.now())]);
     settle(&w, &[&db]);
     let snap = w.sandbox.snapshot();
     let ours: Vec<_> = snap
@@ -494,4 +505,64 @@ fn a_transfer_squatting_on_our_external_id_is_not_ours() {
     );
     let out = w.run_expect(&["status", "--now", &at(w.sandbox.now())], 3);
     assert!(stdout(&out).contains("not sent by this deployment"), "the squatter is reported: {}", stdout(&out));
+}
+
+/// Found by review: once a workspace was pinned, `process-events` never asked which workspace
+/// its credentials act on; another workspace's key swept our credits out of that workspace's
+/// balance. Now every run that would send proves it first: another workspace's credentials
+/// (with events of their own, or with none at all) stop it, exit 78, and nothing is sent.
+#[test]
+fn credentials_of_another_workspace_never_send_for_a_pinned_database() {
+    let ours = world(51);
+    let ids = {
+        let v = json(&ours.run_expect(&["issue-invoices", "--json", "--now", &at(ours.sandbox.now())], 0));
+        v["invoices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["invoiceId"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    ours.sandbox.pay_invoice(&ids[0], PayOptions::default()).unwrap();
+    ours.sandbox.advance(Duration::minutes(5)).unwrap();
+    // Record the credit without sending it: the kill switch holds the money.
+    ours.run_expect(&["kill-switch", "on", "--reason", "test"], 0);
+    ours.run_expect(&["process-events", "--now", &at(ours.sandbox.now())], 0);
+    ours.run_expect(&["kill-switch", "off"], 0);
+    let db = ours.db.to_str().unwrap().to_string();
+
+    // Another workspace, first with no event at all, then with events of its own.
+    let other = world(52);
+    assert_ne!(other.sandbox.workspace_id(), ours.sandbox.workspace_id());
+    let run = |w: &World| {
+        w.cmd(&["process-events", "--no-reconcile", "--now", &at(w.sandbox.now())])
+            .env("STARK_SWEEP_DB", &db)
+            .output()
+            .unwrap()
+    };
+    let out = run(&other);
+    assert_eq!(out.status.code(), Some(78), "{}{}", stdout(&out), stderr(&out));
+    assert!(stderr(&out).contains("another workspace"), "{}", stderr(&out));
+    other.run_expect(&["issue-invoices", "--now", &at(other.sandbox.now())], 0);
+    let out = run(&other);
+    assert_eq!(out.status.code(), Some(78), "{}{}", stdout(&out), stderr(&out));
+    assert!(stderr(&out).contains("belongs to workspace"), "{}", stderr(&out));
+    assert!(other.sandbox.snapshot().transfers.is_empty(), "nothing left the other workspace");
+    // Our own credentials still sweep it.
+    ours.run_expect(&["process-events", "--now", &at(ours.sandbox.now())], 0);
+    assert_eq!(ours.sandbox.snapshot().transfers.len(), 1);
+}
+
+/// Found by review: a wrong STARKBANK_WORKSPACE_ID on the very first run was only a warning
+/// (exit 0), while the listener refused our own events as another workspace's.
+#[test]
+fn a_wrong_workspace_id_on_the_first_run_is_a_configuration_error() {
+    let w = world(53);
+    let out = w
+        .cmd(&["issue-invoices", "--now", &at(w.sandbox.now())])
+        .env("STARKBANK_WORKSPACE_ID", "999")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78), "{}{}", stdout(&out), stderr(&out));
+    assert!(stderr(&out).contains("STARKBANK_WORKSPACE_ID"), "{}", stderr(&out));
 }
