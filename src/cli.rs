@@ -4,6 +4,8 @@
 //! environment > env file > defaults. Defaults that depend on other settings (the outflow
 //! limits, by environment) stay `Option` and are resolved in `cmd::config`/`cmd::*`.
 
+#![allow(rustdoc::bare_urls, reason = "doc comments here are --help text, where a URL is plain text")]
+
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};

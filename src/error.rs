@@ -93,14 +93,7 @@ pub fn classify(err: &anyhow::Error) -> ExitKind {
 
 /// `what failed: why: deeper why`, on one line, for stderr, cron mail and journald.
 pub fn one_line(err: &anyhow::Error) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    for cause in err.chain() {
-        let text = cause.to_string().replace('\n', " ");
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-    }
-    parts.join(": ")
+    crate::starkbank::client::error_chain(err.as_ref())
 }
 
 /// Adds a fix hint for credential refusals, which users hit first.

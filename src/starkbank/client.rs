@@ -296,7 +296,7 @@ impl Client {
         }
     }
 
-    /// Full jitter over a capped exponential: uniform in [0, min(cap, base * 2^(n-1))].
+    /// Equal jitter over a capped exponential: uniform in [c/2, c], c = min(cap, base * 2^(n-1)).
     fn backoff(&self, attempt: u32) -> Duration {
         let exp = self.cfg.backoff_base.saturating_mul(1u32 << (attempt - 1).min(16));
         let ceiling = exp.min(self.cfg.backoff_cap);
@@ -420,11 +420,14 @@ fn truncate(s: &str, n: usize) -> String {
     if s.chars().count() <= n { s.to_string() } else { format!("{}...", s.chars().take(n).collect::<String>()) }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
+/// `what failed: why: deeper why` on one line: each cause once (a cause whose text an outer
+/// one already repeats is left out), newlines flattened. The one flattener of error chains
+/// (`error::one_line` uses it too).
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string().replace('\n', " ");
     let mut source = e.source();
     while let Some(s) = source {
-        let text = s.to_string();
+        let text = s.to_string().replace('\n', " ");
         if !out.contains(&text) {
             out.push_str(": ");
             out.push_str(&text);
