@@ -158,8 +158,9 @@ mod tests {
         assert!(matches!(verify_body(key.verifying_key(), body, "@@"), Err(WebhookAuthError::Malformed)));
     }
 
-    #[test]
-    fn refetches_at_most_once_per_interval() {
+    /// A key source that serves a stale key first and the real one from the second fetch on
+    /// (a rotation), counting fetches; the cache refetches at most once per `interval`.
+    fn rotating_cache(interval: Duration) -> (k256::ecdsa::SigningKey, Arc<AtomicUsize>, KeyCache) {
         let real = keys::generate();
         let stale = keys::generate();
         let calls = Arc::new(AtomicUsize::new(0));
@@ -171,8 +172,14 @@ mod tests {
                 let n = c.fetch_add(1, Ordering::SeqCst);
                 Ok(pems[n.min(1)].clone())
             },
-            Duration::from_secs(60),
+            interval,
         );
+        (real, calls, cache)
+    }
+
+    #[test]
+    fn refetches_at_most_once_per_interval() {
+        let (_real, calls, cache) = rotating_cache(Duration::from_secs(60));
         let body = b"{}";
         let forged = sign::sign(&keys::generate(), body);
         // First call loads the stale key; the mismatch is not followed by a refetch within the interval.
@@ -186,19 +193,7 @@ mod tests {
 
     #[test]
     fn rotated_key_is_picked_up_after_a_failure() {
-        let real = keys::generate();
-        let stale = keys::generate();
-        let calls = Arc::new(AtomicUsize::new(0));
-        let pems =
-            [keys::public_key_pem(stale.verifying_key()).unwrap(), keys::public_key_pem(real.verifying_key()).unwrap()];
-        let c = calls.clone();
-        let cache = KeyCache::new(
-            move || {
-                let n = c.fetch_add(1, Ordering::SeqCst);
-                Ok(pems[n.min(1)].clone())
-            },
-            Duration::ZERO,
-        );
+        let (real, calls, cache) = rotating_cache(Duration::ZERO);
         let body = b"{\"a\": 1}";
         let sig = sign::sign(&real, body);
         assert_eq!(cache.verify(body, Some(&sig)).unwrap(), Signed::Raw);
