@@ -813,9 +813,11 @@ fn next_action(
             let reason = failed.and_then(|t| t.reason.clone());
             match crate::starkbank::answers::failed_transfer(reason.as_deref()) {
                 // An insufficient balance passes: a new attempt after a backoff, not counted.
+                // It doubles with every attempt (forgiven ones too: they do not count against
+                // the budget, but a balance that stays empty must not be asked every minute).
                 Verdict::Transient => after_backoff(
                     credit,
-                    backoff(opts.backoff, last.attempt.saturating_sub(credit.budget_from).max(1)),
+                    backoff(opts.backoff, last.attempt.max(1)),
                     now,
                     Action::NewAttempt { attempt: last.attempt + 1, forgive: true },
                 ),
@@ -966,7 +968,15 @@ fn send_chunk(
         }
         Verdict::Permanent => {
             let p = &chunk[0];
-            store.set_send_outcome(&[(p.send.external_id.clone(), SendOutcome::Rejected, Some(why.clone()))])?;
+            // A re-send of an unknown outcome refused for good says nothing about the first
+            // request, which may still land: it stays unknown, so the way out (--retry-attention)
+            // sends the same externalId again, never a new one.
+            let outcome = if p.resend && p.send.outcome == Some(SendOutcome::Unknown) {
+                SendOutcome::Unknown
+            } else {
+                SendOutcome::Rejected
+            };
+            store.set_send_outcome(&[(p.send.external_id.clone(), outcome, Some(why.clone()))])?;
             let reason =
                 format!("Stark Bank refused the transfer: {why}; fix the cause, then process-events --retry-attention");
             store.set_credit_state(&p.send.invoice_id, CreditState::Attention, Some(&reason))?;

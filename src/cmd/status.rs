@@ -51,6 +51,10 @@ pub fn run(ctx: &Ctx, args: &StatusArgs) -> anyhow::Result<Status> {
         .filter(|k| !slots.iter().any(|s| s.slot == *k))
         .map(|k| k + 1)
         .collect();
+    // Claimed but still unfinished after its window closed: the timer keeps retrying it, and a
+    // human should know why it does not end.
+    let closed: Vec<u32> = campaign.as_ref().map(|c| c.shape().closed_slots(c.started_at, now)).unwrap_or_default();
+    let stuck: Vec<u32> = incomplete.iter().copied().filter(|k| closed.contains(&(k - 1))).collect();
     let campaign_json = campaign.as_ref().map(|c| {
         let shape = c.shape();
         let (state, current, next) = match shape.slot_at(c.started_at, now) {
@@ -72,6 +76,7 @@ pub fn run(ctx: &Ctx, args: &StatusArgs) -> anyhow::Result<Status> {
             "currentSlot": current.map(|k| k + 1),
             "nextSlotAt": next.map(time::format_secs),
             "incompleteSlots": incomplete,
+            "stuckSlots": stuck,
             "missedSlots": missed,
             "failedSlots": failed.iter().map(|(k, r)| json!({"slot": k, "reason": r})).collect::<Vec<_>>(),
         })
@@ -111,7 +116,7 @@ pub fn run(ctx: &Ctx, args: &StatusArgs) -> anyhow::Result<Status> {
     let attention = discrepancies.iter().filter(|d| d.needs_attention).count();
     let kill_switch = store.kill_switch()?;
     let outflow_24h = store.outflow_24h(now)?;
-    let needs_human = attention + missed.len() + failed.len() + usize::from(kill_switch.is_some());
+    let needs_human = attention + missed.len() + failed.len() + stuck.len() + usize::from(kill_switch.is_some());
     let unapplied = store.pending_events(1)?.len();
 
     if args.json {
@@ -156,6 +161,12 @@ pub fn run(ctx: &Ctx, args: &StatusArgs) -> anyhow::Result<Status> {
                         "  ! slot {k}/{} (from {}): missed: its time passed without it being issued; to issue it now: stark-sweep issue-invoices --slot {k}\n",
                         c.slots(),
                         time::format_secs(c.shape().slot_start(c.started_at, k - 1))
+                    ));
+                }
+                for k in &stuck {
+                    s.push_str(&format!(
+                        "  ! slot {k}/{}: still being completed after its time passed (the issue-invoices log says why each try fails); it completes once that passes, or see `stark-sweep issue-invoices --slot {k}`\n",
+                        c.slots()
                     ));
                 }
                 for (k, reason) in &failed {

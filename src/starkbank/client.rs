@@ -251,6 +251,11 @@ impl Client {
                 }
                 Ok(Response { status, text }) => {
                     maybe_received = true;
+                    // A gateway that gave up waiting (502, 504) says nothing about the backend,
+                    // which may still be processing the request: as good as no answer.
+                    if matches!(status, 502 | 504) {
+                        unanswered = true;
+                    }
                     format!(
                         "HTTP {status}{}",
                         if status == 500 || text.is_empty() {
@@ -461,6 +466,42 @@ mod tests {
         let c = Client::new(ClientConfig::new("http://x/", "1", crate::starkbank::keys::generate())).unwrap();
         assert_eq!(c.url("/public-key", &[("limit", "1".into())]), "http://x/v2/public-key?limit=1");
         assert_eq!(c.url("transfer", &[("tags", "a b,c".into())]), "http://x/v2/transfer?tags=a+b%2Cc");
+    }
+
+    /// A server that answers every request with `status` and an empty body.
+    fn answering(status: u16) -> String {
+        use std::io::{Read as _, Write as _};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            for mut conn in listener.incoming().flatten() {
+                let mut buf = [0u8; 8192];
+                let _ = conn.read(&mut buf);
+                let _ = write!(conn, "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            }
+        });
+        url
+    }
+
+    fn create_against(url: &str) -> ApiError {
+        let mut cfg = ClientConfig::new(url, "1", crate::starkbank::keys::generate());
+        cfg.backoff_base = Duration::from_millis(1);
+        let c = Client::new(cfg).unwrap();
+        c.call(reqwest::Method::POST, "invoice", &[], Some(&serde_json::json!({})), Idempotency::Unsafe, "creating")
+            .unwrap_err()
+    }
+
+    /// Found by review of #12: a 504 from a gateway counted as an answer, so a rerun during a
+    /// slow create could issue a second batch. A 502/504 is as good as no answer; a 500 from
+    /// the backend itself is an answer (it finished, one way or another).
+    #[test]
+    fn a_gateway_timeout_on_a_create_is_not_an_answer() {
+        for (status, answered) in [(504, false), (502, false), (500, true)] {
+            match create_against(&answering(status)) {
+                ApiError::OutcomeUnknown { answered: a, .. } => assert_eq!(a, answered, "HTTP {status}"),
+                other => panic!("HTTP {status}: {other}"),
+            }
+        }
     }
 
     #[test]

@@ -436,3 +436,66 @@ fn retry_attention_after_a_reversal_sweeps_only_what_is_left() {
     let out = w.run(&["status", "--now", &at(w.sandbox.now())]);
     assert_eq!(out.status.code(), Some(0), "acknowledged: {}", stdout(&out));
 }
+
+/// Found by review of #12: a re-send of an unknown outcome refused for good was recorded
+/// `rejected`, so `--retry-attention` sent a new externalId while the first request might still
+/// land. It stays unknown now: the way out sends the same externalId again.
+#[test]
+fn retry_after_a_resend_refused_for_good_reuses_the_externalid() {
+    let w = world(41);
+    let ids = issue(&w);
+    credit(&w, &ids[..1]);
+    w.sandbox.set_faults(Faults { error_next_transfers: 10, ..Faults::default() });
+    assert_eq!(process(&w, &[]).status.code(), Some(75));
+    w.sandbox.set_faults(Faults {
+        refuse_next_transfers: 1,
+        refuse_code: "invalidAccountNumber".into(),
+        refuse_message: "Account closed".into(),
+        ..Faults::default()
+    });
+    assert_eq!(process(&w, &[]).status.code(), Some(3));
+    w.sandbox.set_faults(Faults::default());
+    process(&w, &["--retry-attention"]);
+    settle(&w);
+    let snap = w.sandbox.snapshot();
+    let sent: Vec<_> = snap.transfers.iter().map(|t| t.external_id.clone().unwrap_or_default()).collect();
+    assert_eq!(sent, [format!("stark-sweep-{}-1", ids[0])], "the same externalId, once");
+    assert_exactly_once(&w, &ids[..1]);
+}
+
+/// Found by review of #12: while the balance stayed empty, the backoff never doubled (each
+/// forgiven attempt restarted it), so a new transfer failed every two minutes for hours.
+#[test]
+fn an_empty_balance_is_asked_less_and_less_often() {
+    let w = World::new(SandboxConfig { manual_clock: true, pay_rate: 0.0, seed: 42, ..SandboxConfig::default() });
+    let ids = issue(&w);
+    credit(&w, &ids[..1]);
+    let until = w.sandbox.now() + Duration::hours(6);
+    w.sandbox.set_faults(Faults { insufficient_balance_until: Some(until), ..Faults::default() });
+    while w.sandbox.now() < until {
+        process(&w, &[]);
+        w.sandbox.advance(Duration::minutes(5)).unwrap();
+    }
+    let posts = transfer_posts(&w);
+    // Doubling from 60 s up to the 1 h cap: about a dozen in 6 hours (every run would be 72).
+    assert!((5..=20).contains(&posts), "{posts} transfer requests in 6 hours");
+    settle(&w);
+    assert_exactly_once(&w, &ids[..1]);
+}
+
+/// Found by review of #12: a claimed slot that kept failing for a reason that passes was
+/// retried after its window closed while `status` said "being completed" and exited 0.
+#[test]
+fn a_slot_still_unfinished_after_its_window_is_named_by_status() {
+    let w = world(43);
+    let start = w.sandbox.now();
+    w.sandbox.set_faults(Faults { error_next_invoices: 10, ..Faults::default() });
+    w.run_expect(&["issue-invoices", "--now", &at(start), "--in-flight-margin", "0"], 75);
+    w.sandbox.set_faults(Faults { too_many_requests_next_invoices: 1000, ..Faults::default() });
+    w.run(&["issue-invoices", "--now", &at(start + Duration::minutes(30)), "--in-flight-margin", "0"]);
+    let out = w.run(&["status", "--json", "--now", &at(start + Duration::hours(3) + Duration::minutes(10))]);
+    assert_eq!(out.status.code(), Some(3), "{}", stdout(&out));
+    assert_eq!(json(&out)["campaign"]["stuckSlots"], serde_json::json!([1]), "{}", stdout(&out));
+    let out = w.run(&["status", "--now", &at(start + Duration::hours(3) + Duration::minutes(10))]);
+    assert!(stdout(&out).contains("slot 1/8: still being completed"), "{}", stdout(&out));
+}
