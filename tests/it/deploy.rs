@@ -1,9 +1,13 @@
-//! The shipped systemd units verify with `systemd-analyze verify`, and the crontab example's
-//! lines are well-formed and use flock and the environment file; a database that root creates
-//! by hand in the service's directory stays the service's.
+//! The shipped systemd units verify with `systemd-analyze verify` and run as one declared
+//! user; the crontab example's lines are well-formed and use flock and the environment file;
+//! the env example reads the same in stark-sweep and in `sh`; a database that root creates by
+//! hand in the service's directory stays the service's.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::os::unix::process::CommandExt as _;
+use std::path::Path;
+use std::process::Command;
 
 use stark_sweep::sandbox::{PayOptions, SandboxConfig};
 
@@ -44,17 +48,31 @@ fn systemd_units_verify() {
         .expect("systemd-analyze is required (scripts/test installs the systemd package)");
     assert!(out.status.success(), "systemd-analyze verify failed:\n{}", util::stderr(&out));
     assert_eq!(util::stderr(&out).trim(), "", "systemd-analyze printed warnings");
+    // One declared user for every unit (with DynamicUser= each unit got its own UID and systemd
+    // re-owned the shared state directory to whichever started), and the one configuration
+    // file, parsed by stark-sweep itself, with the key as a credential that wins over the file.
+    let sysusers = std::fs::read_to_string(util::repo().join("systemd/stark-sweep.sysusers.conf")).unwrap();
+    let declared: Vec<&str> = sysusers.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')).collect();
+    assert_eq!(declared, [r#"u stark-sweep - "stark-sweep" /var/lib/stark-sweep"#]);
     for unit in names.iter().filter(|n| n.ends_with(".service")) {
         let text = std::fs::read_to_string(dir.path().join(unit)).unwrap();
+        let settings: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
         for required in [
-            "DynamicUser=yes",
+            "User=stark-sweep",
+            "Group=stark-sweep",
             "StateDirectory=stark-sweep",
             "ProtectSystem=strict",
             "NoNewPrivileges=yes",
             "PrivateTmp=yes",
-            "LoadCredential=starkbank-private-key:",
+            "LoadCredential=stark-sweep.env:/etc/stark-sweep/stark-sweep.env",
+            "LoadCredential=starkbank-private-key:/etc/stark-sweep/private-key.pem",
+            "Environment=STARK_SWEEP_ENV_FILE=%d/stark-sweep.env",
+            "Environment=STARKBANK_PRIVATE_KEY_PATH=%d/starkbank-private-key",
         ] {
-            assert!(text.contains(required), "{unit} lacks {required}");
+            assert!(settings.contains(&required), "{unit} lacks {required}");
+        }
+        for banned in ["DynamicUser=", "EnvironmentFile="] {
+            assert!(!settings.iter().any(|l| l.starts_with(banned)), "{unit} has {banned}");
         }
     }
     let timer = std::fs::read_to_string(dir.path().join("stark-sweep-invoices.timer")).unwrap();
@@ -62,6 +80,8 @@ fn systemd_units_verify() {
     assert!(timer.contains("OnCalendar=*-*-* *:00/15:00") && timer.contains("Persistent=true"));
     let webhook = std::fs::read_to_string(dir.path().join("stark-sweep-webhook.service")).unwrap();
     assert!(webhook.contains("Restart=always"));
+    // `systemctl enable` (README step 6) must have somewhere to link the listener.
+    assert!(webhook.contains("[Install]\n") && webhook.contains("WantedBy=multi-user.target"), "{webhook}");
 }
 
 #[test]
@@ -76,6 +96,120 @@ fn crontab_example_is_well_formed() {
     }
     assert!(jobs[0].starts_with("*/15 * * * *") && jobs[0].contains("flock -n") && jobs[0].contains("issue-invoices"));
     assert!(jobs[1].starts_with("* * * * *") && jobs[1].contains("flock -n") && jobs[1].contains("process-events"));
+}
+
+/// The env example with its commented `#NAME=value` lines (the defaults shown) uncommented.
+fn env_example_uncommented() -> String {
+    let text = std::fs::read_to_string(util::repo().join("systemd/stark-sweep.env.example")).unwrap();
+    let setting = |l: &str| {
+        l.split_once('=').is_some_and(|(n, _)| {
+            !n.is_empty() && n.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        })
+    };
+    text.lines()
+        .map(|l| l.strip_prefix('#').filter(|rest| setting(rest)).unwrap_or(l))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+/// NAME=value pairs as stark-sweep reads them (dotenvy, the parser behind `--env-file`).
+fn dotenv_pairs(text: &str) -> BTreeMap<String, String> {
+    dotenvy::from_read_iter(text.as_bytes()).map(|r| r.unwrap_or_else(|e| panic!("not a .env file: {e}"))).collect()
+}
+
+/// The variables that `sh` exports after `set -a; . FILE`, from an empty environment.
+fn sh_pairs(file: &Path) -> BTreeMap<String, String> {
+    let out = Command::new("sh")
+        .args(["-c", r#"set -a; . "$1"; exec env -0"#, "sh"])
+        .arg(file)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .unwrap();
+    assert!(out.status.success() && out.stderr.is_empty(), "sh could not source {}: {}", file.display(), stderr(&out));
+    out.stdout
+        .split(|b| *b == 0)
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| {
+            let kv = String::from_utf8_lossy(kv);
+            let (k, v) = kv.split_once('=').unwrap();
+            (k.to_string(), v.to_string())
+        })
+        .collect()
+}
+
+/// Regression: the example's `#STARK_SWEEP_TARGET_NAME=Stark Bank S.A.`, once uncommented,
+/// broke `.env` parsing and the crontab line that sourced the file (`Bank: not found`). Every
+/// setting, the commented ones too, must mean the same to stark-sweep and to `sh`, and the
+/// binary must run on the file and use what it says.
+#[test]
+fn env_example_reads_the_same_in_stark_sweep_and_sh() {
+    let w = World::new(SandboxConfig { pay_rate: 0.0, time_scale: 3600.0, seed: 6, ..SandboxConfig::default() });
+    let text = env_example_uncommented();
+    let file = w.dir.path().join("stark-sweep.env");
+    std::fs::write(&file, &text).unwrap();
+    let names: BTreeSet<&str> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(|l| l.split_once('=').unwrap_or_else(|| panic!("not NAME=value: {l}")).0)
+        .collect();
+    let parsed = dotenv_pairs(&text);
+    assert_eq!(parsed.keys().map(String::as_str).collect::<BTreeSet<_>>(), names);
+    let sourced = sh_pairs(&file);
+    for name in &names {
+        assert_eq!(sourced.get(*name), parsed.get(*name), "{name} differs between sh and stark-sweep");
+    }
+    for (name, value) in [
+        ("STARK_SWEEP_TARGET_NAME", "Stark Bank S.A."),
+        ("STARKBANK_PRIVATE_KEY_PATH", "/etc/stark-sweep/private-key.pem"),
+        ("STARK_SWEEP_DB", "/var/lib/stark-sweep/stark-sweep.db"),
+    ] {
+        assert_eq!(parsed.get(name).map(String::as_str), Some(value), "{name}");
+    }
+
+    // The binary on the file: the environment (the emulator's project, key, URL, database and
+    // workspace) wins; everything else, log format and target included, comes from the file.
+    let with_file = |args: &[&str]| {
+        let mut c = w.cmd(&[&["--env-file", file.to_str().unwrap()], args].concat());
+        c.env("STARKBANK_WORKSPACE_ID", w.sandbox.workspace_id());
+        c.output().unwrap()
+    };
+    let out = with_file(&["issue-invoices", "--json", "--now", &at(w.sandbox.now())]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let logs: Vec<&str> = std::str::from_utf8(&out.stderr).unwrap().lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!logs.is_empty(), "no log lines");
+    for line in logs {
+        serde_json::from_str::<serde_json::Value>(line)
+            .unwrap_or_else(|e| panic!("STARK_SWEEP_LOG_FORMAT=json from the file, yet ({e}): {line}"));
+    }
+    let invoices = json(&out)["invoices"].as_array().unwrap().clone();
+    let number = |name: &str| parsed[name].parse::<i64>().unwrap();
+    assert!(
+        (number("STARK_SWEEP_INVOICES_MIN")..=number("STARK_SWEEP_INVOICES_MAX")).contains(&(invoices.len() as i64))
+    );
+    let first = invoices[0]["invoiceId"].as_str().unwrap().to_string();
+    w.sandbox.pay_invoice(&first, PayOptions::default()).unwrap();
+    let mut sent = None;
+    for _ in 0..100 {
+        let out = with_file(&["process-events"]);
+        assert!(matches!(out.status.code(), Some(0 | 75)), "{}", stderr(&out));
+        sent = w.sandbox.snapshot().transfers.into_iter().find(|t| t.tags.contains(&format!("invoice-{first}")));
+        if sent.is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let sent = sent.expect("no transfer for the paid invoice");
+    for (name, got) in [
+        ("STARK_SWEEP_TARGET_BANK_CODE", &sent.bank_code),
+        ("STARK_SWEEP_TARGET_BRANCH", &sent.branch_code),
+        ("STARK_SWEEP_TARGET_ACCOUNT", &sent.account_number),
+        ("STARK_SWEEP_TARGET_NAME", &sent.name),
+        ("STARK_SWEEP_TARGET_TAX_ID", &sent.tax_id),
+        ("STARK_SWEEP_TARGET_ACCOUNT_TYPE", &sent.account_type),
+    ] {
+        assert_eq!(got, &parsed[name], "{name}");
+    }
 }
 
 /// Regression guard for commands run by hand as root with `--env-file` (README): a
