@@ -1,7 +1,7 @@
 //! The shipped systemd units verify with `systemd-analyze verify` and run as one declared
-//! user; the crontab example's lines are well-formed and use flock and the environment file;
-//! the env example reads the same in stark-sweep and in `sh`; a database that root creates by
-//! hand in the service's directory stays the service's.
+//! user; the crontab example's lines are well-formed and run as written; the env example reads
+//! the same in stark-sweep and in `sh`; a database that root creates by hand in the service's
+//! directory stays the service's. (`real_systemd.rs` runs the units themselves.)
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
@@ -11,7 +11,7 @@ use std::process::Command;
 
 use stark_sweep::sandbox::{PayOptions, SandboxConfig};
 
-use crate::util::{self, World, at, json, stderr};
+use crate::util::{self, World, at, json, stderr, stdout};
 
 #[test]
 fn systemd_units_verify() {
@@ -92,7 +92,10 @@ fn crontab_example_is_well_formed() {
     assert_eq!(jobs.len(), 3, "{jobs:?}");
     for job in &jobs {
         assert_eq!(job.split_whitespace().take(5).count(), 5);
-        assert!(job.contains(". $ENV"), "{job}");
+        // Every command reads the units' file with stark-sweep's own parser, never `sh`'s.
+        assert_eq!(job.matches("$BIN").count(), job.matches("$BIN --env-file $ENV ").count(), "{job}");
+        assert!(job.contains("$BIN --env-file $ENV "), "{job}");
+        assert!(!job.contains(". $ENV") && !job.contains("set -a"), "{job}");
     }
     assert!(jobs[0].starts_with("*/15 * * * *") && jobs[0].contains("flock -n") && jobs[0].contains("issue-invoices"));
     assert!(jobs[1].starts_with("* * * * *") && jobs[1].contains("flock -n") && jobs[1].contains("process-events"));
@@ -210,6 +213,95 @@ fn env_example_reads_the_same_in_stark_sweep_and_sh() {
     ] {
         assert_eq!(got, &parsed[name], "{name}");
     }
+}
+
+/// The crontab's three jobs, run as cron runs them (its variables, `SHELL`, an empty
+/// environment), against the emulator: the configuration reaches every command through
+/// `--env-file $ENV` alone.
+#[test]
+fn crontab_jobs_run_as_written() {
+    let w = World::new(SandboxConfig { pay_rate: 0.0, seed: 7, ..SandboxConfig::default() });
+    let text = std::fs::read_to_string(util::repo().join("crontab.example")).unwrap();
+    let mut vars: BTreeMap<String, String> = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.starts_with(' '))
+        .filter_map(|l| l.split_once('='))
+        .filter(|(k, _)| !k.is_empty() && k.chars().all(|c| c.is_ascii_uppercase()))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    // The same file and binary as the units.
+    assert_eq!(vars["ENV"], "/etc/stark-sweep/stark-sweep.env");
+    assert_eq!(vars["BIN"], "/usr/local/bin/stark-sweep");
+    let state = w.dir.path().join("state");
+    let home = w.dir.path().join("home");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::create_dir(&home).unwrap();
+    let env_file = w.dir.path().join("stark-sweep.env");
+    let mut conf = String::new();
+    for line in std::fs::read_to_string(util::repo().join("systemd/stark-sweep.env.example")).unwrap().lines() {
+        let line = match line.split_once('=').map(|(k, _)| k) {
+            Some("STARKBANK_PROJECT_ID") => format!("STARKBANK_PROJECT_ID={}", w.sandbox.project_id()),
+            Some("STARKBANK_PRIVATE_KEY_PATH") => {
+                format!("STARKBANK_PRIVATE_KEY_PATH={}", w.sandbox.private_key_path().unwrap().display())
+            }
+            Some("STARK_SWEEP_DB") => format!("STARK_SWEEP_DB={}", state.join("stark-sweep.db").display()),
+            _ => line.to_string(),
+        };
+        conf.push_str(&line);
+        conf.push('\n');
+    }
+    conf.push_str(&format!("STARKBANK_API_URL={}\nSTARK_SWEEP_HTTP_TIMEOUT=10\n", w.sandbox.url()));
+    std::fs::write(&env_file, conf).unwrap();
+    let log = w.dir.path().join("stark-sweep.log");
+    vars.insert("ENV".into(), env_file.display().to_string());
+    vars.insert("BIN".into(), util::bin().display().to_string());
+    vars.insert("LOG".into(), log.display().to_string());
+    let jobs: Vec<String> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#') && !l.contains('='))
+        .map(|l| {
+            // The command is what follows the five time fields.
+            let mut rest = l.trim_start();
+            for _ in 0..5 {
+                rest = rest[rest.find(char::is_whitespace).unwrap()..].trim_start();
+            }
+            rest.replace("/var/lib/stark-sweep/", &format!("{}/", state.display()))
+        })
+        .collect();
+    assert_eq!(jobs.len(), 3);
+    let cron = |job: &str| {
+        Command::new(&vars["SHELL"])
+            .arg("-c")
+            .arg(job)
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .envs(&vars)
+            .current_dir(&home)
+            .output()
+            .unwrap()
+    };
+    let issue = cron(&jobs[0]);
+    assert!(
+        issue.status.success(),
+        "{}: {}{}",
+        jobs[0],
+        stderr(&issue),
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let issued = w.sandbox.snapshot().invoices.len();
+    assert!((8..=12).contains(&issued), "{issued} invoices; log:\n{}", std::fs::read_to_string(&log).unwrap());
+    let process = cron(&jobs[1]);
+    assert!(process.status.success(), "{}: {}", jobs[1], std::fs::read_to_string(&log).unwrap());
+    // The alert job prints (to cron's mail) only when status fails.
+    let status = cron(&jobs[2]);
+    assert!(
+        status.status.success() && status.stdout.is_empty() && status.stderr.is_empty(),
+        "{}: {}{}",
+        jobs[2],
+        stdout(&status),
+        stderr(&status)
+    );
+    assert!(std::fs::metadata(&log).unwrap().len() > 0, "nothing appended to $LOG");
 }
 
 /// Regression guard for commands run by hand as root with `--env-file` (README): a
