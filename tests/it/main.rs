@@ -15,6 +15,7 @@ mod issue_invoices;
 mod listeners;
 mod process_events;
 mod properties;
+mod real_systemd;
 mod recovery;
 mod sandbox;
 mod serve_webhook;
