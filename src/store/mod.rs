@@ -1,8 +1,9 @@
 //! All SQL lives here. One SQLite file, WAL mode, a busy timeout, foreign keys on, and
 //! `synchronous=FULL` so a commit that answered 200 survives a power cut.
 //!
-//! Owns: opening (with a 0600 file), embedded migrations run on open, and the queries of each
-//! part of the product (`events`, `campaign`, `sweep`). Does not own: HTTP or decisions.
+//! Owns: opening (with a 0600 file, owned by its directory's owner), embedded migrations run on
+//! open, and the queries of each part of the product (`events`, `campaign`, `sweep`). Does not
+//! own: HTTP or decisions.
 
 mod campaign;
 mod events;
@@ -60,10 +61,11 @@ impl Store {
         }
         if !path.exists() {
             // Create it ourselves so it is never world-readable, whatever the umask.
-            if let Err(e) = crate::files::write_private_file(path, b"", false)
-                && e.kind() != std::io::ErrorKind::AlreadyExists
-            {
-                return Err(e).with_context(|| format!("creating the database {}", path.display()));
+            match crate::files::write_private_file(path, b"", false) {
+                Ok(()) => give_to_directory_owner(path)?,
+                // Another process created it first.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e).with_context(|| format!("creating the database {}", path.display())),
             }
         }
         let conn = Connection::open(path).with_context(|| format!("opening the database {}", path.display()))?;
@@ -217,14 +219,36 @@ fn lock_path(db: &Path, name: &str) -> PathBuf {
 
 fn open_lock(path: &Path) -> anyhow::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt as _;
-    std::fs::OpenOptions::new()
+    let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .mode(0o600)
         .open(path)
-        .with_context(|| format!("opening the lock file {}", path.display()))
+        .with_context(|| format!("opening the lock file {}", path.display()))?;
+    give_to_directory_owner(path)?;
+    Ok(file)
+}
+
+/// A file of ours that root owns, in a directory that another user owns, is given to that user:
+/// root running a command by hand in the service's state directory (`--env-file`) must not
+/// leave a database or lock file that the service, running as that user, cannot open. SQLite
+/// itself does the same for the `-wal` and `-shm` files of a database it opens as root.
+fn give_to_directory_owner(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt as _;
+    let dir = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    let owner = |p: &Path| std::fs::metadata(p).with_context(|| format!("checking the owner of {}", p.display()));
+    let (file, dir) = (owner(path)?, owner(dir)?);
+    // Only root makes root-owned files, and only root may give them away.
+    if file.uid() != 0 || dir.uid() == 0 {
+        return Ok(());
+    }
+    std::os::unix::fs::chown(path, Some(dir.uid()), Some(dir.gid()))
+        .with_context(|| format!("giving {} to the owner of its directory (uid {})", path.display(), dir.uid()))
 }
 
 /// Current UTC time as stored text.

@@ -16,6 +16,7 @@ mod listeners;
 mod operator;
 mod process_events;
 mod properties;
+mod real_systemd;
 mod recovery;
 mod sandbox;
 mod serve_webhook;
