@@ -860,7 +860,8 @@ fn send(
     // act on now: proven once per run, before anything is claimed or sent.
     crate::workspace::verify_before_sending(client, store, opts.workspace_id.as_deref(), now)?;
     let new: Vec<SendRow> = plan.iter().filter(|p| !p.resend).map(|p| p.send.clone()).collect();
-    let claimed = store.claim_sends_within(&new, &opts.limits, now)?;
+    let again: Vec<SendRow> = plan.iter().filter(|p| p.resend).map(|p| p.send.clone()).collect();
+    let claimed = store.claim_sends_within(&new, &again, &opts.limits, now)?;
     if let Some((reason, since)) = claimed.stopped {
         report.kill_switch = Some(format!("{reason} (since {since})"));
         return Ok(());
@@ -869,10 +870,8 @@ fn send(
         log::warn!("invoice {invoice_id}: {reason}");
         report.held.push(Attention { invoice_id, reason });
     }
-    let plan: Vec<Planned> = plan
-        .into_iter()
-        .filter(|p| p.resend || claimed.claimed.iter().any(|c| c.external_id == p.send.external_id))
-        .collect();
+    let plan: Vec<Planned> =
+        plan.into_iter().filter(|p| claimed.claimed.iter().any(|c| c.external_id == p.send.external_id)).collect();
     if opts.dry_run {
         report.would_send.extend(plan.iter().map(|p| WouldSend {
             invoice_id: p.send.invoice_id.clone(),
@@ -902,6 +901,12 @@ fn send_chunk(
     now: DateTime<Utc>,
     report: &mut Report,
 ) -> anyhow::Result<()> {
+    // The kill switch again before every request: engaged during a long run, it stops the
+    // requests not yet made (their claims stay, resolved by lookup like any unsent claim).
+    if let Some((reason, since)) = store.kill_switch()? {
+        report.kill_switch = Some(format!("{reason} (since {since})"));
+        return Ok(());
+    }
     let body: Vec<NewTransfer> =
         chunk.iter().map(|p| transfer_for(&opts.target, &p.send.invoice_id, p.send.amount, p.send.attempt)).collect();
     report.transfer_requests += 1;

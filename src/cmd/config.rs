@@ -105,11 +105,32 @@ pub fn client_config(api: &ApiArgs) -> anyhow::Result<ClientConfig> {
 /// Whether these API settings reach Stark Bank's production: the environment says so, or the
 /// API URL is production's host (an override does not make production safe to stumble into).
 pub fn is_production(api: &ApiArgs) -> bool {
-    let url_is_production = api.api_url.as_deref().is_some_and(|u| {
-        let host = u.trim().trim_start_matches("https://").trim_start_matches("http://");
-        host.split(['/', ':']).next().is_some_and(|h| h.eq_ignore_ascii_case("api.starkbank.com"))
-    });
-    api.environment == Some(Environment::Production) || url_is_production
+    api.environment == Some(Environment::Production) || api.api_url.as_deref().is_some_and(url_may_be_production)
+}
+
+/// Fails closed: an API URL is taken for production unless its host is Stark Bank's sandbox or
+/// this machine (the emulator). A proxy, an alias, `user@host`, a trailing dot: production.
+fn url_may_be_production(url: &str) -> bool {
+    let Ok(parsed) = reqwest::Url::parse(url.trim()) else { return true };
+    let host = parsed.host_str().unwrap_or_default().trim_end_matches('.').to_ascii_lowercase();
+    let loopback = host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    !(loopback || host == "sandbox.api.starkbank.com")
+}
+
+/// `--now` moves the business clock, and with it the 24-hour outflow window: a drill setting,
+/// refused where money is real.
+pub fn refuse_drill_clock_in_production(clock: &crate::clock::Clock, api: &ApiArgs) -> anyhow::Result<()> {
+    if clock.is_overridden() && is_production(api) {
+        return Err(error::config(
+            "STARK_SWEEP_NOW / --now is set in production: it moves the campaign and the 24-hour outflow window; to fix: remove it (it is for drills on the sandbox)",
+        ));
+    }
+    Ok(())
 }
 
 /// A ready client, or the configuration error that prevents one.
@@ -166,5 +187,24 @@ mod tests {
         assert_eq!(client_config(&a).unwrap().base_url, "http://127.0.0.1:9000");
         a.api_url = Some("127.0.0.1:9000".into());
         assert!(client_config(&a).unwrap_err().to_string().contains("STARKBANK_API_URL"));
+    }
+
+    /// Found by review of #19: only the exact host `api.starkbank.com` counted as production.
+    #[test]
+    fn any_api_url_but_the_sandbox_or_loopback_is_production() {
+        for url in [
+            "https://api.starkbank.com",
+            "https://x@api.starkbank.com/v2",
+            "https://API.starkbank.com./",
+            "https://proxy.internal:8443",
+            "not a url",
+        ] {
+            assert!(url_may_be_production(url), "{url}");
+        }
+        for url in
+            ["https://sandbox.api.starkbank.com", "http://127.0.0.1:9000", "http://localhost:1", "http://[::1]:9"]
+        {
+            assert!(!url_may_be_production(url), "{url}");
+        }
     }
 }

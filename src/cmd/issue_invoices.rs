@@ -124,6 +124,7 @@ enum Outcome {
 pub fn run(ctx: &Ctx, args: &IssueArgs) -> anyhow::Result<Status> {
     let plan = Plan::from_args(args)?;
     // Invoices to made-up people are real charges to real tax ids in production.
+    super::config::refuse_drill_clock_in_production(&ctx.clock, &ctx.api)?;
     if super::config::is_production(&ctx.api) && !args.allow_random_payers_in_production && !args.dry_run {
         return Err(error::config(
             "production: this campaign issues invoices to randomly generated people, real charges to whoever holds those tax ids; refused; to fix: use the sandbox, or pass --allow-random-payers-in-production (STARK_SWEEP_ALLOW_RANDOM_PAYERS_IN_PRODUCTION=true) if that is really intended",

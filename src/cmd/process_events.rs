@@ -42,18 +42,18 @@ pub fn options(a: &SweepArgs, reconcile: bool, production: bool) -> anyhow::Resu
         )));
     }
     if production {
+        // The bank, branch and account typed again: a change to any of the three stops it.
+        let expected = confirmation_of(&target);
         match a.confirm_target_account.as_deref().map(str::trim) {
-            Some(c) if c == target.account_number => {}
+            Some(c) if c == expected => {}
             Some(c) => {
                 return Err(error::config(format!(
-                    "STARK_SWEEP_CONFIRM_TARGET_ACCOUNT=`{c}` does not match STARK_SWEEP_TARGET_ACCOUNT=`{}`: nothing is sent to an account not confirmed; to fix: check the target, then type its account number again in STARK_SWEEP_CONFIRM_TARGET_ACCOUNT",
-                    target.account_number
+                    "STARK_SWEEP_CONFIRM_TARGET_ACCOUNT=`{c}` does not match the configured target `{expected}` (STARK_SWEEP_TARGET_BANK_CODE/_BRANCH/_ACCOUNT): nothing is sent to an account not confirmed; to fix: check the target, then type it again as BANK/BRANCH/ACCOUNT in STARK_SWEEP_CONFIRM_TARGET_ACCOUNT",
                 )));
             }
             None => {
                 return Err(error::config(format!(
-                    "production: the target account is not confirmed; nothing is sent; to fix: set STARK_SWEEP_CONFIRM_TARGET_ACCOUNT={} after checking it is the account money must go to",
-                    target.account_number
+                    "production: the target account is not confirmed; nothing is sent; to fix: set STARK_SWEEP_CONFIRM_TARGET_ACCOUNT={expected} (BANK/BRANCH/ACCOUNT) after checking it is the account money must go to",
                 )));
             }
         }
@@ -84,8 +84,14 @@ pub fn options(a: &SweepArgs, reconcile: bool, production: bool) -> anyhow::Resu
     })
 }
 
+/// What the operator types to confirm a target: `BANK/BRANCH/ACCOUNT`.
+fn confirmation_of(t: &Target) -> String {
+    format!("{}/{}/{}", t.bank_code.trim(), t.branch_code.trim(), t.account_number.trim())
+}
+
 pub fn run(ctx: &Ctx, args: &ProcessArgs) -> anyhow::Result<Status> {
     let production = super::config::is_production(&ctx.api);
+    super::config::refuse_drill_clock_in_production(&ctx.clock, &ctx.api)?;
     if args.dry_run {
         return dry_run(ctx, args, production);
     }
@@ -137,7 +143,9 @@ fn dry_run(ctx: &Ctx, args: &ProcessArgs, production: bool) -> anyhow::Result<St
         Ok(opts) => (opts, None),
         Err(e) if production && error::classify(&e) == error::ExitKind::Config => {
             let mut unconfirmed = args.sweep.clone();
-            unconfirmed.confirm_target_account = Some(unconfirmed.target_account.clone());
+            let t = &unconfirmed;
+            unconfirmed.confirm_target_account =
+                Some(format!("{}/{}/{}", t.target_bank_code.trim(), t.target_branch.trim(), t.target_account.trim()));
             (options(&unconfirmed, !args.no_reconcile, production)?, Some(error::one_line(&e)))
         }
         Err(e) => return Err(e),

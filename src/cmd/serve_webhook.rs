@@ -25,6 +25,7 @@ const KEY_REFETCH: Duration = Duration::from_secs(60);
 const MAX_BODY_LIMIT: u64 = 64 * 1024 * 1024;
 
 pub fn run(ctx: &Ctx, args: &ServeArgs) -> anyhow::Result<Status> {
+    config::refuse_drill_clock_in_production(&ctx.clock, &ctx.api)?;
     let (listen, body_limit) = (args.listen.as_str(), args.body_limit);
     if body_limit == 0 || body_limit > MAX_BODY_LIMIT {
         return Err(error::config(format!(

@@ -669,9 +669,14 @@ impl Store {
     /// limit. A send over a limit is not claimed: its credit is held, with the reason (unless an
     /// operator approved it with --retry-attention, once). The unique (invoice, attempt) and
     /// externalId constraints make a double claim impossible.
+    ///
+    /// Re-sends (`resend`: a send already claimed whose request must go again) pass the same
+    /// checks, against the limits as they are now, and are re-stamped `claimed_at = now`, so a
+    /// send refused for days counts in the window of the day it really leaves.
     pub fn claim_sends_within(
         &mut self,
         sends: &[SendRow],
+        resends: &[SendRow],
         limits: &OutflowLimits,
         now: DateTime<Utc>,
     ) -> anyhow::Result<Claimed> {
@@ -681,8 +686,13 @@ impl Store {
             out.stopped = Some(k);
             return Ok(out);
         }
-        let mut window = outflow_since(&tx, now - chrono::Duration::hours(24))?;
-        for s in sends {
+        let since = now - chrono::Duration::hours(24);
+        let mut window = outflow_since(&tx, since)?;
+        let all = resends.iter().map(|s| (s, true)).chain(sends.iter().map(|s| (s, false)));
+        for (s, resend) in all {
+            // A re-send stamped inside the window is already counted in it.
+            let counted = resend && crate::starkbank::time::parse(&s.claimed_at).is_some_and(|t| t > since);
+            let after = if counted { Some(window) } else { window.checked_add(s.amount) };
             let approved: bool = tx
                 .prepare_cached("SELECT limit_approved = 1 FROM credits WHERE invoice_id = ?1")?
                 .query_row([&s.invoice_id], |r| r.get(0))
@@ -695,11 +705,16 @@ impl Store {
                     "held: {} cents is over the limit per transfer ({} cents, STARK_SWEEP_MAX_TRANSFER); raise it, or approve this one with process-events --retry-attention",
                     s.amount, limits.max_transfer
                 ))
-            } else if window + s.amount > limits.max_24h {
+            } else if s.amount > limits.max_24h {
+                Some(format!(
+                    "held: {} cents is over the whole 24-hour limit ({} cents, STARK_SWEEP_MAX_OUTFLOW_24H): no room will ever free for it; raise the limit, or approve this one with process-events --retry-attention",
+                    s.amount, limits.max_24h
+                ))
+            } else if after.is_none_or(|a| a > limits.max_24h) {
                 Some(format!(
                     "held: {} cents would take the last 24 hours' outflow to {} cents, over the limit of {} cents (STARK_SWEEP_MAX_OUTFLOW_24H); it goes when room frees or the limit is raised, or approve it with process-events --retry-attention",
                     s.amount,
-                    window + s.amount,
+                    after.map_or_else(|| "more than i64".to_string(), |a| a.to_string()),
                     limits.max_24h
                 ))
             } else {
@@ -713,6 +728,17 @@ impl Store {
                 out.held.push((s.invoice_id.clone(), reason));
                 continue;
             }
+            if resend {
+                tx.execute("UPDATE sends SET claimed_at = ?2 WHERE external_id = ?1", params![s.external_id, ts(now)])?;
+                tx.execute(
+                    "UPDATE credits SET limit_approved = 0, reason = CASE WHEN state = 'held' THEN NULL ELSE reason END,
+                        state = CASE WHEN state = 'held' THEN 'open' ELSE state END WHERE invoice_id = ?1",
+                    [&s.invoice_id],
+                )?;
+                window = after.unwrap_or(window);
+                out.claimed.push(s.clone());
+                continue;
+            }
             tx.execute(
                 "INSERT INTO sends (external_id, invoice_id, attempt, amount, claimed_at, target) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![s.external_id, s.invoice_id, s.attempt, s.amount, s.claimed_at, s.target],
@@ -722,7 +748,7 @@ impl Store {
                     reason = CASE WHEN state = 'held' THEN NULL ELSE reason END WHERE invoice_id = ?1",
                 [&s.invoice_id],
             )?;
-            window += s.amount;
+            window = after.unwrap_or(window);
             out.claimed.push(s.clone());
         }
         tx.commit()?;
@@ -952,7 +978,7 @@ fn flag_reversed(tx: &rusqlite::Transaction<'_>, r: &ReversedLog) -> rusqlite::R
             "the invoice was reversed (its amount is now {} cents) after its credit was swept: the reversed money left the balance twice; check with Stark Bank",
             r.amount
         ),
-        Some("open" | "attention") => {
+        Some("open" | "attention" | "held") => {
             // Not swept yet: what is left to sweep is what the invoice still holds.
             tx.execute(
                 "UPDATE credits SET net = MAX(?2 - fee, 0) WHERE invoice_id = ?1",

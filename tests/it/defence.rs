@@ -54,13 +54,22 @@ fn production_is_opted_into_not_stumbled_into() {
     let w = world(41);
     let now = at(w.sandbox.now());
     let before = w.sandbox.snapshot().requests.len();
-    let out = w.cmd(&["issue-invoices", "--now", &now]).env("STARKBANK_ENVIRONMENT", "production").output().unwrap();
+    // A drill clock is refused where money is real (found by review: --now moved the 24-hour
+    // outflow window); the production runs below use the real clock.
+    for cmd in
+        [&["issue-invoices", "--now", &now][..], &["process-events", "--now", &now], &["serve-webhook", "--now", &now]]
+    {
+        let out = w.cmd(cmd).env("STARKBANK_ENVIRONMENT", "production").output().unwrap();
+        assert_eq!(out.status.code(), Some(78), "{cmd:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("STARK_SWEEP_NOW"), "{}", stderr(&out));
+    }
+    let out = w.cmd(&["issue-invoices"]).env("STARKBANK_ENVIRONMENT", "production").output().unwrap();
     assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
     assert!(stderr(&out).contains("--allow-random-payers-in-production"), "{}", stderr(&out));
     assert_eq!(w.sandbox.snapshot().requests.len(), before, "no request was sent");
     // Opted in, it issues.
     let out = w
-        .cmd(&["issue-invoices", "--json", "--now", &now, "--allow-random-payers-in-production"])
+        .cmd(&["issue-invoices", "--json", "--allow-random-payers-in-production"])
         .env("STARKBANK_ENVIRONMENT", "production")
         .output()
         .unwrap();
@@ -75,7 +84,7 @@ fn production_is_opted_into_not_stumbled_into() {
 
     // The sweep refuses until the target account is typed again, and refuses a wrong one.
     let sweep = |confirm: Option<&str>| {
-        let mut c = w.cmd(&["process-events", "--now", &at(w.sandbox.now())]);
+        let mut c = w.cmd(&["process-events"]);
         c.env("STARKBANK_ENVIRONMENT", "production");
         if let Some(confirm) = confirm {
             c.env("STARK_SWEEP_CONFIRM_TARGET_ACCOUNT", confirm);
@@ -83,14 +92,18 @@ fn production_is_opted_into_not_stumbled_into() {
         c.output().unwrap()
     };
     let requests_before = w.sandbox.snapshot().requests.len();
-    for confirm in [None, Some("6341320293482495")] {
+    // Only the bank, branch and account typed again confirm; the account alone, a typo, or a
+    // confirmation of another bank code (found by review: only the account was compared) do not.
+    for confirm in
+        [None, Some("6341320293482496"), Some("20018183/0001/6341320293482495"), Some("341/0001/6341320293482496")]
+    {
         let out = sweep(confirm);
         assert_eq!(out.status.code(), Some(78), "{confirm:?}: {}", stderr(&out));
         assert_eq!(stderr(&out).lines().count(), 1, "one line: {}", stderr(&out));
         assert!(stderr(&out).contains("STARK_SWEEP_CONFIRM_TARGET_ACCOUNT"), "{}", stderr(&out));
     }
     assert_eq!(w.sandbox.snapshot().requests.len(), requests_before, "nothing was sent, not even read");
-    let out = sweep(Some("6341320293482496"));
+    let out = sweep(Some("20018183/0001/6341320293482496"));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(requests(&w, "POST", "/transfer"), 1);
 }
@@ -189,7 +202,7 @@ fn two_claims_at_once_never_both_pass_under_the_limit() {
                     })
                     .collect();
                 barrier.wait();
-                store.claim_sends_within(&sends, &limits, chrono::Utc::now()).unwrap().claimed.len()
+                store.claim_sends_within(&sends, &[], &limits, chrono::Utc::now()).unwrap().claimed.len()
             })
         })
         .collect();
@@ -269,4 +282,21 @@ fn a_dry_run_sends_nothing_and_writes_nothing() {
     // The real run then does what the dry run said.
     let v = json(&process(&w, &["--max-outflow-24h", "45000"]));
     assert_eq!(v["transfersSent"], 2, "{v:#}");
+}
+
+/// Found by review: a held credit whose invoice was reversed stayed held, and raising the limit
+/// later sent the money the payer had got back. A reversal reaches held credits too.
+#[test]
+fn a_held_credit_that_is_reversed_is_never_sent() {
+    let w = world(47);
+    let ids = issue(&w);
+    credit(&w, &ids[..1], Some(50_000));
+    let out = process(&w, &["--max-transfer", "10000"]);
+    assert_eq!(out.status.code(), Some(3), "held: {}", stdout(&out));
+    w.sandbox.reverse_invoice(&ids[0], 0).unwrap();
+    w.sandbox.advance(Duration::minutes(1)).unwrap();
+    drain(&w, &["--max-transfer", "100000"]);
+    assert_eq!(requests(&w, "POST", "/transfer"), 0, "nothing sent for a reversed invoice");
+    let status = w.run_expect(&["status", "--now", &at(w.sandbox.now())], 3);
+    assert!(stdout(&status).contains("reversed"), "{}", stdout(&status));
 }
