@@ -253,15 +253,28 @@ impl httpd::Handler for Webhooks {
         // Logged before answering, so the log never lags behind what a client has seen.
         let ms = started.elapsed().as_secs_f64() * 1e3;
         match &answer.event {
-            Some(e) => log::info!(
-                "webhook {} {}/{}: {} {} in {ms:.1} ms",
-                e.id,
-                e.subscription,
-                e.log_type,
-                answer.status,
-                answer.outcome
+            Some(e) => {
+                let (invoice_id, transfer_id) = match e.subscription.as_str() {
+                    "invoice" => (Some(e.resource_id.as_str()), None),
+                    "transfer" => (None, Some(e.resource_id.as_str())),
+                    _ => (None, None),
+                };
+                log::info!(
+                    event_id = e.id.as_str(), subscription = e.subscription.as_str(), log_type = e.log_type.as_str(),
+                    invoice_id = invoice_id, transfer_id = transfer_id, status = answer.status,
+                    outcome = answer.outcome, latency_ms = ms;
+                    "webhook {} {}/{}: {} {} in {ms:.1} ms",
+                    e.id,
+                    e.subscription,
+                    e.log_type,
+                    answer.status,
+                    answer.outcome
+                )
+            }
+            None => log::info!(
+                status = answer.status, outcome = answer.outcome, latency_ms = ms;
+                "webhook -: {} {} in {ms:.1} ms", answer.status, answer.outcome
             ),
-            None => log::info!("webhook -: {} {} in {ms:.1} ms", answer.status, answer.outcome),
         }
         result(answer.status, answer.outcome)
     }
@@ -311,11 +324,14 @@ impl Webhooks {
         match self.whose(&mut summary) {
             Whose::Ours => {}
             Whose::Other(why) => {
-                log::warn!("webhook {}: another workspace's event, not stored: {why}", summary.id);
+                log::warn!(event_id = summary.id.as_str(); "webhook {}: another workspace's event, not stored: {why}", summary.id);
                 return Answer { event: Some(summary), ..refuse(403, "other workspace") };
             }
             Whose::Unknown(why) => {
-                log::warn!("webhook {}: cannot tell whose event this is yet ({why}); answered 503", summary.id);
+                log::warn!(
+                    event_id = summary.id.as_str();
+                    "webhook {}: cannot tell whose event this is yet ({why}); answered 503", summary.id
+                );
                 return Answer { event: Some(summary), ..refuse(503, "workspace unknown") };
             }
         }
