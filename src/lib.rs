@@ -8,6 +8,7 @@ pub mod config; // flags > env > .env > defaults, validated once
 pub mod error; // exit codes and one-line errors
 pub mod httpd; // the HTTP/1.1 server under both listeners (hyper)
 pub mod logging; // stderr logs, text or JSON
+pub mod metrics; // Prometheus text: /metrics from the store and the listener, the jobs' textfile
 pub mod people; // random Brazilian payers with valid CPFs
 pub mod reconcile; // every credit against its transfers, every transfer against a credit
 pub mod redact; // payers' names and tax ids kept out of logs, errors and stored reasons

@@ -6,6 +6,7 @@
 
 mod campaign;
 mod events;
+mod metrics;
 mod settings;
 mod sweep;
 
@@ -17,6 +18,7 @@ use rusqlite::Connection;
 
 pub use campaign::*;
 pub use events::*;
+pub use metrics::*;
 pub use settings::*;
 pub use sweep::*;
 
