@@ -171,6 +171,10 @@ pub struct IssueArgs {
     /// Print the result as JSON on stdout
     #[arg(long)]
     pub json: bool,
+    /// After the run, write its metrics (end, duration, exit code, last success) to this
+    /// node_exporter textfile (`*.prom`, replaced atomically); one file per job
+    #[arg(long, env = "STARK_SWEEP_METRICS_FILE", value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -273,6 +277,10 @@ pub struct ProcessArgs {
     /// Print the result as JSON on stdout
     #[arg(long)]
     pub json: bool,
+    /// After the run, write its metrics (end, duration, exit code, last success) to this
+    /// node_exporter textfile (`*.prom`, replaced atomically); one file per job
+    #[arg(long, env = "STARK_SWEEP_METRICS_FILE", value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
     #[command(flatten)]
     pub sweep: SweepArgs,
 }

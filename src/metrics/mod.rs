@@ -11,6 +11,7 @@
 //! `_total`. No payer data: no label ever holds a name, a tax id or an invoice id.
 
 mod intake;
+pub mod textfile;
 
 use chrono::{DateTime, Utc};
 use prometheus_client::collector::Collector;
