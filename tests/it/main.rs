@@ -13,6 +13,7 @@ mod demo;
 mod deploy;
 mod issue_invoices;
 mod listeners;
+mod monitoring;
 mod process_events;
 mod properties;
 mod recovery;
