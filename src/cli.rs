@@ -94,6 +94,9 @@ pub enum Command {
     ProcessEvents(ProcessArgs),
     /// Campaign, invoices, credits, transfers and their reconciliation
     Status(StatusArgs),
+    /// The whole life of one invoice in time order: its draft and slot, every event, its credit,
+    /// every send and every transfer status (give an invoice, event or transfer id, or an externalId)
+    Trace(TraceArgs),
     /// Manage Stark Bank webhook subscriptions
     #[command(subcommand)]
     Webhook(WebhookCommand),
@@ -295,6 +298,18 @@ pub struct StatusArgs {
     /// A credit not transferred after this many minutes needs attention [default: 30]
     #[arg(long, env = "STARK_SWEEP_STALE_MINUTES", value_name = "MINUTES")]
     pub stale_minutes: Option<i64>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TraceArgs {
+    /// An invoice id, an event id, a transfer id, an externalId, or a draft key
+    pub id: String,
+    /// Print the trace as JSON on stdout
+    #[arg(long)]
+    pub json: bool,
+    /// Also show the payer's name and CPF (hidden otherwise: personal data)
+    #[arg(long)]
+    pub show_payer: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -16,5 +16,6 @@ pub mod sandbox; // the local Stark Bank emulator
 pub mod starkbank; // the API client: keys, signing, requests, resources, events
 pub mod store; // all SQL: migrations, events, campaign, sweep
 pub mod sweep; // the transfer step: credits -> exactly one transfer each
+pub mod trace; // the life of one invoice, in time order, from the store
 pub mod webhook; // the inbound listener: bounded reads -> verify -> group commit -> answer
 pub mod workspace; // which workspace this deployment belongs to: learned, pinned, checked

@@ -9,6 +9,7 @@ pub mod process_events;
 pub mod sandbox;
 pub mod serve_webhook;
 pub mod status;
+pub mod trace;
 pub mod webhook;
 
 use std::io::Write as _;
@@ -101,6 +102,7 @@ fn dispatch(ctx: &Ctx, command: Command) -> anyhow::Result<Status> {
         Command::IssueInvoices(args) => issue_invoices::run(ctx, &args),
         Command::ProcessEvents(args) => process_events::run(ctx, &args),
         Command::Status(args) => status::run(ctx, &args),
+        Command::Trace(args) => trace::run(ctx, &args),
         Command::Sandbox(args) => sandbox::run(ctx, &args),
         Command::KillSwitch(command) => kill_switch::run(ctx, &command),
         Command::Webhook(command) => webhook::run(ctx, &command),

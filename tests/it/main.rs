@@ -19,5 +19,6 @@ mod properties;
 mod recovery;
 mod sandbox;
 mod serve_webhook;
+mod trace;
 mod trust;
 mod vectors;

@@ -180,14 +180,14 @@ fn the_textfile_is_replaced_atomically_and_passes_promtool() {
 // ---- a campaign, scraped -----------------------------------------------------------------------
 
 /// `serve-webhook` on a free port, registered for the emulator's deliveries.
-struct Listener {
+pub(crate) struct Listener {
     child: Child,
     addr: String,
     log: PathBuf,
 }
 
 impl Listener {
-    fn start(w: &World) -> Listener {
+    pub(crate) fn start(w: &World) -> Listener {
         let log = w.dir.path().join("listener.log");
         let child = w
             .cmd(&["serve-webhook", "--listen", "127.0.0.1:0"])
