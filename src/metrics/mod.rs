@@ -287,6 +287,35 @@ mod tests {
     }
 
     #[test]
+    fn slots_due_issued_and_missed_follow_the_calendar() {
+        let start = crate::starkbank::time::parse("2026-01-01T00:00:00+00:00").unwrap();
+        let row = |slot: u32, issued: bool| crate::store::SlotRow {
+            slot,
+            claimed_at: "t".into(),
+            issued_at: issued.then(|| "2026-01-01T00:00:01+00:00".into()),
+            invoices: 8,
+            total: 8000,
+            failed_reason: None,
+        };
+        let f = Figures {
+            campaign: Some(crate::store::CampaignRow {
+                tag: "c".into(),
+                started_at: start,
+                length_seconds: 24 * 3600,
+                slot_seconds: 3 * 3600,
+            }),
+            // Slot 1 issued, slot 2 claimed and unfinished, slot 3 never claimed.
+            slots: vec![row(0, true), row(1, false)],
+            ..Figures::default()
+        };
+        let at = |h: i64| start + chrono::Duration::hours(h);
+        assert_eq!(campaign_figures(&f, at(-1)), (false, 8, 0, 1, 0, 0), "before it starts");
+        assert_eq!(campaign_figures(&f, at(4)), (true, 8, 2, 1, 0, 0));
+        assert_eq!(campaign_figures(&f, at(9)), (true, 8, 4, 1, 1, 0), "slot 3's window closed unclaimed");
+        assert_eq!(campaign_figures(&f, at(30)), (false, 8, 8, 1, 6, 0), "after it ends, every slot is due");
+    }
+
+    #[test]
     fn an_unreadable_store_is_said_not_hidden() {
         let text = render(None, Utc::now(), None).unwrap();
         assert!(text.contains("\nstark_sweep_store_readable 0\n"), "{text}");
