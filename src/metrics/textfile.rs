@@ -1,5 +1,5 @@
 //! The timer jobs' node_exporter textfile (`--metrics-file`): when the last run ended, how long
-//! it took, its exit code, and when a run last succeeded. Written to a temporary file in the same
+//! it took, its exit code, and when a run last succeeded (0: never, so `time() - ...` alerts). Written to a temporary file in the same
 //! directory and renamed over the old one, so node_exporter never reads half a file; samples
 //! carry no timestamps (node_exporter refuses them in textfiles).
 //!

@@ -124,7 +124,7 @@ impl Webhooks {
             let mut slot = self.figures.lock().unwrap_or_else(|p| p.into_inner());
             let read = match slot.as_ref() {
                 Some(store) => store.figures(now),
-                None => Store::open(&self.db).and_then(|store| {
+                None => Store::open_for_figures(&self.db).and_then(|store| {
                     let f = store.figures(now);
                     *slot = Some(store);
                     f
