@@ -28,7 +28,7 @@ with open(os.path.join(OUT, "facts.env")) as f:
 
 issue = load("issue.json")
 proc = load("process.json")
-hooks = {k: load("hook-{}.json".format(k)) for k in ("rust-low", "rust-high", "python-1", "python-2")}
+hooks = {k: load("hook-{}.json".format(k)) for k in ("rust-low", "rust-high", "rust-scraped", "python-1", "python-2")}
 
 
 def mib(kib):
@@ -302,8 +302,9 @@ w("")
 w("| Receiver | Max load: events/s | p50 / p99 | Fixed rate | p50 / p99 / max | Non-200 | Peak RSS | Rows = 200s |")
 w("|---|---|---|---|---|---|---|---|")
 names = {"rust-low": "stark-sweep serve-webhook", "rust-high": "stark-sweep serve-webhook",
+         "rust-scraped": "stark-sweep serve-webhook, /metrics scraped every 1 s",
          "python-1": "FastAPI + SDK, uvicorn 1 worker", "python-2": "FastAPI + SDK, uvicorn 2 workers"}
-for key in ("rust-low", "rust-high", "python-1", "python-2"):
+for key in ("rust-low", "rust-high", "rust-scraped", "python-1", "python-2"):
     h = hooks[key]
     if not h:
         continue
@@ -312,6 +313,17 @@ for key in ("rust-low", "rust-high", "python-1", "python-2"):
         h["rate_p50_ms"], h["rate_p99_ms"], h["rate_max_ms"], h["throughput_other"] + h["rate_other"],
         mib(h["vm_hwm_kib"]), "yes" if h["rows"] == h["throughput_ok"] + h["rate_ok"] else "NO ({} rows)".format(h["rows"])))
 w("")
+
+hs = hooks.get("rust-scraped")
+if hs and hooks.get("rust-high") and hs.get("scrapes"):
+    hh = hooks["rust-high"]
+    w("Scraping `GET /metrics` every second (each scrape reads the store) during the same load: {:.0f} events/s "
+      "against {:.0f} without, {} scrapes answered (p50 {:.1f} ms, max {:.1f} ms, {:.1f} KiB each); one scrape costs "
+      "the listener {:.2f} ms of CPU with {} events in the store (200 back to back after the load), about {:.2f} % "
+      "of one core at one scrape a second.".format(
+          hs["throughput_eps"], hh["throughput_eps"], hs["scrapes"], hs["scrape_p50_ms"], hs["scrape_max_ms"],
+          hs["scrape_bytes"] / 1024, hs.get("scrape_cpu_ms") or 0, n(hs["rows"] or 0), (hs.get("scrape_cpu_ms") or 0) / 10))
+    w("")
 
 # ---- issue-invoices ------------------------------------------------------------------------------
 if issue:
@@ -342,7 +354,8 @@ w("`target/release/stark-sweep`: {} bytes ({}); stripped: {} bytes ({}).".format
 w("")
 w("## Raw harness output")
 w("")
-for name in ("issue.txt", "process.txt", "hook-rust-low.txt", "hook-rust-high.txt", "hook-python-1.txt", "hook-python-2.txt"):
+for name in ("issue.txt", "process.txt", "hook-rust-low.txt", "hook-rust-high.txt", "hook-rust-scraped.txt",
+             "hook-python-1.txt", "hook-python-2.txt"):
     path = os.path.join(OUT, name)
     if os.path.exists(path):
         with open(path) as f:

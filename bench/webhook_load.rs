@@ -9,6 +9,11 @@
 //! It reports events/s, p50/p99/max latency, the listener's peak resident memory (VmHWM),
 //! and checks that every 200 is a row in the SQLite file after a graceful SIGTERM.
 //!
+//! `--scrape-every SECS`: meanwhile, a stand-in for Prometheus scrapes the listener's
+//! `GET /metrics` at that interval through both phases (each scrape reads the store), and the
+//! scrapes' count and latency are reported; run once with and once without to see what
+//! scraping costs intake.
+//!
 //! `BENCH_KEEP_LOG=path` keeps the listener's log (one line per request, slow commits).
 //!
 //! External mode (`--target-url http://127.0.0.1:PORT/webhook`): no stark-sweep is started;
@@ -20,14 +25,14 @@
 //! Run: `cargo build --release && cargo run --release --example webhook_load -- [--concurrency 32]
 //!       [--seconds 10] [--rate 500] [--rate-seconds 10] [--new-connections] [--bin target/release/stark-sweep]
 //!       [--target-url URL --signing-key PEM [--pids P1,P2] [--count-db FILE]] [--presign-rate 20000]
-//!       [--json out.json]`
+//!       [--scrape-every 1] [--json out.json]`
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use stark_sweep::starkbank::{keys, sign};
@@ -50,6 +55,8 @@ struct Args {
     count_db: Option<PathBuf>,
     /// Events pre-signed per second of `--seconds` (an upper bound on throughput).
     presign_rate: f64,
+    /// Scrape `GET /metrics` this often during the load (seconds); `None`: never.
+    scrape_every: Option<f64>,
     json: Option<PathBuf>,
 }
 
@@ -69,6 +76,7 @@ fn args() -> Result<Args, String> {
         pids: Vec::new(),
         count_db: None,
         presign_rate: 20_000.0,
+        scrape_every: None,
         json: None,
     };
     let mut it = std::env::args().skip(1);
@@ -96,6 +104,7 @@ fn args() -> Result<Args, String> {
             }
             "--count-db" => a.count_db = Some(PathBuf::from(&value)),
             "--presign-rate" => a.presign_rate = num()?,
+            "--scrape-every" => a.scrape_every = Some(num()?).filter(|s| *s > 0.0),
             "--json" => a.json = Some(PathBuf::from(&value)),
             _ => return Err(format!("unknown flag {flag}")),
         }
@@ -243,12 +252,86 @@ fn gather(handles: Vec<std::thread::JoinHandle<(usize, usize, Vec<Duration>)>>) 
     (ok, other, lat)
 }
 
+/// What the scraper saw: scrapes answered 200, other outcomes, sorted latencies, the last body's size.
+type Scrapes = (usize, usize, Vec<Duration>, usize);
+
+/// A stand-in for Prometheus: `GET /metrics` every `every` (one connection per scrape) until `stop`.
+fn scraper(addr: SocketAddr, every: Duration, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Scrapes> {
+    std::thread::spawn(move || {
+        let (mut ok, mut other, mut lat, mut bytes) = (0usize, 0usize, Vec::new(), 0usize);
+        let mut next = Instant::now();
+        while !stop.load(Ordering::SeqCst) {
+            let now = Instant::now();
+            if now < next {
+                std::thread::sleep((next - now).min(Duration::from_millis(50)));
+                continue;
+            }
+            next += every;
+            let start = Instant::now();
+            let got = (|| -> Result<(u16, usize), String> {
+                let mut s = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+                s.set_read_timeout(Some(Duration::from_secs(30))).map_err(|e| e.to_string())?;
+                s.write_all(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+                    .map_err(|e| e.to_string())?;
+                let mut answer = Vec::new();
+                s.read_to_end(&mut answer).map_err(|e| e.to_string())?;
+                let text = String::from_utf8_lossy(&answer);
+                let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or("no status line")?;
+                let body = text.split_once("\r\n\r\n").map_or(0, |(_, b)| b.len());
+                Ok((status, body))
+            })();
+            lat.push(start.elapsed());
+            match got {
+                Ok((200, body)) => {
+                    ok += 1;
+                    bytes = body;
+                }
+                _ => other += 1,
+            }
+        }
+        lat.sort();
+        (ok, other, lat, bytes)
+    })
+}
+
+/// CPU time (user + system) a process has used, from /proc/PID/stat (clock ticks of 10 ms).
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+/// Scrapes back to back, once the load is over: the listener's CPU time per scrape, at the
+/// store's size then (what one scrape costs, whatever else the machine is doing).
+fn cpu_per_scrape(addr: SocketAddr, pid: u32, scrapes: usize) -> Option<f64> {
+    let before = cpu_seconds(pid)?;
+    for _ in 0..scrapes {
+        let mut s = TcpStream::connect(addr).ok()?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n").ok()?;
+        let mut answer = Vec::new();
+        s.read_to_end(&mut answer).ok()?;
+    }
+    Some((cpu_seconds(pid)? - before) / scrapes as f64)
+}
+
 fn vm_hwm_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// The workspace every benchmark event names.
+const WORKSPACE: &str = "5078376503050240";
+
 fn start_listener(bin: &PathBuf, dir: &std::path::Path) -> Result<(Child, SocketAddr), String> {
+    // The listener stores only events of its own workspace; with no API credentials here, it
+    // must be pinned already (as process-events or issue-invoices would have done).
+    let mut store = stark_sweep::store::Store::open(&dir.join("bench.db")).map_err(|e| format!("{e:#}"))?;
+    stark_sweep::workspace::pin(&mut store, WORKSPACE, "bench", None, chrono::Utc::now())
+        .map_err(|e| format!("{e:#}"))?;
+    drop(store);
     let log = dir.join("listener.log");
     let child = Command::new(bin)
         .current_dir(dir)
@@ -327,6 +410,11 @@ fn main() -> Result<(), String> {
         Some(c) => eprintln!("listener pid {} on {addr}; events of {body_len} bytes", c.id()),
         None => eprintln!("external receiver on {addr}{path}; events of {body_len} bytes"),
     }
+    if a.scrape_every.is_some() && external.is_some() {
+        return Err("--scrape-every scrapes stark-sweep's /metrics; it does not apply to --target-url".into());
+    }
+    let stop_scraping = Arc::new(AtomicBool::new(false));
+    let scraping = a.scrape_every.map(|s| scraper(addr, Duration::from_secs_f64(s), stop_scraping.clone()));
 
     // Phase 1: throughput.
     let next = Arc::new(AtomicUsize::new(0));
@@ -373,6 +461,13 @@ fn main() -> Result<(), String> {
             })
             .collect();
         gather(handles)
+    };
+
+    stop_scraping.store(true, Ordering::SeqCst);
+    let scrapes: Option<Scrapes> = scraping.and_then(|h| h.join().ok());
+    let scrape_cpu = match (&child, a.scrape_every) {
+        (Some(c), Some(_)) => cpu_per_scrape(addr, c.id(), 200),
+        _ => None,
     };
 
     let pids: Vec<u32> = match &child {
@@ -437,6 +532,18 @@ fn main() -> Result<(), String> {
         Some(rows) => println!("durability  : {rows} rows for {} answers of 200; listener exit {exit}", ok1 + ok2),
         None => println!("durability  : not checked (no --count-db)"),
     }
+    match (&scrapes, a.scrape_every) {
+        (Some((ok, other, lat, bytes)), Some(every)) => println!(
+            "/metrics    : scraped every {every} s through both phases: {ok} x 200, {other} other; p50 {:.2} ms  max {:.2} ms; {:.1} KiB each",
+            ms(percentile(lat, 0.5)),
+            ms(lat.last().copied().unwrap_or_default()),
+            *bytes as f64 / 1024.0
+        ),
+        _ => println!("/metrics    : not scraped"),
+    }
+    if let Some(cpu) = scrape_cpu {
+        println!("  cpu       : {:.2} ms of listener CPU per scrape (200 back to back after the load)", cpu * 1e3);
+    }
     if let Some(path) = &a.json {
         let v = serde_json::json!({
             "target": a.target_url.clone().unwrap_or_else(|| "stark-sweep serve-webhook".into()),
@@ -457,11 +564,26 @@ fn main() -> Result<(), String> {
             "vm_hwm_kib": hwm,
             "processes": pids.len(),
             "rows": rows,
+            "scrape_every": a.scrape_every,
+            "scrapes": scrapes.as_ref().map(|s| s.0),
+            "scrapes_other": scrapes.as_ref().map(|s| s.1),
+            "scrape_p50_ms": scrapes.as_ref().map(|s| ms(percentile(&s.2, 0.5))),
+            "scrape_max_ms": scrapes.as_ref().map(|s| ms(s.2.last().copied().unwrap_or_default())),
+            "scrape_bytes": scrapes.as_ref().map(|s| s.3),
+            "scrape_cpu_ms": scrape_cpu.map(|c| c * 1e3),
         });
         std::fs::write(path, v.to_string()).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     if rows.is_some_and(|rows| rows as usize != ok1 + ok2) {
         return Err("row count differs from the number of 200 answers".into());
+    }
+    // A receiver that refuses everything is not fast: say so instead of printing figures.
+    if ok1 + ok2 == 0 || other1 + other2 > (ok1 + ok2) / 100 {
+        return Err(format!(
+            "{} of {} answers were not 200: not a valid run",
+            other1 + other2,
+            ok1 + ok2 + other1 + other2
+        ));
     }
     Ok(())
 }

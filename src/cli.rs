@@ -136,6 +136,9 @@ pub enum Command {
     ProcessEvents(ProcessArgs),
     /// Campaign, invoices, credits, transfers and their reconciliation
     Status(StatusArgs),
+    /// The whole life of one invoice in time order: its draft and slot, every event, its credit,
+    /// every send and every transfer status (give an invoice, event or transfer id, or an externalId)
+    Trace(TraceArgs),
     /// Manage Stark Bank webhook subscriptions
     #[command(subcommand)]
     Webhook(WebhookCommand),
@@ -156,6 +159,7 @@ impl Command {
             Command::ServeWebhook(a) => (Some(&a.store), Some(&a.api)),
             Command::ProcessEvents(a) => (Some(&a.store), Some(&a.api)),
             Command::Status(a) => (Some(&a.store), None),
+            Command::Trace(a) => (Some(&a.store), None),
             Command::Webhook(
                 WebhookCommand::Register { api, .. }
                 | WebhookCommand::List { api, .. }
@@ -233,6 +237,10 @@ pub struct IssueArgs {
     /// Print the result as JSON on stdout
     #[arg(long)]
     pub json: bool,
+    /// After the run, write its metrics (end, duration, exit code, last success) to this
+    /// node_exporter textfile (`*.prom`, replaced atomically); one file per job
+    #[arg(long, env = "STARK_SWEEP_METRICS_FILE", value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
     #[command(flatten)]
     pub store: StoreArgs,
     #[command(flatten)]
@@ -349,6 +357,10 @@ pub struct ProcessArgs {
     /// Print the result as JSON on stdout
     #[arg(long)]
     pub json: bool,
+    /// After the run, write its metrics (end, duration, exit code, last success) to this
+    /// node_exporter textfile (`*.prom`, replaced atomically); one file per job
+    #[arg(long, env = "STARK_SWEEP_METRICS_FILE", value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
     #[command(flatten)]
     pub sweep: SweepArgs,
     #[command(flatten)]
@@ -369,6 +381,20 @@ pub struct StatusArgs {
     pub store: StoreArgs,
     #[command(flatten)]
     pub workspace: WorkspaceArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TraceArgs {
+    /// An invoice id, an event id, a transfer id, an externalId, or a draft key
+    pub id: String,
+    /// Print the trace as JSON on stdout
+    #[arg(long)]
+    pub json: bool,
+    /// Also show the payer's name and CPF (hidden otherwise: personal data)
+    #[arg(long)]
+    pub show_payer: bool,
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 #[derive(Debug, Subcommand)]

@@ -183,15 +183,18 @@ pub trait Handler: Send + Sync + 'static {
         Response::json(413, r#"{"result":"body too large"}"#)
     }
     /// The answer when `max_in_flight` requests are already being read or handled.
-    fn busy(&self) -> Response {
+    fn busy(&self, head: &Head<'_>) -> Response {
+        let _ = head;
         Response::json(503, r#"{"result":"busy"}"#)
     }
     /// The answer when a client took longer than `body_timeout` to send its body.
-    fn body_timeout(&self) -> Response {
+    fn body_timeout(&self, head: &Head<'_>) -> Response {
+        let _ = head;
         Response::json(408, r#"{"result":"body not received in time"}"#)
     }
     /// The answer when a client closed the connection in the middle of its body (rarely seen).
-    fn incomplete_body(&self) -> Response {
+    fn incomplete_body(&self, head: &Head<'_>) -> Response {
+        let _ = head;
         Response::json(400, r#"{"result":"incomplete body"}"#)
     }
 }
@@ -432,17 +435,17 @@ async fn respond(
         return early(handler.too_large(&head));
     }
     let bytes = match tokio::time::timeout(body_timeout, Limited::new(body, limit as usize).collect()).await {
-        Err(_) => return early(handler.body_timeout()),
+        Err(_) => return early(handler.body_timeout(&head)),
         Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
             return early(handler.too_large(&head));
         }
-        Ok(Err(_)) => return early(handler.incomplete_body()),
+        Ok(Err(_)) => return early(handler.incomplete_body(&head)),
         Ok(Ok(collected)) => collected.to_bytes(),
     };
     // The place is taken for the handler's whole run and given back only when it returns, even
     // if the client hangs up meanwhile (this future is then dropped; the handler is not).
     let Ok(permit) = in_flight.try_acquire_owned() else {
-        return Ok(to_hyper(handler.busy()));
+        return Ok(to_hyper(handler.busy(&head)));
     };
     let request = Request {
         method: parts.method.as_str().to_string(),

@@ -10,6 +10,7 @@ pub mod error; // exit codes and one-line errors
 pub mod files; // private files (0600) and directories (0700)
 pub mod httpd; // the HTTP/1.1 server under both listeners (hyper)
 pub mod logging; // stderr logs, text or JSON
+pub mod metrics; // Prometheus text: /metrics from the store and the listener, the jobs' textfile
 pub mod people; // random Brazilian payers with valid CPFs
 pub mod reconcile; // every credit against its transfers, every transfer against a credit
 pub mod redact; // payers' names and tax ids kept out of logs, errors and stored reasons
@@ -17,5 +18,6 @@ pub mod sandbox; // the local Stark Bank emulator
 pub mod starkbank; // the API client: keys, signing, requests, resources, events
 pub mod store; // all SQL: migrations, events, campaign, sweep
 pub mod sweep; // the transfer step: credits -> exactly one transfer each
+pub mod trace; // the life of one invoice, in time order, from the store
 pub mod webhook; // the inbound listener: bounded reads -> verify -> group commit -> answer
 pub mod workspace; // which workspace this deployment belongs to: learned, pinned, checked

@@ -272,7 +272,7 @@ fn run(client: &Client, store: &mut Store, opts: &Options, now: DateTime<Utc>) -
     refresh_in_flight(client, store, now, &mut report);
     let plan = decide(client, store, opts, now, &mut report)?;
     send(client, store, opts, plan, now, &mut report)?;
-    settle(store, &mut report)?;
+    settle(store, opts.dry_run, &mut report)?;
     if opts.reconcile && !opts.dry_run {
         mark_delivered(client, store, opts, now, &mut report);
     }
@@ -432,6 +432,7 @@ fn apply_events(
             };
             if !proven {
                 log::warn!(
+                    event_id = e.id.as_str();
                     "event {} names workspace {:?}, not ours ({}): recorded before the workspace was known, it has no effect",
                     e.id,
                     e.workspace_id,
@@ -446,7 +447,10 @@ fn apply_events(
                 Err(err) => {
                     // Stored events were verified and parsed before storing; one that cannot be
                     // read now is kept (applied with no effect) and reported, never dropped silently.
-                    log::error!("event {} ({} {}) could not be applied: {err}", e.id, e.subscription, e.log_type);
+                    log::error!(
+                        event_id = e.id.as_str();
+                        "event {} ({} {}) could not be applied: {err}", e.id, e.subscription, e.log_type
+                    );
                     report.errors.push(format!("event {} could not be applied: {err}", e.id));
                     EventEffects::default()
                 }
@@ -623,6 +627,7 @@ fn decide(
         };
         if taken && let Some(l) = &last {
             log::warn!(
+                invoice_id = credit.invoice_id.as_str(), external_id = l.external_id.as_str();
                 "invoice {}: externalId {} is carried by a transfer that does not match what this deployment sent; nothing more is sent for it",
                 credit.invoice_id,
                 l.external_id
@@ -635,12 +640,24 @@ fn decide(
                 store.set_next_send_at(&credit.invoice_id, Some(at))?;
                 let why = waiting_reason(last.as_ref(), &transfers, at);
                 store.set_waiting_reason(&credit.invoice_id, Some(&why))?;
+                if !opts.dry_run {
+                    log::info!(
+                        invoice_id = credit.invoice_id.as_str(), external_id = last.as_ref().map(|l| l.external_id.as_str());
+                        "invoice {}: {why}", credit.invoice_id
+                    );
+                }
                 report.retrying.push(Attention { invoice_id: credit.invoice_id.clone(), reason: why });
                 report.failed += 1;
                 report.waiting += 1;
             }
             Action::Attention(reason) => {
                 store.set_credit_state(&credit.invoice_id, CreditState::Attention, Some(&reason))?;
+                if !opts.dry_run {
+                    log::warn!(
+                        invoice_id = credit.invoice_id.as_str(), external_id = last.as_ref().map(|l| l.external_id.as_str());
+                        "invoice {}: needs attention: {reason}", credit.invoice_id
+                    );
+                }
                 report.attention.push(Attention { invoice_id: credit.invoice_id.clone(), reason });
             }
             Action::Resend(send) => plan.push(Planned { send, resend: true }),
@@ -867,7 +884,7 @@ fn send(
         return Ok(());
     }
     for (invoice_id, reason) in claimed.held {
-        log::warn!("invoice {invoice_id}: {reason}");
+        log::warn!(invoice_id = invoice_id.as_str(); "invoice {invoice_id}: {reason}");
         report.held.push(Attention { invoice_id, reason });
     }
     let plan: Vec<Planned> =
@@ -926,6 +943,8 @@ fn send_chunk(
             report.sent_total += chunk.iter().map(|p| p.send.amount).sum::<i64>();
             for p in chunk {
                 log::info!(
+                    invoice_id = p.send.invoice_id.as_str(), external_id = p.send.external_id.as_str(),
+                    attempt = p.send.attempt, amount_cents = p.send.amount;
                     "sent transfer {} for invoice {} ({} cents)",
                     p.send.external_id,
                     p.send.invoice_id,
@@ -939,7 +958,13 @@ fn send_chunk(
             // Unknown: the request may have landed. The next run looks these up by tag before
             // sending anything.
             let cause = e.to_string();
-            log::warn!("{cause}; the next run resolves {} transfers by tag", chunk.len());
+            for p in chunk {
+                log::warn!(
+                    invoice_id = p.send.invoice_id.as_str(), external_id = p.send.external_id.as_str();
+                    "invoice {}: the outcome of transfer {} is unknown ({cause}); the next run resolves it by tag",
+                    p.send.invoice_id, p.send.external_id
+                );
+            }
             outcome_all(store, SendOutcome::Unknown, &cause)?;
             report.unknown += chunk.len();
             report.errors.push(cause);
@@ -950,14 +975,26 @@ fn send_chunk(
     match crate::starkbank::answers::transfer_refusal(&refused) {
         // Nothing was created, and the same request may pass later: no split, no human.
         Verdict::Transient => {
-            log::warn!("{why}; the {} transfers are sent again after a backoff", chunk.len());
+            for p in chunk {
+                log::warn!(
+                    invoice_id = p.send.invoice_id.as_str(), external_id = p.send.external_id.as_str();
+                    "invoice {}: transfer {} refused ({why}); it is sent again after a backoff",
+                    p.send.invoice_id, p.send.external_id
+                );
+            }
             outcome_all(store, SendOutcome::Refused, &why)?;
             report.refused += chunk.len();
             report.errors.push(why);
         }
         // An earlier request with these externalIds landed: resolved by lookup next run.
         Verdict::Duplicate => {
-            log::warn!("{why}; the next run looks the {} transfers up by tag", chunk.len());
+            for p in chunk {
+                log::warn!(
+                    invoice_id = p.send.invoice_id.as_str(), external_id = p.send.external_id.as_str();
+                    "invoice {}: transfer {} refused as a duplicate ({why}); the next run looks it up by tag",
+                    p.send.invoice_id, p.send.external_id
+                );
+            }
             outcome_all(store, SendOutcome::Unknown, &why)?;
             report.unknown += chunk.len();
         }
@@ -984,6 +1021,10 @@ fn send_chunk(
             store.set_send_outcome(&[(p.send.external_id.clone(), outcome, Some(why.clone()))])?;
             let reason =
                 format!("Stark Bank refused the transfer: {why}; fix the cause, then process-events --retry-attention");
+            log::warn!(
+                invoice_id = p.send.invoice_id.as_str(), external_id = p.send.external_id.as_str();
+                "invoice {}: needs attention: {reason}", p.send.invoice_id
+            );
             store.set_credit_state(&p.send.invoice_id, CreditState::Attention, Some(&reason))?;
             report.attention.push(Attention { invoice_id: p.send.invoice_id.clone(), reason });
         }
@@ -992,10 +1033,16 @@ fn send_chunk(
 }
 
 /// Marks credits whose transfer (ours) succeeded; lists those that need attention.
-fn settle(store: &mut Store, report: &mut Report) -> anyhow::Result<()> {
+fn settle(store: &mut Store, dry_run: bool, report: &mut Report) -> anyhow::Result<()> {
     for credit in store.open_credits()? {
-        if store.transfers_for(&credit.invoice_id)?.iter().any(TransferRow::is_success) {
+        if let Some(t) = store.transfers_for(&credit.invoice_id)?.iter().find(|t| t.is_success()) {
             store.set_credit_state(&credit.invoice_id, CreditState::Transferred, None)?;
+            if !dry_run {
+                log::info!(
+                invoice_id = credit.invoice_id.as_str(), external_id = t.external_id.as_str(), transfer_id = t.id.as_str();
+                    "invoice {}: swept by transfer {} ({} cents)", credit.invoice_id, t.id, t.amount
+                );
+            }
             report.transferred += 1;
         }
     }

@@ -248,10 +248,10 @@ fn issue(
         if at == SlotAt::Slot(earlier) || chosen == Some(earlier) {
             continue;
         }
-        log::info!("completing slot {}, left unfinished by an earlier run", earlier + 1);
+        log::info!(slot = earlier + 1; "completing slot {}, left unfinished by an earlier run", earlier + 1);
         let drafts = store.drafts(earlier)?;
         if let Err(e) = complete_slot(&client, &mut store, plan, &campaign, earlier, drafts, now) {
-            log::error!("slot {} is still unfinished: {}", earlier + 1, error::one_line(&e));
+            log::error!(slot = earlier + 1; "slot {} is still unfinished: {}", earlier + 1, error::one_line(&e));
             earlier_failures.push(e);
         }
     }
@@ -277,7 +277,7 @@ fn issue(
     let drafts = match store.slot_state(slot)? {
         SlotState::Issued { drafts, .. } => return Ok((Some(campaign), Outcome::AlreadyIssued { slot, drafts })),
         SlotState::Claimed { drafts } => {
-            log::info!("slot {} was claimed by an earlier run that did not finish; completing it", slot + 1);
+            log::info!(slot = slot + 1; "slot {} was claimed by an earlier run that did not finish; completing it", slot + 1);
             drafts
         }
         SlotState::Free => {
@@ -285,7 +285,10 @@ fn issue(
             if store.claim_slot(&campaign, &drafts, now)?.is_none() {
                 return Ok((Some(campaign), Outcome::Taken { slot }));
             }
-            log::info!("claimed slot {} of campaign {} with {} drafts", slot + 1, campaign.tag, drafts.len());
+            log::info!(
+                slot = slot + 1, campaign = campaign.tag.as_str();
+                "claimed slot {} of campaign {} with {} drafts", slot + 1, campaign.tag, drafts.len()
+            );
             drafts
         }
     };
@@ -349,8 +352,11 @@ fn complete_slot(
                 matched.push((d.draft_key.clone(), inv.id.clone()));
             }
         }
-        if !matched.is_empty() {
-            log::info!("slot {human}: {} invoices from an earlier attempt already exist", matched.len());
+        for (draft_key, invoice_id) in &matched {
+            log::info!(
+                invoice_id = invoice_id.as_str(), slot = human, draft_key = draft_key.as_str();
+                "slot {human}: invoice {invoice_id} was created by an earlier attempt (found by tag)"
+            );
         }
         store.record_invoices(slot, &matched, now)?;
         missing.retain(|d| !matched.iter().any(|(k, _)| *k == d.draft_key));
@@ -367,7 +373,7 @@ fn complete_slot(
         .map(|d| d.draft_key.clone())
         .collect();
     if !stale.is_empty() {
-        log::info!("slot {human}: {} drafts get a new due date, {fresh_due}", stale.len());
+        log::info!(slot = human; "slot {human}: {} drafts get a new due date, {fresh_due}", stale.len());
         store.set_draft_dues(&stale, &fresh_due)?;
         for d in missing.iter_mut().filter(|d| stale.contains(&d.draft_key)) {
             d.due = fresh_due.clone();
@@ -401,10 +407,19 @@ fn complete_slot(
             for inv in &created {
                 match missing.iter().find(|d| inv.tags.iter().any(|t| *t == campaign::draft_tag(&d.draft_key))) {
                     Some(d) => ids.push((d.draft_key.clone(), inv.id.clone())),
-                    None => log::warn!("invoice {} came back without a draft tag we know", inv.id),
+                    None => log::warn!(
+                        invoice_id = inv.id.as_str(), slot = human;
+                        "slot {human}: invoice {} came back without a draft tag we know", inv.id
+                    ),
                 }
             }
             let complete = store.record_invoices(slot, &ids, now)?;
+            for (draft_key, invoice_id) in &ids {
+                log::info!(
+                    invoice_id = invoice_id.as_str(), slot = human, draft_key = draft_key.as_str();
+                    "slot {human}: created invoice {invoice_id}"
+                );
+            }
             if !complete {
                 return Err(error::temporary(format!(
                     "slot {human}: Stark Bank answered with {} of {} invoices; the next run looks up the rest by tag",

@@ -10,6 +10,7 @@ pub mod process_events;
 pub mod sandbox;
 pub mod serve_webhook;
 pub mod status;
+pub mod trace;
 pub mod webhook;
 
 use std::io::Write as _;
@@ -19,6 +20,7 @@ use crate::cli::{ApiArgs, Cli, Command};
 use crate::clock::Clock;
 use crate::error::{self, ExitKind};
 use crate::logging::{self, LogFormat};
+use crate::metrics::textfile;
 
 /// What a command that did not fail ended as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,13 +54,20 @@ impl Ctx {
 pub fn run(cli: Cli, dotenv_error: Option<anyhow::Error>) -> ExitCode {
     let verbosity = cli.global.verbose as i8 - cli.global.quiet as i8;
     logging::init(cli.global.log_format.unwrap_or(LogFormat::Text), verbosity);
+    let started = std::time::Instant::now();
+    let metrics_file = job_metrics_file(&cli.command);
+    let mut metrics_file_ok = false;
     let result = dotenv_error.map_or(Ok(()), Err).and_then(|()| {
+        if let Some((job, path)) = &metrics_file {
+            textfile::check(path, *job)?;
+            metrics_file_ok = true;
+        }
         let ctx = Ctx::of(&cli.command)?;
         dispatch(&ctx, cli.command)
     });
-    match result {
-        Ok(Status::Success) => ExitCode::SUCCESS,
-        Ok(Status::Attention) => ExitCode::from(ExitKind::Attention.code()),
+    let code = match result {
+        Ok(Status::Success) => ExitKind::Success.code(),
+        Ok(Status::Attention) => ExitKind::Attention.code(),
         Err(err) => {
             let kind = error::classify(&err);
             let mut line = format!("stark-sweep: {}", error::one_line(&err));
@@ -67,8 +76,33 @@ pub fn run(cli: Cli, dotenv_error: Option<anyhow::Error>) -> ExitCode {
                 line.push_str(hint);
             }
             let _ = writeln!(std::io::stderr(), "{line}");
-            ExitCode::from(kind.code())
+            kind.code()
         }
+    };
+    if let Some((job, path)) = metrics_file.filter(|_| metrics_file_ok) {
+        let run = textfile::Run {
+            job,
+            ended: std::time::SystemTime::now(),
+            duration: started.elapsed(),
+            exit_code: code,
+            succeeded: code == ExitKind::Success.code() || code == ExitKind::Attention.code(),
+        };
+        // The run's own outcome stands: a metrics file that cannot be written is said, not
+        // made into a failed payment run (its staleness is what the alert sees).
+        if let Err(e) = textfile::write(&path, &run) {
+            log::error!("{}; to fix: make the directory writable by this job", error::one_line(&e));
+        }
+    }
+    ExitCode::from(code)
+}
+
+/// The timer jobs that write a textfile when asked (`--metrics-file`); a dry run is not a run
+/// of the job and writes none.
+fn job_metrics_file(command: &Command) -> Option<(textfile::Job, std::path::PathBuf)> {
+    match command {
+        Command::IssueInvoices(a) if !a.dry_run => a.metrics_file.clone().map(|p| (textfile::Job::IssueInvoices, p)),
+        Command::ProcessEvents(a) if !a.dry_run => a.metrics_file.clone().map(|p| (textfile::Job::ProcessEvents, p)),
+        _ => None,
     }
 }
 
@@ -86,6 +120,7 @@ fn dispatch(ctx: &Ctx, command: Command) -> anyhow::Result<Status> {
         Command::IssueInvoices(args) => issue_invoices::run(ctx, &args),
         Command::ProcessEvents(args) => process_events::run(ctx, &args),
         Command::Status(args) => status::run(ctx, &args),
+        Command::Trace(args) => trace::run(ctx, &args),
         Command::Sandbox(args) => sandbox::run(ctx, &args),
         Command::KillSwitch(command) => kill_switch::run(ctx, &command),
         Command::Webhook(command) => webhook::run(ctx, &command),

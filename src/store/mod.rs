@@ -7,8 +7,10 @@
 
 mod campaign;
 mod events;
+mod metrics;
 mod settings;
 mod sweep;
+mod trace;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -18,8 +20,10 @@ use rusqlite::Connection;
 
 pub use campaign::*;
 pub use events::*;
+pub use metrics::*;
 pub use settings::*;
 pub use sweep::*;
+pub use trace::*;
 
 /// How long a statement waits for another process's lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);

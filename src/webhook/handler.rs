@@ -4,9 +4,11 @@
 //! unsigned or forged, 403 another workspace's, 404/405, 408 body too slow, 413 too large, 503
 //! store, key or workspace unavailable, or too busy), the workspace gate, and the one log line
 //! per webhook request (event id, subscription, log type, outcome, latency; never bodies,
-//! names, tax ids or keys; "busy" at most once a second). A request head over the limit gets
-//! 431, and a malformed one 400, from hyper before any of this runs (not logged here). Does not own: connections, limits on them,
-//! or timeouts (`httpd`).
+//! names, tax ids or keys; "busy" at most once a second), counted in the same place for
+//! `/metrics` (`metrics::Intake`). `GET /metrics` reads the store on a connection of its own. A
+//! request head over the limit gets 431, and a malformed one 400, from hyper before any of this
+//! runs (not logged or counted here). Does not own: connections, limits on them, or timeouts
+//! (`httpd`), nor metric names (`metrics`).
 //!
 //! The workspace gate: a valid signature proves an event is Stark Bank's, for *some*
 //! workspace. An event is stored only when it is proven ours: it names the pinned workspace, or
@@ -23,9 +25,10 @@ use super::permits::Permits;
 use super::writer::{Msg, Verdict};
 use super::{Config, Lookup, LookupEvent};
 use crate::httpd::{self, Decision, Head, Request, Response};
+use crate::metrics::Intake;
 use crate::starkbank::event::{self, EventSummary};
 use crate::starkbank::verify::{KeyCache, Signed, WebhookAuthError};
-use crate::store::{EventSource, Inserted, NewEvent};
+use crate::store::{EventSource, Inserted, NewEvent, Store};
 
 /// The listener's routes, shared by every request.
 pub struct Webhooks {
@@ -43,6 +46,15 @@ pub struct Webhooks {
     not_ours: std::sync::Mutex<std::collections::HashSet<String>>,
     /// "Busy" is logged at most once a second, with how many were answered meanwhile.
     busy_log: Throttle,
+    /// This listener's own counts, for `/metrics`.
+    intake: Intake,
+    /// `/metrics` reads the store on a connection of its own (WAL: readers never wait for the
+    /// writer), opened at the first scrape and again after a failure.
+    figures: std::sync::Mutex<Option<Store>>,
+    db: std::path::PathBuf,
+    clock: crate::clock::Clock,
+    /// A failed scrape is logged at most once a second.
+    metrics_log: Throttle,
 }
 
 /// At most one line a second for something that can happen thousands of times a second.
@@ -96,6 +108,49 @@ impl Webhooks {
             lookup: cfg.lookup_event.clone(),
             not_ours: std::sync::Mutex::new(std::collections::HashSet::new()),
             busy_log: Throttle::default(),
+            intake: Intake::new(),
+            figures: std::sync::Mutex::new(None),
+            db: cfg.db.clone(),
+            clock: cfg.clock,
+            metrics_log: Throttle::default(),
+        }
+    }
+
+    /// `GET /metrics`: the store's figures now, and this listener's counts. A store that cannot
+    /// be read still gets an answer (200, `stark_sweep_store_readable 0`): the listener is up.
+    fn metrics(&self) -> Response {
+        let now = self.clock.now();
+        let figures = {
+            let mut slot = self.figures.lock().unwrap_or_else(|p| p.into_inner());
+            let read = match slot.as_ref() {
+                Some(store) => store.figures(now),
+                None => Store::open_for_figures(&self.db).and_then(|store| {
+                    let f = store.figures(now);
+                    *slot = Some(store);
+                    f
+                }),
+            };
+            if read.is_err() {
+                *slot = None;
+            }
+            read
+        };
+        let figures = match figures {
+            Ok(f) => Some(f),
+            Err(e) => {
+                if self.metrics_log.due().is_some() {
+                    log::warn!("/metrics: reading the store failed (scrapes show stark_sweep_store_readable 0): {e:#}");
+                }
+                None
+            }
+        };
+        self.intake.set_ready(self.store_healthy.load(Ordering::Relaxed) && self.keys.is_loaded());
+        match crate::metrics::render(figures, now, Some(&self.intake)) {
+            Ok(text) => Response::text(200, crate::metrics::CONTENT_TYPE, text),
+            Err(e) => {
+                log::error!("/metrics: {e:#}");
+                Response::text(500, "text/plain; charset=utf-8", "metrics could not be encoded\n")
+            }
         }
     }
 
@@ -202,6 +257,7 @@ impl httpd::Handler for Webhooks {
             }
             ("/webhook", "POST") if signature(head.headers).is_none() => {
                 log::info!("webhook -: 401 missing signature");
+                self.intake.answered(401, "missing signature", None);
                 Decision::Answer(result(401, "missing signature"))
             }
             ("/webhook", "POST") => Decision::Read { limit: self.body_limit },
@@ -216,13 +272,21 @@ impl httpd::Handler for Webhooks {
                 });
                 Decision::Answer(Response::json(if ok { 200 } else { 503 }, body.to_string()))
             }
+            // Read from the store on a blocking thread (`handle`), never here.
+            ("/metrics", "GET" | "HEAD") => Decision::Read { limit: 0 },
             ("/webhook", _) => Decision::Answer(result(405, "method not allowed").with_header("Allow", "POST")),
-            ("/health", _) => Decision::Answer(result(405, "method not allowed").with_header("Allow", "GET, HEAD")),
+            ("/health" | "/metrics", _) => {
+                Decision::Answer(result(405, "method not allowed").with_header("Allow", "GET, HEAD"))
+            }
             _ => Decision::Answer(result(404, "not found")),
         }
     }
 
     fn too_large(&self, head: &Head<'_>) -> Response {
+        if head.path != "/webhook" {
+            return result(413, "body too large");
+        }
+        self.intake.answered(413, "body too large", None);
         match head.content_length {
             Some(n) => log::info!("webhook -: 413 body too large (declared {n} bytes)"),
             None => log::info!("webhook -: 413 body too large (chunked, over {} bytes)", self.body_limit),
@@ -230,38 +294,68 @@ impl httpd::Handler for Webhooks {
         result(413, "body too large")
     }
 
-    fn busy(&self) -> Response {
+    fn busy(&self, head: &Head<'_>) -> Response {
+        if head.path != "/webhook" {
+            return result(503, "busy");
+        }
+        self.intake.answered(503, "busy", None);
         if let Some(n) = self.busy_log.due() {
             log::warn!("webhook -: too many requests in flight; answered 503 ({n} since the last such line)");
         }
         result(503, "busy")
     }
 
-    fn body_timeout(&self) -> Response {
+    fn body_timeout(&self, head: &Head<'_>) -> Response {
+        if head.path != "/webhook" {
+            return result(408, "body not received in time");
+        }
+        self.intake.answered(408, "body not received in time", None);
         log::info!("webhook -: 408 body not received in time");
         result(408, "body not received in time")
     }
 
-    fn incomplete_body(&self) -> Response {
+    fn incomplete_body(&self, head: &Head<'_>) -> Response {
+        if head.path != "/webhook" {
+            return result(400, "incomplete body");
+        }
+        self.intake.answered(400, "incomplete body", None);
         log::info!("webhook -: 400 incomplete body (the client closed the connection)");
         result(400, "incomplete body")
     }
 
     fn handle(&self, rq: Request) -> Response {
+        if rq.path == "/metrics" {
+            return self.metrics();
+        }
         let started = Instant::now();
         let answer = self.webhook(rq);
-        // Logged before answering, so the log never lags behind what a client has seen.
-        let ms = started.elapsed().as_secs_f64() * 1e3;
+        // Logged and counted before answering, so neither lags behind what a client has seen.
+        let took = started.elapsed();
+        self.intake.answered(answer.status, answer.outcome, Some(took));
+        let ms = took.as_secs_f64() * 1e3;
         match &answer.event {
-            Some(e) => log::info!(
-                "webhook {} {}/{}: {} {} in {ms:.1} ms",
-                e.id,
-                e.subscription,
-                e.log_type,
-                answer.status,
-                answer.outcome
+            Some(e) => {
+                let (invoice_id, transfer_id) = match e.subscription.as_str() {
+                    "invoice" => (Some(e.resource_id.as_str()), None),
+                    "transfer" => (None, Some(e.resource_id.as_str())),
+                    _ => (None, None),
+                };
+                log::info!(
+                    event_id = e.id.as_str(), subscription = e.subscription.as_str(), log_type = e.log_type.as_str(),
+                    invoice_id = invoice_id, transfer_id = transfer_id, status = answer.status,
+                    outcome = answer.outcome, latency_ms = ms;
+                    "webhook {} {}/{}: {} {} in {ms:.1} ms",
+                    e.id,
+                    e.subscription,
+                    e.log_type,
+                    answer.status,
+                    answer.outcome
+                )
+            }
+            None => log::info!(
+                status = answer.status, outcome = answer.outcome, latency_ms = ms;
+                "webhook -: {} {} in {ms:.1} ms", answer.status, answer.outcome
             ),
-            None => log::info!("webhook -: {} {} in {ms:.1} ms", answer.status, answer.outcome),
         }
         result(answer.status, answer.outcome)
     }
@@ -311,11 +405,14 @@ impl Webhooks {
         match self.whose(&mut summary) {
             Whose::Ours => {}
             Whose::Other(why) => {
-                log::warn!("webhook {}: another workspace's event, not stored: {why}", summary.id);
+                log::warn!(event_id = summary.id.as_str(); "webhook {}: another workspace's event, not stored: {why}", summary.id);
                 return Answer { event: Some(summary), ..refuse(403, "other workspace") };
             }
             Whose::Unknown(why) => {
-                log::warn!("webhook {}: cannot tell whose event this is yet ({why}); answered 503", summary.id);
+                log::warn!(
+                    event_id = summary.id.as_str();
+                    "webhook {}: cannot tell whose event this is yet ({why}); answered 503", summary.id
+                );
                 return Answer { event: Some(summary), ..refuse(503, "workspace unknown") };
             }
         }

@@ -1,6 +1,6 @@
 //! The inbound webhook listener: verify the raw body, store it durably, then answer.
 //!
-//! Owns: routing (`POST /webhook`, `GET /health`), the thread layout, and the answer for every
+//! Owns: routing (`POST /webhook`, `GET /health`, `GET /metrics`), the thread layout, and the answer for every
 //! failure; `serve(listener, config, keys, shutdown)` is the seam that the CLI (with ctrlc) and
 //! the tests (port 0, in process) both use.
 //! Does not own: HTTP connections, head limits and timeouts (`httpd`), signature math
@@ -152,7 +152,7 @@ pub fn serve(listener: TcpListener, cfg: Config, keys: Arc<KeyCache>, shutdown: 
         drain_timeout: cfg.drain_timeout,
         ..crate::httpd::Options::new("webhook")
     };
-    log::info!("listening on http://{addr} (POST /webhook, GET /health)");
+    log::info!("listening on http://{addr} (POST /webhook, GET /health, GET /metrics)");
     let served = crate::httpd::serve(listener, handler, &opts, &shutdown);
     // Every request has been answered (or abandoned after the drain timeout): commit what is
     // queued and stop the writer, then the helpers.

@@ -470,6 +470,74 @@ fn refused_requests_store_nothing() {
     assert!(!log.contains(&good), "signatures must not be logged:\n{log}");
 }
 
+/// `GET /metrics` counts every answer to `POST /webhook` by outcome and reason, times those that
+/// got as far as verification, and says what the store holds; the JSON log line of a delivery
+/// carries its event id and invoice id as fields.
+#[test]
+fn metrics_count_every_answer_by_outcome_and_reason() {
+    let signer = Signer::new();
+    let dir = tempfile::tempdir().unwrap();
+    let listener = Listener::ready(
+        dir.path(),
+        &signer.keys.url(),
+        &["--body-limit", "4096"],
+        &[("STARK_SWEEP_LOG_FORMAT", "json")],
+    );
+    let addr = listener.addr;
+    let body = credit("m1");
+    let status = |a: Answer| a.status;
+    assert_eq!(status(post(addr, body.as_bytes(), Some(&signer.sign(&body)))), 200);
+    assert_eq!(status(post(addr, body.as_bytes(), Some(&signer.sign(&body)))), 200);
+    assert_eq!(status(post(addr, body.as_bytes(), Some(&sign::sign(&keys::generate(), body.as_bytes())))), 401);
+    assert_eq!(status(post(addr, body.as_bytes(), None)), 401);
+    assert_eq!(status(post(addr, b"hello", Some(&signer.sign("hello")))), 400);
+    let theirs = event("m2", "invoice", "credited", Some("theirs"));
+    assert_eq!(status(post(addr, theirs.as_bytes(), Some(&signer.sign(&theirs)))), 403);
+    let big = format!("{{\"event\": {{\"pad\": \"{}\"}}}}", "x".repeat(5000));
+    assert_eq!(status(post(addr, big.as_bytes(), Some(&signer.sign(&big)))), 413);
+    // Not deliveries: not counted.
+    assert_eq!(status(get(addr, "/health")), 200);
+    assert_eq!(status(get(addr, "/nope")), 404);
+    assert_eq!(status(send(addr, b"POST /metrics HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n")), 405);
+
+    let m = get(addr, "/metrics");
+    assert_eq!(m.status, 200, "{}", m.body);
+    assert!(m.head.to_ascii_lowercase().contains("content-type: text/plain; version=0.0.4"), "{}", m.head);
+    let v =
+        |series: &str| crate::util::metric(&m.body, series).unwrap_or_else(|| panic!("no {series} in:\n{}", m.body));
+    assert_eq!(v("stark_sweep_webhook_events_received_total"), 7.0);
+    assert_eq!(v("stark_sweep_webhook_events_stored_total"), 1.0);
+    assert_eq!(v("stark_sweep_webhook_events_duplicate_total"), 1.0);
+    for (reason, code) in [
+        ("invalid_signature", 401),
+        ("missing_signature", 401),
+        ("malformed_event", 400),
+        ("other_workspace", 403),
+        ("body_too_large", 413),
+    ] {
+        assert_eq!(v(&format!("stark_sweep_webhook_events_refused_total{{reason=\"{reason}\",code=\"{code}\"}}")), 1.0);
+    }
+    assert_eq!(v("stark_sweep_webhook_events_refused_total{reason=\"busy\",code=\"503\"}"), 0.0);
+    // Answered before the body was read (401 unsigned, 413) are not timed.
+    assert_eq!(v("stark_sweep_webhook_intake_seconds_count"), 5.0);
+    assert_eq!(v("stark_sweep_webhook_intake_seconds_bucket{le=\"+Inf\"}"), 5.0);
+    assert_eq!(v("stark_sweep_webhook_ready"), 1.0);
+    assert_eq!(v("stark_sweep_store_readable"), 1.0);
+    assert_eq!(v("stark_sweep_events_stored"), 1.0);
+    assert_eq!(v("stark_sweep_events_unapplied"), 1.0);
+    assert_eq!(v("stark_sweep_credits{state=\"open\"}"), 0.0, "credits are recorded by process-events");
+
+    let line = listener
+        .log()
+        .lines()
+        .find(|l| l.contains("200 stored"))
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .unwrap_or_else(|| panic!("no stored line:\n{}", listener.log()));
+    assert_eq!(line["event_id"], "m1");
+    assert_eq!(line["invoice_id"], "resm1");
+    assert_eq!((line["status"].as_u64(), line["outcome"].as_str()), (Some(200), Some("stored")));
+}
+
 /// STARKBANK_WORKSPACE_ID: events of another workspace, or naming none, get 403 and are not
 /// stored; a configured id that contradicts the database's pinned workspace stops the listener
 /// at start (exit 78).
@@ -901,4 +969,12 @@ fn nginx_config_terminates_tls_and_enforces_limits() {
     assert_eq!(wrong.status().as_u16(), 403, "only POST reaches /webhook");
     assert_eq!(client.get(format!("https://localhost:{port}/other")).send().unwrap().status().as_u16(), 404);
     assert_eq!(count(&listener.db), 1);
+
+    // /metrics answers on the listener's own (loopback) address, never through the public server.
+    let public = client.get(format!("https://localhost:{port}/metrics")).send().unwrap();
+    assert_eq!(public.status().as_u16(), 404, "nginx must not expose /metrics");
+    assert!(!public.text().unwrap().contains("stark_sweep_"), "nginx forwarded /metrics");
+    let direct = get(listener.addr, "/metrics");
+    assert_eq!(direct.status, 200);
+    assert!(direct.body.contains("\nstark_sweep_webhook_events_stored_total 1\n"), "{}", direct.body);
 }
