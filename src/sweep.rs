@@ -1180,6 +1180,35 @@ mod tests {
         );
     }
 
+    /// Regression: every idle run read the whole credits and transfers tables (0.56 s and
+    /// growing at 100,000 settled credits, for a per-minute timer with nothing to do). Its work,
+    /// counted in SQLite steps (not time), must not grow with the history.
+    #[test]
+    fn an_idle_run_costs_the_same_whatever_the_history() {
+        use crate::sandbox::{Sandbox, SandboxConfig};
+        use crate::store::testing::{add_settled_history, count_vm_steps, temp_store};
+        let sandbox = Sandbox::start(SandboxConfig { pay_rate: 0.0, seed: 5, ..SandboxConfig::default() }).unwrap();
+        let key = crate::starkbank::keys::parse_private_key(&sandbox.private_key_pem().unwrap()).unwrap();
+        let client =
+            Client::new(crate::starkbank::ClientConfig::new(sandbox.url(), sandbox.project_id(), key)).unwrap();
+        let ws = sandbox.workspace_id();
+        let (_d, mut store) = temp_store();
+        let now = Utc::now();
+        crate::workspace::pin(&mut store, &ws, "test", None, now).unwrap();
+        let opts = Options { all_credits: true, ..Options::default() };
+        let idle_steps = |store: &mut Store| {
+            let steps = count_vm_steps(store);
+            let report = run(&client, store, &opts, now).unwrap();
+            assert_eq!((report.transfers_sent, report.events_applied, report.errors.len()), (0, 0, 0), "{report:?}");
+            steps.load(std::sync::atomic::Ordering::Relaxed)
+        };
+        add_settled_history(&mut store, &ws, 0, 100);
+        let small = idle_steps(&mut store);
+        add_settled_history(&mut store, &ws, 100, 5_000);
+        let large = idle_steps(&mut store);
+        assert!(large <= small + small / 10, "an idle run took {small} SQLite steps on 100 credits, {large} on 5,100");
+    }
+
     /// Only a `credited` log is a credit, and its tags decide nothing: whose it is, the store
     /// decides from the invoices this deployment issued (tags are labels, not proof).
     #[test]
