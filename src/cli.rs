@@ -287,6 +287,11 @@ pub struct StatusArgs {
     /// A credit not transferred after this many minutes needs attention [default: 30]
     #[arg(long, env = "STARK_SWEEP_STALE_MINUTES", value_name = "MINUTES")]
     pub stale_minutes: Option<i64>,
+    /// List every discrepancy, settled history too (credits skipped because nothing was left to
+    /// transfer); without it only what needs a human or is still on its way is listed, and the
+    /// rest is counted
+    #[arg(long)]
+    pub all: bool,
 }
 
 #[derive(Debug, Subcommand)]

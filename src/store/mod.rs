@@ -256,6 +256,11 @@ pub(crate) mod testing {
         (dir, store)
     }
 
+    /// Runs `sql` on the store's connection (fixtures the domain operations cannot make).
+    pub fn exec(store: &super::Store, sql: &str) {
+        store.conn.execute_batch(sql).unwrap();
+    }
+
     /// Counts the SQLite virtual-machine steps of every statement the store runs from now on:
     /// the work a query does, independent of the machine (a full scan steps once per row).
     pub fn count_vm_steps(store: &mut super::Store) -> Arc<AtomicU64> {
