@@ -236,3 +236,76 @@ fn status_lists_what_needs_a_human_and_counts_the_history() {
     let v = json(&w.run_expect(&["status", "--json", "--all", "--now", &now], 3));
     assert_eq!((v["discrepancies"].as_array().map(Vec::len), &v["discrepanciesNotListed"]), (Some(51), &json!(0)));
 }
+
+/// Undelivered events that are none of ours stay undelivered at Stark Bank for good (another
+/// deployment may need them). Regression: every run listed them all again, for ever. Now the
+/// pull lists only what was created since a day before the newest event the last complete pull
+/// settled (so what it lists follows recent activity, not history), and ours are still found
+/// and swept.
+#[test]
+fn events_left_undelivered_are_not_pulled_again_and_again() {
+    let w = world(43);
+    let theirs = w
+        .client()
+        .create_invoices(&[NewInvoice {
+            amount: 5_000,
+            tax_id: "337.451.076-08".into(),
+            name: "Ana Lima".into(),
+            due: stark_sweep::starkbank::time::format_secs(w.sandbox.now() + Duration::days(2)),
+            expiration: 86_400,
+            tags: vec!["someone-else".into()],
+        }])
+        .unwrap()[0]
+        .id
+        .clone();
+    w.sandbox.pay_invoice(&theirs, PayOptions::default()).unwrap();
+    w.sandbox.advance(Duration::minutes(5)).unwrap();
+    let process = |w: &World| {
+        let out = w.run(&["process-events", "--json", "--now", &at(w.sandbox.now())]);
+        assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+        json(&out)
+    };
+    let first = process(&w);
+    let old: Vec<String> =
+        w.sandbox.snapshot().events.iter().filter(|e| e.resource_id == theirs).map(|e| e.id.clone()).collect();
+    let theirs_events = old.len();
+    assert!(theirs_events >= 2, "{theirs_events}");
+    assert_eq!(
+        (first["eventsPulled"].as_u64(), &first["eventsPulledAfter"]),
+        (Some(theirs_events as u64), &json!(null))
+    );
+    // Still new: listed again (and left undelivered again).
+    let again = process(&w);
+    assert_eq!(again["eventsPulled"], theirs_events, "{again:#}");
+    assert!(again["eventsPulledAfter"].is_string(), "{again:#}");
+
+    // Three days on, our own invoices are issued, and one is paid.
+    w.sandbox.advance(Duration::days(3)).unwrap();
+    let out = w.run_expect(&["issue-invoices", "--json", "--now", &at(w.sandbox.now())], 0);
+    let ours = json(&out)["invoices"][0]["invoiceId"].as_str().unwrap().to_string();
+    w.sandbox.pay_invoice(&ours, PayOptions::default()).unwrap();
+    w.sandbox.advance(Duration::minutes(5)).unwrap();
+    // This run still lists theirs (nothing newer was settled before it); from then on, the
+    // window starts a day before our new events.
+    process(&w);
+    let snap = w.sandbox.snapshot();
+    let later = process(&w);
+    let after =
+        stark_sweep::starkbank::time::parse_date_or_datetime(later["eventsPulledAfter"].as_str().unwrap()).unwrap();
+    let undelivered_since: Vec<_> =
+        snap.events.iter().filter(|e| !e.deleted && !e.is_delivered && e.created >= after).collect();
+    assert!(undelivered_since.iter().all(|e| !old.contains(&e.id)), "theirs are older than the window");
+    assert!(snap.events.iter().any(|e| old.contains(&e.id) && !e.is_delivered), "theirs stay undelivered");
+    assert_eq!(later["eventsPulled"], undelivered_since.len(), "{later:#}");
+    for _ in 0..10 {
+        if successes_for(&w.sandbox.snapshot(), &ours) == [4950] {
+            break;
+        }
+        w.sandbox.advance(Duration::minutes(5)).unwrap();
+        process(&w);
+    }
+    let snap = w.sandbox.snapshot();
+    let inv = snap.invoices.iter().find(|i| i.id == ours).unwrap();
+    assert_eq!(successes_for(&snap, &ours), [inv.amount - inv.fee], "ours is swept once");
+    assert!(successes_for(&snap, &theirs).is_empty());
+}
