@@ -25,9 +25,10 @@
 //!
 //! `--markdown FILE` writes the report section; `--report bench/REPORT.md` puts it in place
 //! of the one between the `<!-- history -->` markers there (appended when there is none).
+//! `--from-json FILE` renders the section of an earlier run (its `--json`) again.
 //!
 //! Run: `cargo build --release && cargo run --release --example history -- [--credits 1000,100000,1000000]
-//!       [--runs 3] [--before OLD_BIN] [--timeout 60] [--webhook-seconds 5] [--keep DIR]
+//!       [--runs 3] [--before OLD_BIN] [--timeout 60] [--webhook-seconds 5] [--intake-rounds 2] [--keep DIR]
 //!       [--json out.json] [--markdown out.md] [--report bench/REPORT.md] [--bin target/release/stark-sweep]`
 
 #[path = "common/mod.rs"]
@@ -355,17 +356,28 @@ fn issue_slots(
     }))
 }
 
-/// The listener's intake on `db` (`None`: a fresh database), through `webhook_load`.
-fn intake(load: &Path, bin: &Path, db: Option<&Path>, ws: &str, seconds: f64, out: &Path) -> anyhow::Result<Value> {
+/// A new database of `bin`'s schema with workspace `ws` pinned (what a deployment's listener
+/// has from its first day).
+fn fresh_db(bin: &Path, db: &Path, ws: &str) -> anyhow::Result<()> {
+    let made = common::clean(bin).arg("--db").arg(db).args(["kill-switch", "status"]).output()?;
+    anyhow::ensure!(made.status.success(), "creating {}: {}", db.display(), String::from_utf8_lossy(&made.stderr));
+    rusqlite::Connection::open(db)?.execute(
+        "INSERT INTO settings (key, value, source, set_at) VALUES ('workspace_id', ?1, 'bench history', ?2)",
+        params![ws, time::format(Utc::now())],
+    )?;
+    Ok(())
+}
+
+/// The listener's intake on `db`, through `webhook_load`.
+fn intake(load: &Path, bin: &Path, db: &Path, ws: &str, seconds: f64, out: &Path) -> anyhow::Result<Value> {
     let secs = seconds.to_string();
     let mut c = common::clean(load);
     c.args(["--bin", &bin.display().to_string(), "--concurrency", "32", "--seconds", &secs, "--rate", "500"])
         .args(["--rate-seconds", &secs, "--presign-rate", "8000", "--random-ids", "--workspace", ws])
         .arg("--json")
-        .arg(out);
-    if let Some(db) = db {
-        c.arg("--db").arg(db);
-    }
+        .arg(out)
+        .arg("--db")
+        .arg(db);
     let o = c.output().with_context(|| format!("running {}", load.display()))?;
     let text = String::from_utf8_lossy(&o.stdout).to_string();
     eprint!("{text}");
@@ -397,6 +409,11 @@ fn facts() -> Value {
 
 fn main() -> anyhow::Result<()> {
     let flags = Flags::parse(&[])?;
+    if let Some(path) = flags.get("from-json") {
+        // Render the report of an earlier run again (its `--json` file); nothing is measured.
+        let text = std::fs::read_to_string(path).with_context(|| format!("--from-json {path}"))?;
+        return output(&flags, &serde_json::from_str(&text)?);
+    }
     let bin = std::fs::canonicalize(flags.get("bin").map(PathBuf::from).unwrap_or_else(common::default_bin))
         .context("--bin: the release binary (cargo build --release)")?;
     let before = flags.get("before").map(std::fs::canonicalize).transpose().context("--before")?;
@@ -411,6 +428,7 @@ fn main() -> anyhow::Result<()> {
     let issue_runs = runs.min(if before.is_some() { 3 } else { 7 });
     let limit: u64 = flags.num("timeout", 60)?;
     let webhook_seconds: f64 = flags.num("webhook-seconds", 5.0)?;
+    let intake_rounds: usize = flags.num("intake-rounds", 2)?;
     let load = bin.parent().map(|p| p.join("examples/webhook_load")).unwrap_or_default();
     let keep = flags.get("keep").map(PathBuf::from);
     let mut start_facts = facts();
@@ -426,6 +444,10 @@ fn main() -> anyhow::Result<()> {
         let made = common::clean(creator).arg("--db").arg(&db).args(["kill-switch", "status"]).output()?;
         anyhow::ensure!(made.status.success(), "creating {}: {}", db.display(), String::from_utf8_lossy(&made.stderr));
         let ws = World::start(REAL_TIME)?.sandbox.workspace_id();
+        anyhow::ensure!(
+            ws == World::start(REAL_TIME)?.sandbox.workspace_id(),
+            "the emulator's workspace id is not stable"
+        );
         let now = Utc::now();
         let campaign_start = DateTime::<Utc>::from_timestamp(now.timestamp(), 0).unwrap_or(now) - Duration::hours(4);
         eprintln!("== {n} credits: building the history ...");
@@ -464,10 +486,26 @@ fn main() -> anyhow::Result<()> {
         a["issue_invoices"] = issue_slots(&issuing, &bin, &db, campaign_start, next_slot, issue_runs)?;
         r["after"] = a;
         if k + 1 == sizes.len() && webhook_seconds > 0.0 {
-            eprintln!("   webhook intake, fresh database, then this one ({} events):", built.events);
-            r["intake_fresh"] = intake(&load, &bin, None, &ws, webhook_seconds, &dir.join("intake-fresh.json"))?;
-            r["intake_history"] =
-                intake(&load, &bin, Some(&db), &ws, webhook_seconds, &dir.join("intake-history.json"))?;
+            // Alternating, so a change in the machine's load shows as spread, not as a difference.
+            eprintln!(
+                "   webhook intake, a fresh database and this one ({} events), {intake_rounds} rounds:",
+                built.events
+            );
+            let fresh = dir.join("fresh.db");
+            fresh_db(&bin, &fresh, &ws)?;
+            let mut rounds = Vec::new();
+            for round in 1..=intake_rounds {
+                for (label, file) in [("fresh", &fresh), ("history", &db)] {
+                    let out = dir.join(format!("intake-{label}-{round}.json"));
+                    let v = intake(&load, &bin, file, &ws, webhook_seconds, &out)?;
+                    anyhow::ensure!(
+                        v["throughput_other"] == 0 && v["rate_other"] == 0,
+                        "the listener refused events: {v}"
+                    );
+                    rounds.push(json!({"database": label, "round": round, "result": v}));
+                }
+            }
+            r["intake"] = json!(rounds);
         }
         r["db_bytes_after"] = json!(std::fs::metadata(&db).map(|m| m.len()).unwrap_or_default());
         results.push(r);
@@ -475,11 +513,16 @@ fn main() -> anyhow::Result<()> {
     start_facts["load_end"] = facts()["load"].clone();
     let all =
         json!({"facts": start_facts, "bin": bin, "before": before, "runs": runs, "timeout_s": limit, "sizes": results});
-    let md = markdown(&all);
-    println!("{md}");
     if let Some(path) = flags.get("json") {
         std::fs::write(path, serde_json::to_string_pretty(&all)?)?;
     }
+    output(&flags, &all)
+}
+
+/// Prints the report section, and writes it where `--markdown` and `--report` say.
+fn output(flags: &Flags, all: &Value) -> anyhow::Result<()> {
+    let md = markdown(all);
+    println!("{md}");
     if let Some(path) = flags.get("markdown") {
         std::fs::write(path, &md)?;
     }
@@ -515,17 +558,22 @@ fn n(x: u64) -> String {
     out
 }
 
-/// `0.026 s, 9.8 MiB`, or `cut at 60 s` when a run was.
+/// `0.026 s, 9.8 MiB`: the median of the runs that finished, and how many were cut.
 fn cell(v: &Value) -> String {
     if v.is_null() {
         return "n/a".into();
     }
-    if let Some(cut) = v["cut_at_s"].as_u64() {
-        return format!("**over {cut} s** (cut)");
+    let runs = v["runs"].as_array().cloned().unwrap_or_default();
+    let (cut, done): (Vec<Value>, Vec<Value>) = runs.into_iter().partition(|m| m["exit_code"] == 137);
+    let limit = v["cut_at_s"].as_u64().unwrap_or_default();
+    if done.is_empty() {
+        return format!("**over {limit} s** (cut)");
     }
-    let s = v["median_wall_s"].as_f64().unwrap_or_default();
+    let s = median(done.iter().filter_map(|m| m["wall_s"].as_f64()).collect());
+    let rss = median(done.iter().filter_map(|m| m["max_rss_kib"].as_f64()).collect());
     let wall = if s < 10.0 { format!("{s:.3} s") } else { format!("{s:.1} s") };
-    format!("{wall}, {:.1} MiB", v["median_max_rss_kib"].as_f64().unwrap_or_default() / 1024.0)
+    let more = if cut.is_empty() { String::new() } else { format!(" (and {} run cut at {limit} s)", cut.len()) };
+    format!("{wall}, {:.1} MiB{more}", rss / 1024.0)
 }
 
 fn markdown(all: &Value) -> String {
@@ -629,23 +677,24 @@ fn markdown(all: &Value) -> String {
         w(String::new());
     }
     if let Some(last) = sizes.last()
-        && !last["intake_history"].is_null()
+        && let Some(rounds) = last["intake"].as_array()
     {
-        let (fresh, hist) = (&last["intake_fresh"], &last["intake_history"]);
-        w(format!(
-            "### Webhook intake with {} events already stored",
-            n(hist["rows_before"].as_u64().unwrap_or_default())
-        ));
+        w(format!("### Webhook intake with {} events already stored", n(last["events"].as_u64().unwrap_or_default())));
         w(String::new());
         w("`webhook_load` (32 keep-alive clients as fast as answered, then 500 events/s open loop; event ids spread over \
-           the key space), `serve-webhook` of this build, on a fresh database and on the largest history:"
+           the key space), `serve-webhook` of this build, on a fresh database and on the largest history, \
+           alternating:"
             .into());
         w(String::new());
-        w("| Database | events/s (max load) | p50 / p99 | at 500/s: p50 / p99 | peak RSS | rows = 200s |".into());
+        w("| Round, database | events/s (max load) | p50 / p99 | at 500/s: p50 / p99 | peak RSS | rows = 200s |"
+            .into());
         w("|---|---|---|---|---|---|".into());
-        for (label, v) in [("fresh", fresh), ("history", hist)] {
+        for r in rounds {
+            let v = &r["result"];
             w(format!(
-                "| {label} ({} events before) | {:.0} | {:.1} / {:.1} ms | {:.2} / {:.2} ms | {:.1} MiB | {} |",
+                "| {}, {} ({} events before) | {:.0} | {:.1} / {:.1} ms | {:.2} / {:.2} ms | {:.1} MiB | {} |",
+                r["round"],
+                r["database"].as_str().unwrap_or_default(),
                 n(v["rows_before"].as_u64().unwrap_or_default()),
                 v["throughput_eps"].as_f64().unwrap_or_default(),
                 v["throughput_p50_ms"].as_f64().unwrap_or_default(),
@@ -665,8 +714,8 @@ fn markdown(all: &Value) -> String {
         w(String::new());
     }
     w("Reproduce: `cargo build --release --bin stark-sweep --example history --example webhook_load && \
-       target/release/examples/history --before OLD_RELEASE_BIN --report bench/REPORT.md` (about 10 minutes on 2 \
-       cores; `--credits 1000,100000` for a quick look)."
+       target/release/examples/history --before OLD_RELEASE_BIN --report bench/REPORT.md` (about 8 minutes on 2 \
+       cores; `--credits 1000,100000` for a quick look; `--from-json` renders a run's `--json` again)."
         .into());
     s
 }
