@@ -369,11 +369,22 @@ fn fresh_db(bin: &Path, db: &Path, ws: &str) -> anyhow::Result<()> {
 }
 
 /// The listener's intake on `db`, through `webhook_load`.
-fn intake(load: &Path, bin: &Path, db: &Path, ws: &str, seconds: f64, out: &Path) -> anyhow::Result<Value> {
+fn intake(
+    load: &Path,
+    bin: &Path,
+    db: &Path,
+    ws: &str,
+    seconds: f64,
+    round: usize,
+    out: &Path,
+) -> anyhow::Result<Value> {
     let secs = seconds.to_string();
+    // Each round sends events no earlier round sent (a duplicate is answered 200 and stores nothing).
+    let offset = (round * 1_000_000).to_string();
     let mut c = common::clean(load);
     c.args(["--bin", &bin.display().to_string(), "--concurrency", "32", "--seconds", &secs, "--rate", "500"])
-        .args(["--rate-seconds", &secs, "--presign-rate", "8000", "--random-ids", "--workspace", ws])
+        .args(["--rate-seconds", &secs, "--presign-rate", "15000", "--random-ids", "--workspace", ws])
+        .args(["--id-offset", &offset])
         .arg("--json")
         .arg(out)
         .arg("--db")
@@ -497,7 +508,7 @@ fn main() -> anyhow::Result<()> {
             for round in 1..=intake_rounds {
                 for (label, file) in [("fresh", &fresh), ("history", &db)] {
                     let out = dir.join(format!("intake-{label}-{round}.json"));
-                    let v = intake(&load, &bin, file, &ws, webhook_seconds, &out)?;
+                    let v = intake(&load, &bin, file, &ws, webhook_seconds, round, &out)?;
                     anyhow::ensure!(
                         v["throughput_other"] == 0 && v["rate_other"] == 0,
                         "the listener refused events: {v}"

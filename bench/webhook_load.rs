@@ -26,7 +26,7 @@
 //! Run: `cargo build --release && cargo run --release --example webhook_load -- [--concurrency 32]
 //!       [--seconds 10] [--rate 500] [--rate-seconds 10] [--new-connections] [--bin target/release/stark-sweep]
 //!       [--target-url URL --signing-key PEM [--pids P1,P2] [--count-db FILE]] [--presign-rate 20000]
-//!       [--db FILE --workspace ID] [--random-ids] [--json out.json]`
+//!       [--db FILE --workspace ID] [--random-ids] [--id-offset N] [--json out.json]`
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -62,6 +62,8 @@ struct Args {
     workspace: String,
     /// Event ids spread over the key space.
     random_ids: bool,
+    /// Added to every event's index, so runs on one database send distinct events.
+    id_offset: usize,
     json: Option<PathBuf>,
 }
 
@@ -84,6 +86,7 @@ fn args() -> Result<Args, String> {
         db: None,
         workspace: "5078376503050240".into(),
         random_ids: false,
+        id_offset: 0,
         json: None,
     };
     let mut it = std::env::args().skip(1);
@@ -117,6 +120,7 @@ fn args() -> Result<Args, String> {
             "--presign-rate" => a.presign_rate = num()?,
             "--db" => a.db = Some(PathBuf::from(&value)),
             "--workspace" => a.workspace = value.clone(),
+            "--id-offset" => a.id_offset = num()? as usize,
             "--json" => a.json = Some(PathBuf::from(&value)),
             _ => return Err(format!("unknown flag {flag}")),
         }
@@ -350,7 +354,7 @@ fn main() -> Result<(), String> {
     eprintln!("pre-signing {} events ...", n_fast + n_rate);
     let requests: Vec<Vec<u8>> = (0..n_fast + n_rate)
         .map(|i| {
-            let body = event_body(event_id(i, a.random_ids), &a.workspace);
+            let body = event_body(event_id(a.id_offset + i, a.random_ids), &a.workspace);
             let sig = sign::sign(&key, body.as_bytes());
             request(&path, &body, &sig, a.new_connections)
         })
