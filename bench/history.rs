@@ -722,6 +722,23 @@ fn markdown(all: &Value) -> String {
                 }
             ));
         }
+        let eps = |db: &str| {
+            median(
+                rounds
+                    .iter()
+                    .filter(|r| r["database"] == db)
+                    .filter_map(|r| r["result"]["throughput_eps"].as_f64())
+                    .collect(),
+            )
+        };
+        let (fresh, history) = (eps("fresh"), eps("history"));
+        w(String::new());
+        w(format!(
+            "Median of the rounds at maximum load: {fresh:.0} events/s on the fresh database, {history:.0} on the \
+             history ({:+.0}%). The rounds alternate, so a change in the machine's load shows as spread between rounds \
+             of the same database.",
+            (history / fresh - 1.0) * 100.0
+        ));
         w(String::new());
     }
     w("Reproduce: `cargo build --release --bin stark-sweep --example history --example webhook_load && \
