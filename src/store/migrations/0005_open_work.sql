@@ -1,6 +1,6 @@
 -- stark-sweep schema, version 5: routine runs cost what open work costs, not what history costs.
 -- Indexes only: no row is changed, so a database of any size keeps everything it holds. Building
--- them reads each table once (about a second per million credits).
+-- them reads each table once (about 10 s for a million credits on a 2-core machine).
 
 -- Credits by state, in the order the sweep takes them: open, held, attention and unclaimed
 -- credits are found without reading the settled ones (`credits_in_play`, `open_credits`,
