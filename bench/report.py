@@ -346,6 +346,16 @@ if issue:
             mib(s["median_max_rss_kib"]), min(s["invoices_per_run"]), max(s["invoices_per_run"])))
     w("")
 
+# Routine runs on long histories (bench/history.rs writes the section; the markers let it
+# replace just that section when run alone: `history --report bench/REPORT.md`).
+history_md = os.path.join(OUT, "history.md")
+if os.path.exists(history_md):
+    with open(history_md) as f:
+        w("<!-- history: written by bench/history.rs (cargo run --release --example history) -->")
+        w(f.read().rstrip())
+        w("<!-- /history -->")
+        w("")
+
 w("## Binary")
 w("")
 w("`target/release/stark-sweep`: {} bytes ({}); stripped: {} bytes ({}).".format(
@@ -370,7 +380,8 @@ w("```console")
 w("$ bench/run            # builds release, makes bench/.venv, runs everything, rewrites bench/REPORT.md")
 w("```")
 w("Single benchmarks: `cargo run --release --example process_events -- --invoices 10000 --direct-invoices 300`, "
-  "`cargo run --release --example issue_invoices -- --runs 9`, `cargo run --release --example webhook_load -- "
+  "`cargo run --release --example issue_invoices -- --runs 9`, `cargo run --release --example history -- "
+  "--credits 1000,100000` (add `--before OLD_BIN` for an older release next to it), `cargo run --release --example webhook_load -- "
   "--concurrency 32 --seconds 10 --rate 500 --rate-seconds 10` (add `--target-url`/`--signing-key` for another "
   "receiver). Raw JSON of this run: kept in the directory `bench/run` prints at the end.")
 print("\n".join(lines))

@@ -16,6 +16,12 @@
 //!
 //! `BENCH_KEEP_LOG=path` keeps the listener's log (one line per request, slow commits).
 //!
+//! `--db FILE` runs the listener on an existing database (in place; it gains the events sent)
+//! instead of a fresh one, e.g. one of `bench/history.rs`'s long histories; `--workspace ID`
+//! names that database's pinned workspace in every event (or the listener refuses them), and
+//! `--random-ids` spreads the event ids over the whole key space, as Stark Bank's are, instead
+//! of one run of consecutive ids (which would only ever touch the end of the index).
+//!
 //! External mode (`--target-url http://127.0.0.1:PORT/webhook`): no stark-sweep is started;
 //! the same load goes to an already-running receiver (e.g. `bench/python/webhook_app.py`),
 //! signed with `--signing-key` (a private PEM whose public half the receiver was given).
@@ -25,7 +31,7 @@
 //! Run: `cargo build --release && cargo run --release --example webhook_load -- [--concurrency 32]
 //!       [--seconds 10] [--rate 500] [--rate-seconds 10] [--new-connections] [--bin target/release/stark-sweep]
 //!       [--target-url URL --signing-key PEM [--pids P1,P2] [--count-db FILE]] [--presign-rate 20000]
-//!       [--scrape-every 1] [--json out.json]`
+//!       [--scrape-every 1] [--db FILE --workspace ID] [--random-ids] [--id-offset N] [--json out.json]`
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -57,6 +63,14 @@ struct Args {
     presign_rate: f64,
     /// Scrape `GET /metrics` this often during the load (seconds); `None`: never.
     scrape_every: Option<f64>,
+    /// An existing database for the listener (used in place).
+    db: Option<PathBuf>,
+    /// The workspace every event names.
+    workspace: String,
+    /// Event ids spread over the key space.
+    random_ids: bool,
+    /// Added to every event's index, so runs on one database send distinct events.
+    id_offset: usize,
     json: Option<PathBuf>,
 }
 
@@ -77,12 +91,20 @@ fn args() -> Result<Args, String> {
         count_db: None,
         presign_rate: 20_000.0,
         scrape_every: None,
+        db: None,
+        workspace: "5078376503050240".into(),
+        random_ids: false,
+        id_offset: 0,
         json: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         if flag == "--new-connections" {
             a.new_connections = true;
+            continue;
+        }
+        if flag == "--random-ids" {
+            a.random_ids = true;
             continue;
         }
         let value = it.next().ok_or(format!("{flag} needs a value"))?;
@@ -105,6 +127,9 @@ fn args() -> Result<Args, String> {
             "--count-db" => a.count_db = Some(PathBuf::from(&value)),
             "--presign-rate" => a.presign_rate = num()?,
             "--scrape-every" => a.scrape_every = Some(num()?).filter(|s| *s > 0.0),
+            "--db" => a.db = Some(PathBuf::from(&value)),
+            "--workspace" => a.workspace = value.clone(),
+            "--id-offset" => a.id_offset = num()? as usize,
             "--json" => a.json = Some(PathBuf::from(&value)),
             _ => return Err(format!("unknown flag {flag}")),
         }
@@ -112,8 +137,26 @@ fn args() -> Result<Args, String> {
     Ok(a)
 }
 
+/// The id of the `i`th event (19 digits): consecutive, or (`random`) with 12 leading digits from a
+/// mix of `i`, so ids land all over the index as Stark Bank's do; the last 7 digits are `i`, so
+/// no two collide.
+fn event_id(i: usize, random: bool) -> u64 {
+    if !random {
+        return 9_000_000_000_000_000 + i as u64;
+    }
+    1_000_000_000_000_000_000 + mix(i as u64) % 900_000_000_000 * 10_000_000 + i as u64 % 10_000_000
+}
+
+/// splitmix64's finalizer.
+fn mix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 /// A body shaped like a real `invoice`/`credited` delivery (Python `json.dumps(sort_keys=True)`), ~1.4 KiB.
-fn event_body(id: usize) -> String {
+fn event_body(id: u64, workspace: &str) -> String {
     format!(
         concat!(
             "{{\"event\": {{\"created\": \"2026-11-29T12:00:00.000000+00:00\", \"id\": \"{id}\", \"log\": {{",
@@ -128,9 +171,10 @@ fn event_body(id: usize) -> String {
             "\"pdf\": \"https://sandbox.api.starkbank.com/v2/invoice/afdf94b770b0458a8440a335daf77c4c.pdf\", ",
             "\"rules\": [], \"splits\": [], \"status\": \"paid\", \"tags\": [\"c20261129t1200\", \"bench\"], ",
             "\"taxId\": \"337.451.076-08\", \"transactionIds\": [\"t{id}\"], \"updated\": \"2026-11-29T12:00:00.000000+00:00\"}}, ",
-            "\"type\": \"credited\"}}, \"subscription\": \"invoice\", \"workspaceId\": \"5078376503050240\"}}}}"
+            "\"type\": \"credited\"}}, \"subscription\": \"invoice\", \"workspaceId\": \"{workspace}\"}}}}"
         ),
-        id = 9_000_000_000_000_000usize + id
+        id = id,
+        workspace = workspace,
     )
 }
 
@@ -322,21 +366,25 @@ fn vm_hwm_kib(pid: u32) -> Option<u64> {
     status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// The workspace every benchmark event names.
-const WORKSPACE: &str = "5078376503050240";
-
-fn start_listener(bin: &PathBuf, dir: &std::path::Path) -> Result<(Child, SocketAddr), String> {
+fn start_listener(
+    bin: &PathBuf,
+    dir: &std::path::Path,
+    db: &std::path::Path,
+    workspace: &str,
+) -> Result<(Child, SocketAddr), String> {
     // The listener stores only events of its own workspace; with no API credentials here, it
     // must be pinned already (as process-events or issue-invoices would have done).
-    let mut store = stark_sweep::store::Store::open(&dir.join("bench.db")).map_err(|e| format!("{e:#}"))?;
-    stark_sweep::workspace::pin(&mut store, WORKSPACE, "bench", None, chrono::Utc::now())
+    let mut store = stark_sweep::store::Store::open(db).map_err(|e| format!("{e:#}"))?;
+    stark_sweep::workspace::pin(&mut store, workspace, "bench", None, chrono::Utc::now())
         .map_err(|e| format!("{e:#}"))?;
     drop(store);
     let log = dir.join("listener.log");
     let child = Command::new(bin)
         .current_dir(dir)
         .env_clear()
-        .args(["serve-webhook", "--db", "bench.db", "--listen", "127.0.0.1:0", "--public-key-file", "key.pem"])
+        .args(["serve-webhook", "--listen", "127.0.0.1:0", "--public-key-file", "key.pem"])
+        .arg("--db")
+        .arg(db)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).map_err(|e| e.to_string())?)
@@ -391,18 +439,26 @@ fn main() -> Result<(), String> {
     eprintln!("pre-signing {} events ...", n_fast + n_rate);
     let requests: Vec<Vec<u8>> = (0..n_fast + n_rate)
         .map(|i| {
-            let body = event_body(i);
+            let body = event_body(event_id(a.id_offset + i, a.random_ids), &a.workspace);
             let sig = sign::sign(&key, body.as_bytes());
             request(&path, &body, &sig, a.new_connections)
         })
         .collect();
-    let body_len = event_body(0).len();
+    let body_len = event_body(event_id(0, a.random_ids), &a.workspace).len();
     let requests = Arc::new(requests);
 
+    let listener_db = a.db.clone().unwrap_or_else(|| dir.path().join("bench.db"));
+    let count_rows = |db: &std::path::Path| -> Result<i64, String> {
+        rusqlite::Connection::open(db)
+            .and_then(|c| c.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0)))
+            .map_err(|e| format!("{}: {e}", db.display()))
+    };
+    // Rows the database held before (an existing one, `--db`): the check counts only new ones.
+    let rows_before = if a.db.is_some() { count_rows(&listener_db)? } else { 0 };
     let (mut child, addr) = match &external {
         Some((addr, _)) => (None, *addr),
         None => {
-            let (child, addr) = start_listener(&a.bin, dir.path())?;
+            let (child, addr) = start_listener(&a.bin, dir.path(), &listener_db, &a.workspace)?;
             (Some(child), addr)
         }
     };
@@ -482,16 +538,12 @@ fn main() -> Result<(), String> {
             }
             let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
             let exit = c.wait().map_err(|e| e.to_string())?;
-            (exit.to_string(), Some(dir.path().join("bench.db")))
+            (exit.to_string(), Some(listener_db.clone()))
         }
         None => ("(external, left running)".to_string(), a.count_db.clone()),
     };
     let rows: Option<i64> = match &db {
-        Some(db) => Some(
-            rusqlite::Connection::open(db)
-                .and_then(|c| c.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0)))
-                .map_err(|e| e.to_string())?,
-        ),
+        Some(db) => Some(count_rows(db)? - rows_before),
         None => None,
     };
 
@@ -529,7 +581,10 @@ fn main() -> Result<(), String> {
         None => println!("memory      : VmHWM unavailable"),
     }
     match rows {
-        Some(rows) => println!("durability  : {rows} rows for {} answers of 200; listener exit {exit}", ok1 + ok2),
+        Some(rows) => println!(
+            "durability  : {rows} new rows for {} answers of 200 (the table held {rows_before} before); listener exit {exit}",
+            ok1 + ok2
+        ),
         None => println!("durability  : not checked (no --count-db)"),
     }
     match (&scrapes, a.scrape_every) {
@@ -571,6 +626,8 @@ fn main() -> Result<(), String> {
             "scrape_max_ms": scrapes.as_ref().map(|s| ms(s.2.last().copied().unwrap_or_default())),
             "scrape_bytes": scrapes.as_ref().map(|s| s.3),
             "scrape_cpu_ms": scrape_cpu.map(|c| c * 1e3),
+            "rows_before": rows_before,
+            "random_ids": a.random_ids,
         });
         std::fs::write(path, v.to_string()).map_err(|e| format!("{}: {e}", path.display()))?;
     }

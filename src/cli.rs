@@ -381,6 +381,11 @@ pub struct StatusArgs {
     pub store: StoreArgs,
     #[command(flatten)]
     pub workspace: WorkspaceArgs,
+    /// List every discrepancy, settled history too (credits skipped because nothing was left to
+    /// transfer); without it only what needs a human or is still on its way is listed, and the
+    /// rest is counted
+    #[arg(long)]
+    pub all: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -1,14 +1,16 @@
 //! Reconciliation, both ways: every credit of ours against the transfers we sent for it, and
-//! every transfer against a credit. Pure over the store's rows (unit-tested); `status` prints
-//! the result and exits 3 when a discrepancy needs a human.
+//! every transfer against a credit. Pure over what the store computed (unit-tested); `status`
+//! reads the store's sums (`Store::unsettled_credits`, SQLite adds the transfers up, so a
+//! settled credit is never even decoded), prints the result and exits 3 when a discrepancy
+//! needs a human.
 //!
-//! Owns: the kinds of discrepancy and which need attention. Does not own: reading the store or
-//! printing.
+//! Owns: the kinds of discrepancy, which need attention, and which are listed by default.
+//! Does not own: reading the store or printing.
 
 use chrono::{DateTime, Utc};
 
 use crate::starkbank::time;
-use crate::store::{Credit, CreditState, TransferRow};
+use crate::store::{Credit, CreditState, TransferRow, TransferSums};
 
 /// One thing that does not add up.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -22,28 +24,16 @@ pub struct Discrepancy {
     pub needs_attention: bool,
 }
 
-/// What the transfers of one invoice add up to.
-#[derive(Debug, Default)]
-struct Sums {
-    transferred: i64,
-    successes: usize,
-    in_flight: bool,
-    failed: usize,
-}
+/// The kind of a credit with nothing to transfer (net <= 0): final, and nobody's to fix.
+pub const SKIPPED: &str = "skipped";
 
-fn sums<'a>(transfers: impl Iterator<Item = &'a TransferRow>) -> Sums {
-    let mut s = Sums::default();
-    for t in transfers {
-        if t.is_success() {
-            s.transferred += t.amount;
-            s.successes += 1;
-        } else if t.is_alive() {
-            s.in_flight = true;
-        } else if matches!(t.status.as_str(), "failed" | "canceled") {
-            s.failed += 1;
-        }
+impl Discrepancy {
+    /// Whether `status` lists it without `--all`: everything that needs a human or is still on
+    /// its way. A skipped credit is settled history; it is counted, not listed (a long-running
+    /// deployment has thousands).
+    pub fn listed_by_default(&self) -> bool {
+        self.needs_attention || self.kind != SKIPPED
     }
-    s
 }
 
 /// Minutes since `at` (never negative: a clock that runs ahead shows 0).
@@ -51,12 +41,81 @@ fn minutes_since(now: DateTime<Utc>, at: &str) -> i64 {
     time::parse(at).map(|t| (now - t).num_minutes()).unwrap_or(0).max(0)
 }
 
-/// Every credit of ours (`credits`, unclaimed excluded) against our transfers (`transfers`, each
-/// ours), then every transfer without a credit: ours whose credit is missing, and `strays`
-/// (transfers tagged with one of our invoices that we did not send).
+/// One credit of ours (never an unclaimed one) given what our transfers for it add up to:
+/// `None` when it is settled cleanly (exactly one successful transfer, of its net).
+pub fn assess(c: &Credit, s: &TransferSums, now: DateTime<Utc>, stale: chrono::Duration) -> Option<Discrepancy> {
+    let d = |kind, detail: String, needs_attention| {
+        Some(Discrepancy {
+            invoice_id: c.invoice_id.clone(),
+            net: c.net,
+            transferred: s.transferred,
+            kind,
+            detail,
+            needs_attention,
+        })
+    };
+    match c.state {
+        CreditState::Unclaimed => None,
+        CreditState::Skipped => d(SKIPPED, c.reason.clone().unwrap_or_default(), false),
+        CreditState::Attention => d("attention", c.reason.clone().unwrap_or_default(), true),
+        CreditState::Held => d("held", c.reason.clone().unwrap_or_default(), true),
+        _ if s.successes > 1 || s.transferred > c.net => d(
+            "overpaid",
+            format!("{} successful transfers totalling {}", s.successes, crate::cmd::brl(s.transferred)),
+            true,
+        ),
+        _ if s.successes == 1 && s.transferred == c.net => None,
+        _ if s.successes == 1 => d(
+            "amount-mismatch",
+            format!("transferred {} for a net of {}", crate::cmd::brl(s.transferred), crate::cmd::brl(c.net)),
+            true,
+        ),
+        _ => {
+            let minutes = minutes_since(now, &c.credited_at);
+            let why = c.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
+            let (kind, detail) = if s.in_flight {
+                ("in-flight", format!("transfer in flight; credited {minutes} min ago"))
+            } else if s.failed > 0 {
+                (
+                    "failed-transfer",
+                    format!("{} failed, retrying{why}; credited {minutes} min ago", transfers_text(s.failed)),
+                )
+            } else {
+                ("not-transferred", format!("credited {minutes} min ago, no transfer yet{why}"))
+            };
+            d(kind, detail, chrono::Duration::minutes(minutes) > stale)
+        }
+    }
+}
+
+/// What `status` shows: the credits that do not add up (`unsettled`, with their sums, in credit
+/// order), then every transfer without a credit: ours whose credit is missing
+/// (`without_credit`), and `strays` (transfers tagged with one of our invoices that we did not
+/// send).
+pub fn reconcile_sums(
+    unsettled: &[(Credit, TransferSums)],
+    without_credit: &[TransferRow],
+    strays: &[TransferRow],
+    now: DateTime<Utc>,
+    stale: chrono::Duration,
+) -> Vec<Discrepancy> {
+    let mut out: Vec<Discrepancy> = unsettled.iter().filter_map(|(c, s)| assess(c, s, now, stale)).collect();
+    for t in without_credit.iter().filter(|t| t.is_success() || t.is_alive()) {
+        out.push(without_credit_of(t, "sent by this deployment, but the invoice has no credit"));
+    }
+    for t in strays.iter().filter(|t| t.is_success() || t.is_alive()) {
+        out.push(without_credit_of(t, "not sent by this deployment"));
+    }
+    out
+}
+
 /// A credit not transferred after this many minutes needs attention.
 pub const DEFAULT_STALE_MINUTES: i64 = 30;
 
+/// Every credit of ours (`credits`, unclaimed excluded) against our transfers (`transfers`, each
+/// ours), then every transfer without a credit: ours whose credit is missing, and `strays`
+/// (transfers tagged with one of our invoices that we did not send). The same as
+/// `reconcile_sums`, over whole rows.
 pub fn reconcile(
     credits: &[Credit],
     transfers: &[TransferRow],
@@ -68,68 +127,24 @@ pub fn reconcile(
     for t in transfers {
         by_invoice.entry(t.invoice_id.as_str()).or_default().push(t);
     }
-    let mut out = Vec::new();
-    for c in credits {
-        let s = sums(by_invoice.remove(c.invoice_id.as_str()).unwrap_or_default().into_iter());
-        let d = |kind, detail: String, needs_attention| Discrepancy {
-            invoice_id: c.invoice_id.clone(),
-            net: c.net,
-            transferred: s.transferred,
-            kind,
-            detail,
-            needs_attention,
-        };
-        match c.state {
-            CreditState::Unclaimed => {}
-            CreditState::Skipped => out.push(d("skipped", c.reason.clone().unwrap_or_default(), false)),
-            CreditState::Attention => out.push(d("attention", c.reason.clone().unwrap_or_default(), true)),
-            CreditState::Held => out.push(d("held", c.reason.clone().unwrap_or_default(), true)),
-            _ if s.successes > 1 || s.transferred > c.net => out.push(d(
-                "overpaid",
-                format!("{} successful transfers totalling {}", s.successes, crate::cmd::brl(s.transferred)),
-                true,
-            )),
-            _ if s.successes == 1 && s.transferred == c.net => {}
-            _ if s.successes == 1 => out.push(d(
-                "amount-mismatch",
-                format!("transferred {} for a net of {}", crate::cmd::brl(s.transferred), crate::cmd::brl(c.net)),
-                true,
-            )),
-            _ => {
-                let minutes = minutes_since(now, &c.credited_at);
-                let why = c.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
-                let (kind, detail) = if s.in_flight {
-                    ("in-flight", format!("transfer in flight; credited {minutes} min ago"))
-                } else if s.failed > 0 {
-                    (
-                        "failed-transfer",
-                        format!("{} failed, retrying{why}; credited {minutes} min ago", transfers_text(s.failed)),
-                    )
-                } else {
-                    ("not-transferred", format!("credited {minutes} min ago, no transfer yet{why}"))
-                };
-                out.push(d(kind, detail, chrono::Duration::minutes(minutes) > stale));
-            }
-        }
-    }
+    let unsettled: Vec<(Credit, TransferSums)> = credits
+        .iter()
+        .map(|c| {
+            let sums = TransferSums::of(by_invoice.remove(c.invoice_id.as_str()).unwrap_or_default().into_iter());
+            (c.clone(), sums)
+        })
+        .collect();
     // Our transfers for invoices without a credit of ours.
-    let mut orphans: Vec<&TransferRow> =
-        by_invoice.into_values().flatten().filter(|t| t.is_success() || t.is_alive()).collect();
+    let mut orphans: Vec<TransferRow> = by_invoice.into_values().flatten().cloned().collect();
     orphans.sort_by(|a, b| (&a.invoice_id, &a.id).cmp(&(&b.invoice_id, &b.id)));
-    for t in orphans {
-        out.push(without_credit(t, "sent by this deployment, but the invoice has no credit"));
-    }
-    for t in strays.iter().filter(|t| t.is_success() || t.is_alive()) {
-        out.push(without_credit(t, "not sent by this deployment"));
-    }
-    out
+    reconcile_sums(&unsettled, &orphans, strays, now, stale)
 }
 
 fn transfers_text(n: usize) -> String {
     if n == 1 { "1 transfer".into() } else { format!("{n} transfers") }
 }
 
-fn without_credit(t: &TransferRow, why: &str) -> Discrepancy {
+fn without_credit_of(t: &TransferRow, why: &str) -> Discrepancy {
     Discrepancy {
         invoice_id: t.invoice_id.clone(),
         net: 0,
@@ -233,6 +248,73 @@ mod tests {
         assert_eq!(kinds, [("gone", "transfer-without-credit"), ("ok", "transfer-without-credit")]);
         assert!(d.iter().all(|d| d.needs_attention));
         assert!(d[1].detail.contains("not sent by this deployment"), "{}", d[1].detail);
+    }
+
+    /// SQLite's sums (what status uses) say exactly what the sums over whole rows say, for every
+    /// state a credit can be in next to every shape its transfers can take.
+    #[test]
+    fn the_stores_sums_agree_with_the_rows() {
+        use crate::store::testing::{exec, temp_store};
+        let (_d, store) = temp_store();
+        let states = ["open", "transferred", "attention", "held", "skipped", "unclaimed"];
+        // (status, amount) of each of ours; the net is 100.
+        let shapes: [&[(&str, i64)]; 8] = [
+            &[],
+            &[("success", 100)],
+            &[("success", 90)],
+            &[("success", 100), ("success", 100)],
+            &[("failed", 100), ("success", 100)],
+            &[("processing", 100)],
+            &[("failed", 100), ("canceled", 100)],
+            &[("success", 120)],
+        ];
+        let mut sql = String::new();
+        for (i, state) in states.iter().enumerate() {
+            for (j, shape) in shapes.iter().enumerate() {
+                let inv = format!("i{i}{j}");
+                sql.push_str(&format!(
+                    "INSERT INTO credits (invoice_id, event_id, amount, fee, net, credited_at, recorded_at, state, reason)
+                     VALUES ('{inv}', 'e', 110, 10, 100, '2026-01-01T00:0{i}:0{j}+00:00', 't', '{state}', 'why');"
+                ));
+                for (k, (status, amount)) in shape.iter().enumerate() {
+                    sql.push_str(&format!(
+                        "INSERT INTO transfers (id, external_id, invoice_id, amount, status, updated_at, ours)
+                         VALUES ('t{i}{j}{k}', 'x{i}{j}{k}', '{inv}', {amount}, '{status}', 't', 1);"
+                    ));
+                }
+            }
+        }
+        // Ours without a credit, and a transfer not ours (not a stray: no draft of ours names it).
+        sql.push_str(
+            "INSERT INTO transfers (id, external_id, invoice_id, amount, status, updated_at, ours)
+               VALUES ('o1', 'xo1', 'gone', 50, 'success', 't', 1), ('o2', 'xo2', 'gone', 50, 'created', 't', 1),
+                      ('o3', 'xo3', 'gone', 50, 'failed', 't', 1), ('n1', 'xn1', 'i00', 100, 'success', 't', 0);",
+        );
+        exec(&store, &sql);
+        let now = time::parse("2026-01-01T01:00:00+00:00").unwrap();
+        let stale = chrono::Duration::minutes(30);
+        let ours: Vec<TransferRow> = store.transfers().unwrap().into_iter().filter(|t| t.ours).collect();
+        let strays = store.stray_transfers().unwrap();
+        let from_rows = reconcile(&store.credits().unwrap(), &ours, &strays, now, stale);
+        let from_sums = reconcile_sums(
+            &store.unsettled_credits(true).unwrap(),
+            &store.transfers_without_credit().unwrap(),
+            &strays,
+            now,
+            stale,
+        );
+        assert_eq!(from_sums, from_rows);
+        assert!(from_rows.len() > 30, "the fixture covers many kinds: {from_rows:#?}");
+        // Without the skipped ones, the rest is the same, in the same order.
+        let listed: Vec<Discrepancy> = from_rows.into_iter().filter(|d| d.kind != SKIPPED).collect();
+        let without_skipped = reconcile_sums(
+            &store.unsettled_credits(false).unwrap(),
+            &store.transfers_without_credit().unwrap(),
+            &strays,
+            now,
+            stale,
+        );
+        assert_eq!(without_skipped, listed);
     }
 
     #[test]

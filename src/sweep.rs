@@ -3,9 +3,11 @@
 //!
 //! One run, under the `sweep` process lock (so at most one sender is alive per database):
 //! 1. know our workspace (pinned, or learned from the API with our credentials);
-//! 2. pull undelivered events from Stark Bank and record them like the listener does; fetch the
-//!    credited logs of invoices we issued that have no credit yet (so a credit is found even
-//!    when another deployment in the same workspace took its webhook);
+//! 2. pull undelivered events from Stark Bank and record them like the listener does (those
+//!    created since a day before the newest one the last complete pull settled: undelivered
+//!    events that are none of ours stay undelivered for good, and are not listed again and
+//!    again); fetch the credited logs of invoices we issued that have no credit yet (so a credit
+//!    is found even when another deployment in the same workspace took its webhook);
 //! 3. apply recorded events: invoice states, credits (on `credited` only), transfer states;
 //! 4. `--all-credits`: confirm credits of invoices we did not issue by fetching each invoice;
 //! 5. refresh transfers still in flight;
@@ -151,10 +153,15 @@ pub struct Report {
     /// `--dry-run`: what would be sent (nothing was).
     pub would_send: Vec<WouldSend>,
     pub marked_delivered: usize,
+    /// The pull listed undelivered events created from this date on (none: all of them).
+    pub events_pulled_after: Option<String>,
     pub errors: Vec<String>,
     /// Ids pulled as undelivered in this run, to mark delivered once applied.
     #[serde(skip)]
     pulled: Vec<String>,
+    /// The newest `created` among them.
+    #[serde(skip)]
+    newest_pulled: Option<DateTime<Utc>>,
 }
 
 /// A transfer a dry run would send.
@@ -273,11 +280,21 @@ fn run(client: &Client, store: &mut Store, opts: &Options, now: DateTime<Utc>) -
     let plan = decide(client, store, opts, now, &mut report)?;
     send(client, store, opts, plan, now, &mut report)?;
     settle(store, opts.dry_run, &mut report)?;
-    if opts.reconcile && !opts.dry_run {
-        mark_delivered(client, store, opts, now, &mut report);
+    if opts.reconcile && !opts.dry_run && mark_delivered(client, store, opts, now, &mut report) {
+        // Everything this pull listed is recorded, applied and (ours) marked: the next pull
+        // need not list it again.
+        if let Some(newest) = report.newest_pulled
+            && let Err(e) = store.advance_event_pull_cursor(newest, now)
+        {
+            log::warn!("could not record how far the event pull got (the next one lists more): {e:#}");
+        }
     }
     Ok(report)
 }
+
+/// How far before the newest event the last complete pull settled the next pull starts: events
+/// can appear in the list a little after they were created, and Stark Bank's `after` is a date.
+pub const EVENT_PULL_OVERLAP: chrono::Duration = chrono::Duration::days(1);
 
 /// `process-events --dry-run`: the whole step on `copy` (an in-memory copy of the store: see
 /// `Store::copy_of`), reading from Stark Bank but sending, marking and claiming nothing, without
@@ -291,6 +308,9 @@ pub fn dry_run(client: &Client, copy: &mut Store, opts: &Options, now: DateTime<
 /// (one transaction per page), so a long backlog is never held in memory whole. The API shows
 /// a project only its own workspace's events: the first one pins the workspace if nothing is
 /// pinned yet, and one of another workspace means the credentials and the database disagree.
+/// The pull starts `EVENT_PULL_OVERLAP` before the store's cursor (every undelivered event
+/// created before that was listed by an earlier complete pull, recorded and, if ours, marked
+/// delivered), so its cost follows what is new, not what was left undelivered over the years.
 fn pull_undelivered(
     client: &Client,
     store: &mut Store,
@@ -298,7 +318,10 @@ fn pull_undelivered(
     now: DateTime<Utc>,
     report: &mut Report,
 ) -> anyhow::Result<()> {
-    client.for_each_event_page(Some(false), |events| -> anyhow::Result<()> {
+    let after =
+        store.event_pull_cursor()?.map(|c| crate::starkbank::time::format_date((c - EVENT_PULL_OVERLAP).date_naive()));
+    report.events_pulled_after = after.clone();
+    client.for_each_event_page(Some(false), after.as_deref(), |events| -> anyhow::Result<()> {
         report.events_pulled += events.len();
         let mut batch = Vec::with_capacity(events.len());
         for event in events {
@@ -314,6 +337,9 @@ fn pull_undelivered(
                         )?;
                     }
                     report.pulled.push(summary.id.clone());
+                    if let Some(t) = crate::starkbank::time::parse(&summary.created) {
+                        report.newest_pulled = report.newest_pulled.max(Some(t));
+                    }
                     let body = serde_json::to_vec(&serde_json::json!({ "event": event }))?;
                     batch.push(NewEvent { summary, body, signature: None, source: EventSource::Api });
                 }
@@ -1061,13 +1087,14 @@ const MARK_WORKERS: usize = 4;
 /// Step 9: every event Stark Bank listed as undelivered that concerns us (about an invoice we
 /// issued or a transfer we sent), now that its effects are recorded (whether the listener or
 /// this run stored it). One that fails is listed again next run. The others are left
-/// undelivered: another deployment in the same workspace may still need to find them.
-fn mark_delivered(client: &Client, store: &mut Store, opts: &Options, now: DateTime<Utc>, report: &mut Report) {
+/// undelivered: another deployment in the same workspace may still need to find them. Returns
+/// whether every one was marked and recorded.
+fn mark_delivered(client: &Client, store: &mut Store, opts: &Options, now: DateTime<Utc>, report: &mut Report) -> bool {
     let ids = match store.ours_applied_among(&report.pulled, opts.all_credits) {
         Ok(ids) => ids,
         Err(e) => {
             report.errors.push(format!("listing events to mark delivered: {e:#}"));
-            return;
+            return false;
         }
     };
     let next = std::sync::atomic::AtomicUsize::new(0);
@@ -1093,10 +1120,17 @@ fn mark_delivered(client: &Client, store: &mut Store, opts: &Options, now: DateT
     for e in &failed {
         log::warn!("{e} (the next run retries)");
     }
+    let all_marked = failed.is_empty();
     report.errors.extend(failed);
     match store.mark_delivered(&marked, now) {
-        Ok(()) => report.marked_delivered += marked.len(),
-        Err(e) => report.errors.push(format!("recording {} delivered marks: {e:#}", marked.len())),
+        Ok(()) => {
+            report.marked_delivered += marked.len();
+            all_marked
+        }
+        Err(e) => {
+            report.errors.push(format!("recording {} delivered marks: {e:#}", marked.len()));
+            false
+        }
     }
 }
 
@@ -1272,6 +1306,35 @@ mod tests {
             next_action(&waiting, Some(&send(5, Some(SendOutcome::Accepted))), &[short], false, &o, now),
             Action::NewAttempt { attempt: 6, forgive: true }
         );
+    }
+
+    /// Regression: every idle run read the whole credits and transfers tables (0.56 s and
+    /// growing at 100,000 settled credits, for a per-minute timer with nothing to do). Its work,
+    /// counted in SQLite steps (not time), must not grow with the history.
+    #[test]
+    fn an_idle_run_costs_the_same_whatever_the_history() {
+        use crate::sandbox::{Sandbox, SandboxConfig};
+        use crate::store::testing::{add_settled_history, count_vm_steps, temp_store};
+        let sandbox = Sandbox::start(SandboxConfig { pay_rate: 0.0, seed: 5, ..SandboxConfig::default() }).unwrap();
+        let key = crate::starkbank::keys::parse_private_key(&sandbox.private_key_pem().unwrap()).unwrap();
+        let client =
+            Client::new(crate::starkbank::ClientConfig::new(sandbox.url(), sandbox.project_id(), key)).unwrap();
+        let ws = sandbox.workspace_id();
+        let (_d, mut store) = temp_store();
+        let now = Utc::now();
+        crate::workspace::pin(&mut store, &ws, "test", None, now).unwrap();
+        let opts = Options { all_credits: true, ..Options::default() };
+        let idle_steps = |store: &mut Store| {
+            let steps = count_vm_steps(store);
+            let report = run(&client, store, &opts, now).unwrap();
+            assert_eq!((report.transfers_sent, report.events_applied, report.errors.len()), (0, 0, 0), "{report:?}");
+            steps.load(std::sync::atomic::Ordering::Relaxed)
+        };
+        add_settled_history(&mut store, &ws, 0, 100);
+        let small = idle_steps(&mut store);
+        add_settled_history(&mut store, &ws, 100, 5_000);
+        let large = idle_steps(&mut store);
+        assert!(large <= small + small / 10, "an idle run took {small} SQLite steps on 100 credits, {large} on 5,100");
     }
 
     /// Only a `credited` log is a credit, and its tags decide nothing: whose it is, the store

@@ -3,6 +3,10 @@
 //! every transfer against a credit. Reads the store only, and shows only this deployment's own
 //! (credits of invoices it did not issue are counted, never listed); exits 3 when something
 //! needs a human, so a monitoring timer can alert on it.
+//!
+//! Its cost follows what is open, not the history: the totals are SQL aggregates, and only the
+//! credits that do not add up are read whole. The listing shows what needs a human and what is
+//! still on its way; settled history (skipped credits) is counted, and listed with `--all`.
 
 use std::collections::BTreeMap;
 
@@ -11,9 +15,9 @@ use serde_json::json;
 use super::{Ctx, Status, brl, count, print, print_json};
 use crate::campaign::SlotAt;
 use crate::cli::StatusArgs;
-use crate::reconcile::reconcile;
+use crate::reconcile::{SKIPPED, reconcile_sums};
 use crate::starkbank::time;
-use crate::store::{CreditState, Store, TransferRow};
+use crate::store::{CreditState, Store};
 
 pub fn run(ctx: &Ctx, args: &StatusArgs) -> anyhow::Result<Status> {
     if !ctx.db.exists() {
@@ -85,56 +89,62 @@ pub fn run(ctx: &Ctx, args: &StatusArgs) -> anyhow::Result<Status> {
     let invoice_count: i64 = slots.iter().map(|s| s.invoices).sum();
 
     // Invoices by status (from events; issued ones without events yet count as created).
-    let known = store.invoices()?;
-    let mut by_status: BTreeMap<String, usize> = BTreeMap::new();
-    for inv in &known {
-        *by_status.entry(inv.status.clone()).or_default() += 1;
-    }
-    let ours_known = known.len() as i64;
+    let mut by_status = store.invoice_statuses()?;
+    let ours_known = by_status.values().sum::<usize>() as i64;
     if invoice_count > ours_known {
         *by_status.entry("created".into()).or_default() += (invoice_count - ours_known) as usize;
     }
 
-    // Credits and transfers: ours, and strays tagged with our invoices.
-    let credits = store.credits()?;
-    let transfers: Vec<TransferRow> = store.transfers()?.into_iter().filter(|t| t.ours).collect();
+    // Credits and transfers: ours, and strays tagged with our invoices. SQLite sums them; only
+    // the credits that do not add up come back whole.
+    let totals = store.credit_totals()?;
+    let transfers_by_status = store.transfer_totals()?;
+    let transferred = transfers_by_status.get("success").map_or(0, |t| t.amount);
+    let unsettled = store.unsettled_credits(args.all)?;
     let strays = store.stray_transfers()?;
     let unclaimed = store.count_unclaimed()?;
-    let mut transfers_by_status: BTreeMap<String, (usize, i64)> = BTreeMap::new();
-    for t in &transfers {
-        let e = transfers_by_status.entry(t.status.clone()).or_default();
-        e.0 += 1;
-        e.1 += t.amount;
+    let mut discrepancies = reconcile_sums(&unsettled, &store.transfers_without_credit()?, &strays, now, stale);
+    // Settled history is counted, not listed (the store already left the skipped credits out).
+    let not_listed = if args.all {
+        0
+    } else {
+        discrepancies.retain(crate::reconcile::Discrepancy::listed_by_default);
+        store.count_credits_in(CreditState::Skipped)? as usize
+    };
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for d in &discrepancies {
+        *counts.entry(d.kind).or_default() += 1;
     }
-    let credited: i64 = credits.iter().map(|c| c.amount).sum();
-    let fees: i64 = credits.iter().map(|c| c.fee).sum();
-    let net_due: i64 = credits.iter().filter(|c| c.state != CreditState::Skipped).map(|c| c.net).sum();
-    let transferred: i64 = transfers.iter().filter(|t| t.is_success()).map(|t| t.amount).sum();
-    let discrepancies = reconcile(&credits, &transfers, &strays, now, stale);
+    if not_listed > 0 {
+        *counts.entry(SKIPPED).or_default() += not_listed;
+    }
+    let total = discrepancies.len() + not_listed;
     let without_credit: Vec<&crate::reconcile::Discrepancy> =
         discrepancies.iter().filter(|d| d.kind == "transfer-without-credit").collect();
     let attention = discrepancies.iter().filter(|d| d.needs_attention).count();
     let kill_switch = store.kill_switch()?;
     let outflow_24h = store.outflow_24h(now)?;
     let needs_human = attention + missed.len() + failed.len() + stuck.len() + usize::from(kill_switch.is_some());
-    let unapplied = store.pending_events(1)?.len();
+    let unapplied = store.has_pending_events()?;
 
     if args.json {
         print_json(&json!({
             "now": time::format_secs(now),
             "campaign": campaign_json,
             "invoices": {"issued": invoice_count, "total": invoiced, "byStatus": by_status},
-            "credits": {"count": credits.len(), "amount": credited, "fees": fees, "netDue": net_due},
+            "credits": {"count": totals.count, "amount": totals.amount, "fees": totals.fees, "netDue": totals.net_due},
             "transfers": {
-                "byStatus": transfers_by_status.iter().map(|(k, (n, a))| (k.clone(), json!({"count": n, "amount": a}))).collect::<serde_json::Map<_, _>>(),
+                "byStatus": transfers_by_status.iter().map(|(k, t)| (k.clone(), json!({"count": t.count, "amount": t.amount}))).collect::<serde_json::Map<_, _>>(),
                 "transferred": transferred,
                 "withoutCredit": without_credit,
             },
             "unclaimedCredits": unclaimed,
             "outflow24h": outflow_24h,
             "killSwitch": kill_switch.as_ref().map(|(reason, since)| json!({"reason": reason, "since": since})),
-            "eventsPending": unapplied > 0,
+            "eventsPending": unapplied,
             "discrepancies": discrepancies,
+            "discrepancyCounts": counts,
+            "discrepanciesNotListed": not_listed,
             "needsAttention": needs_human,
         }))?;
     } else {
@@ -185,14 +195,14 @@ pub fn run(ctx: &Ctx, args: &StatusArgs) -> anyhow::Result<Status> {
         s.push('\n');
         s.push_str(&format!(
             "credits: {} credited, {} (fees {}), net to transfer {}\n",
-            credits.len(),
-            brl(credited),
-            brl(fees),
-            brl(net_due)
+            totals.count,
+            brl(totals.amount),
+            brl(totals.fees),
+            brl(totals.net_due)
         ));
         s.push_str(&format!("transfers: {} transferred", brl(transferred)));
-        for (k, (n, a)) in &transfers_by_status {
-            s.push_str(&format!("; {k} {n} ({})", brl(*a)));
+        for (k, t) in &transfers_by_status {
+            s.push_str(&format!("; {k} {} ({})", t.count, brl(t.amount)));
         }
         s.push('\n');
         s.push_str(&format!("outflow in the last 24 hours: {}\n", brl(outflow_24h)));
@@ -206,14 +216,14 @@ pub fn run(ctx: &Ctx, args: &StatusArgs) -> anyhow::Result<Status> {
                 "credits of invoices this deployment did not issue: {unclaimed} (ignored: not ours to sweep)\n"
             ));
         }
-        if discrepancies.is_empty() && net_due == transferred {
+        if total == 0 && totals.net_due == transferred {
             s.push_str("reconciliation: every credit transferred exactly once, totals equal\n");
         } else {
             s.push_str(&format!(
                 "reconciliation: {} ({attention} {} attention); net to transfer {}, transferred {}\n",
-                count(discrepancies.len() as u64, "discrepancy", "discrepancies"),
+                count(total as u64, "discrepancy", "discrepancies"),
                 if attention == 1 { "needs" } else { "need" },
-                brl(net_due),
+                brl(totals.net_due),
                 brl(transferred)
             ));
             for d in &discrepancies {
@@ -226,8 +236,14 @@ pub fn run(ctx: &Ctx, args: &StatusArgs) -> anyhow::Result<Status> {
                     d.detail
                 ));
             }
+            if not_listed > 0 {
+                s.push_str(&format!(
+                    "  - {}: nothing to transfer (settled, not listed; `stark-sweep status --all` lists them)\n",
+                    count(not_listed as u64, "skipped credit", "skipped credits")
+                ));
+            }
         }
-        if unapplied > 0 {
+        if unapplied {
             s.push_str("events recorded but not yet processed: run `stark-sweep process-events`\n");
         }
         print(&s)?;

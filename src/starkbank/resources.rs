@@ -220,22 +220,28 @@ impl Client {
     /// `GET /v2/event?isDelivered=...`, every page, as raw values.
     pub fn query_events(&self, is_delivered: Option<bool>) -> Result<Vec<Value>, ApiError> {
         let mut out = Vec::new();
-        self.for_each_event_page(is_delivered, |page| {
+        self.for_each_event_page(is_delivered, None, |page| {
             out.extend(page);
             Ok::<(), ApiError>(())
         })?;
         Ok(out)
     }
 
-    /// `GET /v2/event?isDelivered=...`, page by page: raw values, so they can be stored verbatim.
+    /// `GET /v2/event?isDelivered=...&after=...`, page by page: raw values, so they can be
+    /// stored verbatim. `after` is a date (`YYYY-MM-DD`, inclusive): events created before it
+    /// are not listed.
     pub fn for_each_event_page<E: From<ApiError>>(
         &self,
         is_delivered: Option<bool>,
+        after: Option<&str>,
         each: impl FnMut(Vec<Value>) -> Result<(), E>,
     ) -> Result<(), E> {
         let mut q = Vec::new();
         if let Some(d) = is_delivered {
             q.push(("isDelivered", d.to_string()));
+        }
+        if let Some(a) = after {
+            q.push(("after", a.to_string()));
         }
         self.for_each_page("event", "events", &q, "listing events", each)
     }

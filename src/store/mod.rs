@@ -2,12 +2,19 @@
 //! `synchronous=FULL` so a commit that answered 200 survives a power cut.
 //!
 //! Owns: opening (with a 0600 file, owned by its directory's owner), embedded migrations run on
-//! open, and the queries of each part of the product (`events`, `campaign`, `sweep`). Does not
-//! own: HTTP or decisions.
+//! open, and the queries of each part of the product (`events`, `campaign`, `sweep`,
+//! `reconcile`, `metrics`, `trace`). Does not own: HTTP or decisions.
+//!
+//! Routine runs read what is open, never the whole history: every query a timer runs goes
+//! through an index on what is open (see `migrations/0005_open_work.sql`). A unit test counts
+//! the SQLite steps of an idle sweep on a short and a long history
+//! (`sweep::tests::an_idle_run_costs_the_same_whatever_the_history`), so a query that scans a
+//! history table fails a test, not a deployment in its thousandth day.
 
 mod campaign;
 mod events;
 mod metrics;
+mod reconcile;
 mod settings;
 mod sweep;
 mod trace;
@@ -21,6 +28,7 @@ use rusqlite::Connection;
 pub use campaign::*;
 pub use events::*;
 pub use metrics::*;
+pub use reconcile::*;
 pub use settings::*;
 pub use sweep::*;
 pub use trace::*;
@@ -38,6 +46,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_trust.sql"),
     include_str!("migrations/0003_recovery.sql"),
     include_str!("migrations/0004_limits.sql"),
+    include_str!("migrations/0005_open_work.sql"),
 ];
 
 pub struct Store {
@@ -262,10 +271,91 @@ pub(crate) fn ts(t: chrono::DateTime<chrono::Utc>) -> String {
 
 #[cfg(test)]
 pub(crate) mod testing {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use rusqlite::params;
+
     pub fn temp_store() -> (tempfile::TempDir, super::Store) {
         let dir = tempfile::tempdir().unwrap();
         let store = super::Store::open(&dir.path().join("t.db")).unwrap();
         (dir, store)
+    }
+
+    /// Runs `sql` on the store's connection (fixtures the domain operations cannot make).
+    pub fn exec(store: &super::Store, sql: &str) {
+        store.conn.execute_batch(sql).unwrap();
+    }
+
+    /// Counts the SQLite virtual-machine steps of every statement the store runs from now on:
+    /// the work a query does, independent of the machine (a full scan steps once per row).
+    pub fn count_vm_steps(store: &mut super::Store) -> Arc<AtomicU64> {
+        let total = Arc::new(AtomicU64::new(0));
+        let sink = total.clone();
+        // A statement's counter only grows: start every one afresh, then count what each run of
+        // it added.
+        store.conn.flush_prepared_statement_cache();
+        let mut seen: HashMap<usize, i32> = HashMap::new();
+        store
+            .conn
+            .trace_v2(
+                rusqlite::trace::TraceEventCodes::SQLITE_TRACE_PROFILE,
+                Some(move |event: rusqlite::trace::TraceEvent<'_>| {
+                    if let rusqlite::trace::TraceEvent::Profile(stmt, _) = event {
+                        let now = stmt.get_status(rusqlite::StatementStatus::VmStep);
+                        let key = stmt.sql().as_ptr() as usize;
+                        let before = seen.insert(key, now).filter(|b| *b <= now).unwrap_or(0);
+                        sink.fetch_add((now - before) as u64, Ordering::Relaxed);
+                    }
+                }),
+            )
+            .unwrap();
+        total
+    }
+
+    /// Adds `n` credits of history to `store`, numbered from `from`: each an `--all-credits`
+    /// credit of workspace `ws`, settled by its send and its successful transfer, with its two
+    /// events applied (what a long-running deployment accumulates).
+    pub fn add_settled_history(store: &mut super::Store, ws: &str, from: usize, n: usize) {
+        let tx = store.conn.transaction().unwrap();
+        for i in from..from + n {
+            let (invoice, transfer, external) = (format!("h{i}"), format!("ht{i}"), format!("stark-sweep-h{i}-1"));
+            let at = format!("2026-01-01T00:00:{:02}.000000+00:00", i % 60);
+            tx.execute(
+                "INSERT INTO invoices (id, status, amount, nominal_amount, fee, ours, last_log_at) VALUES (?1, 'paid', 1050, 1050, 50, 0, ?2)",
+                params![invoice, at],
+            )
+            .unwrap();
+            tx.execute(
+                "INSERT INTO credits (invoice_id, event_id, amount, fee, net, credited_at, recorded_at, state, origin, confirmed_at)
+                 VALUES (?1, ?2, 1050, 50, 1000, ?3, ?3, 'transferred', 'workspace', ?3)",
+                params![invoice, format!("hc{i}"), at],
+            )
+            .unwrap();
+            tx.execute(
+                "INSERT INTO sends (external_id, invoice_id, attempt, amount, claimed_at, outcome, target) VALUES (?1, ?2, 1, 1000, ?3, 'accepted', 't')",
+                params![external, invoice, at],
+            )
+            .unwrap();
+            tx.execute(
+                "INSERT INTO transfers (id, external_id, invoice_id, amount, status, updated_at, ours, target) VALUES (?1, ?2, ?3, 1000, 'success', ?4, 1, 't')",
+                params![transfer, external, invoice, at],
+            )
+            .unwrap();
+            for (id, subscription, log_type, resource) in [
+                (format!("hc{i}"), "invoice", "credited", &invoice),
+                (format!("hs{i}"), "transfer", "success", &transfer),
+            ] {
+                tx.execute(
+                    "INSERT INTO events (id, subscription, log_type, log_id, resource_id, workspace_id, created, body, source, received_at, applied_at, delivered_at)
+                     VALUES (?1, ?2, ?3, ?1, ?4, ?5, ?6, '{}', 'api', ?6, ?6, ?6)",
+                    params![id, subscription, log_type, resource, ws, at],
+                )
+                .unwrap();
+            }
+        }
+        tx.commit().unwrap();
     }
 }
 

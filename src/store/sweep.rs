@@ -277,7 +277,7 @@ pub fn target_key(bank_code: &str, branch_code: &str, account_number: &str, tax_
     format!("{}/{}/{}/{digits}", bank_code.trim(), branch_code.trim(), account_number.trim())
 }
 
-fn credit_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Credit> {
+pub(super) fn credit_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Credit> {
     Ok(Credit {
         invoice_id: r.get(0)?,
         event_id: r.get(1)?,
@@ -295,6 +295,8 @@ fn credit_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Credit> {
 }
 
 const CREDIT_COLUMNS: &str = "invoice_id, event_id, amount, fee, net, credited_at, recorded_at, state, reason, next_send_at, origin, budget_from";
+/// `CREDIT_COLUMNS` of `credits c`.
+pub(super) const CREDIT_COLUMNS_OF_C: &str = "c.invoice_id, c.event_id, c.amount, c.fee, c.net, c.credited_at, c.recorded_at, c.state, c.reason, c.next_send_at, c.origin, c.budget_from";
 
 fn send_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SendRow> {
     Ok(SendRow {
@@ -312,7 +314,7 @@ fn send_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SendRow> {
 
 const SEND_COLUMNS: &str = "external_id, invoice_id, attempt, amount, claimed_at, outcome, error, target, tries";
 
-fn transfer_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TransferRow> {
+pub(super) fn transfer_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TransferRow> {
     Ok(TransferRow {
         id: r.get(0)?,
         external_id: r.get(1)?,
@@ -329,6 +331,9 @@ fn transfer_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TransferRow> {
 
 const TRANSFER_COLUMNS: &str =
     "id, external_id, invoice_id, amount, status, updated_at, ours, target, reason, returned";
+/// `TRANSFER_COLUMNS` of `transfers t`.
+pub(super) const TRANSFER_COLUMNS_OF_T: &str =
+    "t.id, t.external_id, t.invoice_id, t.amount, t.status, t.updated_at, t.ours, t.target, t.reason, t.returned";
 
 /// A `reversed` invoice log: money went back to the payer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -626,9 +631,11 @@ impl Store {
 
     /// Our failed transfers of credits still in play whose failure reason is not known yet.
     pub fn failed_without_reason(&self) -> anyhow::Result<Vec<String>> {
+        // From the credits in play (`credits_state`) to their transfers, never the other way:
+        // the failed transfers of settled credits are history.
         let mut stmt = self.conn.prepare_cached(
-            "SELECT t.id FROM transfers t WHERE t.ours = 1 AND t.status = 'failed' AND t.reason IS NULL
-               AND EXISTS (SELECT 1 FROM credits c WHERE c.invoice_id = t.invoice_id AND c.state IN ('open', 'attention'))
+            "SELECT t.id FROM credits c CROSS JOIN transfers t ON t.invoice_id = c.invoice_id
+             WHERE c.state IN ('open', 'attention') AND t.ours = 1 AND t.status = 'failed' AND t.reason IS NULL
              ORDER BY t.id",
         )?;
         let rows = stmt.query_map([], |r| r.get(0))?;

@@ -11,6 +11,7 @@ mod conformance;
 mod defence;
 mod demo;
 mod deploy;
+mod history;
 mod issue_invoices;
 mod listeners;
 mod monitoring;
