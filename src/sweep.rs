@@ -560,8 +560,8 @@ fn refresh_in_flight(client: &Client, store: &mut Store, now: DateTime<Utc>, rep
     }
 }
 
-/// The bank's reason in a log (`errors`, joined), sanitized.
-fn reason_of(log: &Value) -> Option<String> {
+/// The bank's reason in a log (`errors`, joined), sanitized. Also what `trace` shows.
+pub(crate) fn reason_of(log: &Value) -> Option<String> {
     let errors: Vec<String> = log
         .get("errors")?
         .as_array()?
@@ -984,13 +984,7 @@ fn send_chunk(
             // Unknown: the request may have landed. The next run looks these up by tag before
             // sending anything.
             let cause = e.to_string();
-            for p in chunk {
-                log::warn!(
-                    invoice_id = p.send.invoice_id.as_str(), external_id = p.send.external_id.as_str();
-                    "invoice {}: the outcome of transfer {} is unknown ({cause}); the next run resolves it by tag",
-                    p.send.invoice_id, p.send.external_id
-                );
-            }
+            warn_each(chunk, &format!("is of unknown outcome ({cause}); the next run resolves it by tag"));
             outcome_all(store, SendOutcome::Unknown, &cause)?;
             report.unknown += chunk.len();
             report.errors.push(cause);
@@ -1001,26 +995,14 @@ fn send_chunk(
     match crate::starkbank::answers::transfer_refusal(&refused) {
         // Nothing was created, and the same request may pass later: no split, no human.
         Verdict::Transient => {
-            for p in chunk {
-                log::warn!(
-                    invoice_id = p.send.invoice_id.as_str(), external_id = p.send.external_id.as_str();
-                    "invoice {}: transfer {} refused ({why}); it is sent again after a backoff",
-                    p.send.invoice_id, p.send.external_id
-                );
-            }
+            warn_each(chunk, &format!("was refused ({why}); it is sent again after a backoff"));
             outcome_all(store, SendOutcome::Refused, &why)?;
             report.refused += chunk.len();
             report.errors.push(why);
         }
         // An earlier request with these externalIds landed: resolved by lookup next run.
         Verdict::Duplicate => {
-            for p in chunk {
-                log::warn!(
-                    invoice_id = p.send.invoice_id.as_str(), external_id = p.send.external_id.as_str();
-                    "invoice {}: transfer {} refused as a duplicate ({why}); the next run looks it up by tag",
-                    p.send.invoice_id, p.send.external_id
-                );
-            }
+            warn_each(chunk, &format!("was refused as a duplicate ({why}); the next run looks it up by tag"));
             outcome_all(store, SendOutcome::Unknown, &why)?;
             report.unknown += chunk.len();
         }
@@ -1056,6 +1038,17 @@ fn send_chunk(
         }
     }
     Ok(())
+}
+
+/// One warning per send of a chunk, with its invoice and externalId as fields.
+fn warn_each(chunk: &[Planned], what: &str) {
+    for p in chunk {
+        log::warn!(
+            invoice_id = p.send.invoice_id.as_str(), external_id = p.send.external_id.as_str();
+            "invoice {}: transfer {} {what}",
+            p.send.invoice_id, p.send.external_id
+        );
+    }
 }
 
 /// Marks credits whose transfer (ours) succeeded; lists those that need attention.

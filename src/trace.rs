@@ -263,24 +263,10 @@ fn source(e: &EventRecord) -> String {
     }
 }
 
-/// The log's `errors`, joined and with anything like a tax id removed.
-fn errors_of(log: &Value) -> Option<String> {
-    let errors: Vec<String> = log
-        .get("errors")?
-        .as_array()?
-        .iter()
-        .map(|e| match e {
-            Value::String(s) => s.clone(),
-            other => other.get("message").and_then(Value::as_str).map_or_else(|| other.to_string(), str::to_string),
-        })
-        .collect();
-    (!errors.is_empty()).then(|| crate::redact::tax_ids(&errors.join("; ")))
-}
-
 fn event_entry(e: &EventRecord, transfers: &[TransferRow]) -> Entry {
     let v: Value = serde_json::from_slice(&e.body).unwrap_or(Value::Null);
     let log = v.get("event").unwrap_or(&v).get("log").cloned().unwrap_or(Value::Null);
-    let errors = errors_of(&log);
+    let errors = crate::sweep::reason_of(&log);
     let base = json!({
         "eventId": e.id, "subscription": e.subscription, "logType": e.log_type,
         "source": match e.source { EventSource::Webhook => "webhook", EventSource::Api => "api" },

@@ -3,18 +3,12 @@
 //! money, and a dry run shows what would happen without changing anything.
 
 use chrono::Duration;
-use stark_sweep::sandbox::{PayOptions, SandboxConfig};
+use stark_sweep::sandbox::PayOptions;
 
 use crate::util::{World, at, json, stderr, stdout};
 
 fn world(seed: u64) -> World {
-    World::new(SandboxConfig {
-        manual_clock: true,
-        pay_rate: 0.0,
-        initial_balance: 100_000_000,
-        seed,
-        ..SandboxConfig::default()
-    })
+    crate::util::manual_world(seed)
 }
 
 fn issue(w: &World) -> Vec<String> {

@@ -3,19 +3,13 @@
 
 use chrono::Duration;
 use serde_json::json;
-use stark_sweep::sandbox::{PayOptions, SandboxConfig, Snapshot};
+use stark_sweep::sandbox::{PayOptions, Snapshot};
 use stark_sweep::starkbank::resources::NewInvoice;
 
 use crate::util::{World, at, json, stderr, stdout};
 
 fn world(seed: u64) -> World {
-    World::new(SandboxConfig {
-        manual_clock: true,
-        pay_rate: 0.0,
-        initial_balance: 100_000_000,
-        seed,
-        ..SandboxConfig::default()
-    })
+    crate::util::manual_world(seed)
 }
 
 /// Settled credits in the history (besides the skipped one and the open work).

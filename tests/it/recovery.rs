@@ -11,13 +11,7 @@ use crate::util::{World, at, json, stderr, stdout};
 
 /// Manual clock, nobody pays unless told, money in the balance.
 fn world(seed: u64) -> World {
-    World::new(SandboxConfig {
-        manual_clock: true,
-        pay_rate: 0.0,
-        initial_balance: 100_000_000,
-        seed,
-        ..SandboxConfig::default()
-    })
+    crate::util::manual_world(seed)
 }
 
 fn issue(w: &World) -> Vec<String> {

@@ -6,20 +6,14 @@
 use std::process::{Child, Stdio};
 
 use chrono::Duration;
-use stark_sweep::sandbox::{ForeignEvent, Kind, PayOptions, SandboxConfig, Snapshot};
+use stark_sweep::sandbox::{ForeignEvent, Kind, PayOptions, Snapshot};
 use stark_sweep::starkbank::resources::NewTransfer;
 
 use crate::util::{World, at, json, stderr, stdout, wait_for};
 
 /// A world whose clock moves only when a test says so; nobody pays unless told to.
 fn world(seed: u64) -> World {
-    World::new(SandboxConfig {
-        manual_clock: true,
-        pay_rate: 0.0,
-        initial_balance: 100_000_000,
-        seed,
-        ..SandboxConfig::default()
-    })
+    crate::util::manual_world(seed)
 }
 
 /// `serve-webhook` on a free port, registered as the workspace's webhook.

@@ -78,6 +78,18 @@ pub struct World {
     pub db: PathBuf,
 }
 
+/// A world whose clock moves only when a test says so, where nobody pays unless told to and
+/// the balance holds money.
+pub fn manual_world(seed: u64) -> World {
+    World::new(stark_sweep::sandbox::SandboxConfig {
+        manual_clock: true,
+        pay_rate: 0.0,
+        initial_balance: 100_000_000,
+        seed,
+        ..stark_sweep::sandbox::SandboxConfig::default()
+    })
+}
+
 impl World {
     pub fn new(mut cfg: stark_sweep::sandbox::SandboxConfig) -> World {
         let dir = tempfile::tempdir().unwrap();
