@@ -5,8 +5,8 @@
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
-use rusqlite::{OptionalExtension as _, params};
 
+use super::db::{OptionalExtension as _, params};
 use super::{Store, ts};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,10 +74,12 @@ fn parse_ts(s: &str) -> anyhow::Result<DateTime<Utc>> {
 impl Store {
     pub fn campaign(&self) -> anyhow::Result<Option<CampaignRow>> {
         let row = self
-            .conn
-            .query_row("SELECT tag, started_at, length_seconds, slot_seconds FROM campaign WHERE id = 1", [], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?))
-            })
+            .db
+            .query_row(
+                "SELECT tag, started_at, length_seconds, slot_seconds FROM campaign WHERE id = 1",
+                params![],
+                |r| Ok((r.get::<String>(0)?, r.get::<String>(1)?, r.get::<i64>(2)?, r.get::<i64>(3)?)),
+            )
             .optional()?;
         row.map(|(tag, started, length_seconds, slot_seconds)| {
             Ok(CampaignRow { tag, started_at: parse_ts(&started)?, length_seconds, slot_seconds })
@@ -87,7 +89,7 @@ impl Store {
 
     pub fn slot_state(&self, slot: u32) -> anyhow::Result<SlotState> {
         let row: Option<Option<String>> =
-            self.conn.query_row("SELECT issued_at FROM slots WHERE slot = ?1", [slot], |r| r.get(0)).optional()?;
+            self.db.query_row("SELECT issued_at FROM slots WHERE slot = ?1", params![slot], |r| r.get(0)).optional()?;
         Ok(match row {
             None => SlotState::Free,
             Some(None) => SlotState::Claimed { drafts: self.drafts(slot)? },
@@ -96,30 +98,30 @@ impl Store {
     }
 
     pub fn drafts(&self, slot: u32) -> anyhow::Result<Vec<Draft>> {
-        let mut stmt = self.conn.prepare_cached(
+        let rows = self.db.query_map(
             "SELECT draft_key, slot, position, name, tax_id, amount, due, expiration, tags, invoice_id
              FROM invoice_drafts WHERE slot = ?1 ORDER BY position",
+            params![slot],
+            |r| {
+                Ok((
+                    Draft {
+                        draft_key: r.get(0)?,
+                        slot: r.get(1)?,
+                        position: r.get(2)?,
+                        name: r.get(3)?,
+                        tax_id: r.get(4)?,
+                        amount: r.get(5)?,
+                        due: r.get(6)?,
+                        expiration: r.get(7)?,
+                        tags: Vec::new(),
+                        invoice_id: r.get(9)?,
+                    },
+                    r.get::<String>(8)?,
+                ))
+            },
         )?;
-        let rows = stmt.query_map([slot], |r| {
-            Ok((
-                Draft {
-                    draft_key: r.get(0)?,
-                    slot: r.get(1)?,
-                    position: r.get(2)?,
-                    name: r.get(3)?,
-                    tax_id: r.get(4)?,
-                    amount: r.get(5)?,
-                    due: r.get(6)?,
-                    expiration: r.get(7)?,
-                    tags: Vec::new(),
-                    invoice_id: r.get(9)?,
-                },
-                r.get::<_, String>(8)?,
-            ))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (mut d, tags) = row?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (mut d, tags) in rows {
             d.tags = serde_json::from_str(&tags).context("bad tags in the database")?;
             out.push(d);
         }
@@ -128,9 +130,7 @@ impl Store {
 
     /// Names already invoiced in this campaign (to keep every payer distinct).
     pub fn campaign_names(&self) -> anyhow::Result<Vec<String>> {
-        let mut stmt = self.conn.prepare_cached("SELECT name FROM invoice_drafts")?;
-        let names = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?;
-        Ok(names)
+        self.db.query_map("SELECT name FROM invoice_drafts", params![], |r| r.get(0))
     }
 
     /// Atomically: starts the campaign if none exists (keeping an existing one), claims
@@ -147,7 +147,7 @@ impl Store {
              ON CONFLICT (id) DO NOTHING",
             params![campaign.tag, ts(campaign.started_at), campaign.length_seconds, campaign.slot_seconds],
         )?;
-        let stored: String = tx.query_row("SELECT tag FROM campaign WHERE id = 1", [], |r| r.get(0))?;
+        let stored: String = tx.query_row("SELECT tag FROM campaign WHERE id = 1", params![], |r| r.get(0))?;
         anyhow::ensure!(stored == campaign.tag, "the campaign changed while this run was starting; run again");
         let Some(first) = drafts.first() else { anyhow::bail!("no drafts to claim") };
         let inserted = tx.execute(
@@ -157,13 +157,11 @@ impl Store {
         if inserted == 0 {
             return Ok(None);
         }
-        {
-            let mut stmt = tx.prepare_cached(
+        for d in drafts {
+            tx.execute(
                 "INSERT INTO invoice_drafts (draft_key, slot, position, name, tax_id, amount, due, expiration, tags)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            )?;
-            for d in drafts {
-                stmt.execute(params![
+                params![
                     d.draft_key,
                     d.slot,
                     d.position,
@@ -173,8 +171,8 @@ impl Store {
                     d.due,
                     d.expiration,
                     serde_json::to_string(&d.tags)?
-                ])?;
-            }
+                ],
+            )?;
         }
         tx.commit()?;
         Ok(Some(()))
@@ -196,13 +194,14 @@ impl Store {
                     reason = CASE WHEN net > 0 THEN NULL
                              ELSE 'nothing to transfer: amount ' || amount || ' minus fee ' || fee || ' is not positive' END
                  WHERE invoice_id = ?1 AND state = 'unclaimed'",
-                [invoice_id],
+                params![invoice_id],
             )?;
         }
-        let missing: i64 =
-            tx.query_row("SELECT COUNT(*) FROM invoice_drafts WHERE slot = ?1 AND invoice_id IS NULL", [slot], |r| {
-                r.get(0)
-            })?;
+        let missing: i64 = tx.query_row(
+            "SELECT COUNT(*) FROM invoice_drafts WHERE slot = ?1 AND invoice_id IS NULL",
+            params![slot],
+            |r| r.get(0),
+        )?;
         if missing == 0 {
             tx.execute(
                 "UPDATE slots SET issued_at = ?2 WHERE slot = ?1 AND issued_at IS NULL",
@@ -215,8 +214,10 @@ impl Store {
 
     /// Whether a create request was ever sent for this slot.
     pub fn slot_attempted(&self, slot: u32) -> anyhow::Result<bool> {
-        let at: Option<Option<String>> =
-            self.conn.query_row("SELECT attempted_at FROM slots WHERE slot = ?1", [slot], |r| r.get(0)).optional()?;
+        let at: Option<Option<String>> = self
+            .db
+            .query_row("SELECT attempted_at FROM slots WHERE slot = ?1", params![slot], |r| r.get(0))
+            .optional()?;
         Ok(matches!(at, Some(Some(_))))
     }
 
@@ -229,7 +230,7 @@ impl Store {
         now: DateTime<Utc>,
         in_flight_until: DateTime<Utc>,
     ) -> anyhow::Result<()> {
-        self.conn.execute(
+        self.db.execute(
             "UPDATE slots SET attempted_at = ?2, in_flight_until = ?3 WHERE slot = ?1",
             params![slot, ts(now), ts(in_flight_until)],
         )?;
@@ -238,15 +239,15 @@ impl Store {
 
     /// Stark Bank answered the create request (whatever it said): it is done with it.
     pub fn clear_in_flight(&mut self, slot: u32) -> anyhow::Result<()> {
-        self.conn.execute("UPDATE slots SET in_flight_until = NULL WHERE slot = ?1", [slot])?;
+        self.db.execute("UPDATE slots SET in_flight_until = NULL WHERE slot = ?1", params![slot])?;
         Ok(())
     }
 
     /// Until when a create request of this slot may still be processed, if one may.
     pub fn slot_in_flight_until(&self, slot: u32) -> anyhow::Result<Option<DateTime<Utc>>> {
         let at: Option<Option<String>> = self
-            .conn
-            .query_row("SELECT in_flight_until FROM slots WHERE slot = ?1", [slot], |r| r.get(0))
+            .db
+            .query_row("SELECT in_flight_until FROM slots WHERE slot = ?1", params![slot], |r| r.get(0))
             .optional()?;
         at.flatten().map(|t| parse_ts(&t)).transpose()
     }
@@ -254,12 +255,12 @@ impl Store {
     /// A permanent refusal of a slot whose earlier attempt may have created invoices: it is not
     /// retried on its own any more (`issue-invoices --slot N` retries it).
     pub fn fail_slot(&mut self, slot: u32, reason: &str) -> anyhow::Result<()> {
-        self.conn.execute("UPDATE slots SET failed_reason = ?2 WHERE slot = ?1", params![slot, reason])?;
+        self.db.execute("UPDATE slots SET failed_reason = ?2 WHERE slot = ?1", params![slot, reason])?;
         Ok(())
     }
 
     pub fn clear_failed_slot(&mut self, slot: u32) -> anyhow::Result<()> {
-        self.conn.execute("UPDATE slots SET failed_reason = NULL WHERE slot = ?1", [slot])?;
+        self.db.execute("UPDATE slots SET failed_reason = NULL WHERE slot = ?1", params![slot])?;
         Ok(())
     }
 
@@ -284,37 +285,37 @@ impl Store {
         let tx = self.write_tx()?;
         let with_ids: i64 = tx.query_row(
             "SELECT COUNT(*) FROM invoice_drafts WHERE slot = ?1 AND invoice_id IS NOT NULL",
-            [slot],
+            params![slot],
             |r| r.get(0),
         )?;
         anyhow::ensure!(with_ids == 0, "slot {slot} already has invoices; it cannot be abandoned");
-        tx.execute("DELETE FROM invoice_drafts WHERE slot = ?1", [slot])?;
-        tx.execute("DELETE FROM slots WHERE slot = ?1", [slot])?;
-        let left: i64 = tx.query_row("SELECT COUNT(*) FROM slots", [], |r| r.get(0))?;
+        tx.execute("DELETE FROM invoice_drafts WHERE slot = ?1", params![slot])?;
+        tx.execute("DELETE FROM slots WHERE slot = ?1", params![slot])?;
+        let left: i64 = tx.query_row("SELECT COUNT(*) FROM slots", params![], |r| r.get(0))?;
         if left == 0 {
-            tx.execute("DELETE FROM campaign", [])?;
+            tx.execute("DELETE FROM campaign", params![])?;
         }
         tx.commit()?;
         Ok(())
     }
 
     pub fn slots(&self) -> anyhow::Result<Vec<SlotRow>> {
-        let mut stmt = self.conn.prepare_cached(
+        self.db.query_map(
             "SELECT s.slot, s.claimed_at, s.issued_at, COUNT(d.invoice_id), COALESCE(SUM(CASE WHEN d.invoice_id IS NOT NULL THEN d.amount END), 0),
                     s.failed_reason
              FROM slots s LEFT JOIN invoice_drafts d ON d.slot = s.slot GROUP BY s.slot ORDER BY s.slot",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok(SlotRow {
-                slot: r.get(0)?,
-                claimed_at: r.get(1)?,
-                issued_at: r.get(2)?,
-                invoices: r.get(3)?,
-                total: r.get(4)?,
-                failed_reason: r.get(5)?,
-            })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            params![],
+            |r| {
+                Ok(SlotRow {
+                    slot: r.get(0)?,
+                    claimed_at: r.get(1)?,
+                    issued_at: r.get(2)?,
+                    invoices: r.get(3)?,
+                    total: r.get(4)?,
+                    failed_reason: r.get(5)?,
+                })
+            },
+        )
     }
 }
 

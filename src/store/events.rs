@@ -1,8 +1,8 @@
 //! Event intake: one row per Stark Bank event id, the body kept exactly as signed.
 
 use chrono::{DateTime, Utc};
-use rusqlite::params;
 
+use super::db::params;
 use super::{Store, ts};
 use crate::starkbank::event::EventSummary;
 
@@ -23,15 +23,11 @@ impl EventSource {
         }
     }
 
-    pub(super) fn parse(s: &str) -> rusqlite::Result<Self> {
+    pub(super) fn parse(s: &str) -> anyhow::Result<Self> {
         match s {
             "webhook" => Ok(EventSource::Webhook),
             "api" => Ok(EventSource::Api),
-            other => Err(rusqlite::Error::FromSqlConversionFailure(
-                0,
-                rusqlite::types::Type::Text,
-                format!("events.source holds {other:?}").into(),
-            )),
+            other => anyhow::bail!("events.source holds {other:?}, neither \"webhook\" nor \"api\""),
         }
     }
 }
@@ -60,15 +56,13 @@ impl Store {
         let received = ts(now);
         let tx = self.write_tx()?;
         let mut out = Vec::with_capacity(events.len());
-        {
-            let mut stmt = tx.prepare_cached(
+        for e in events {
+            let s = &e.summary;
+            let n = tx.execute(
                 "INSERT INTO events (id, subscription, log_type, log_id, resource_id, workspace_id, created, body, signature, source, received_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
                  ON CONFLICT (id) DO NOTHING",
-            )?;
-            for e in events {
-                let s = &e.summary;
-                let n = stmt.execute(params![
+                params![
                     s.id,
                     s.subscription,
                     s.log_type,
@@ -80,20 +74,20 @@ impl Store {
                     e.signature,
                     e.source.as_str(),
                     received
-                ])?;
-                out.push(if n == 1 { Inserted::New } else { Inserted::Duplicate });
-            }
+                ],
+            )?;
+            out.push(if n == 1 { Inserted::New } else { Inserted::Duplicate });
         }
         tx.commit()?;
         Ok(out)
     }
 
     pub fn count_events(&self) -> anyhow::Result<i64> {
-        Ok(self.conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))?)
+        self.db.query_row("SELECT COUNT(*) FROM events", params![], |r| r.get(0))
     }
 
     pub fn event_exists(&self, id: &str) -> anyhow::Result<bool> {
-        Ok(self.conn.query_row("SELECT EXISTS (SELECT 1 FROM events WHERE id = ?1)", [id], |r| r.get(0))?)
+        self.db.query_row("SELECT EXISTS (SELECT 1 FROM events WHERE id = ?1)", params![id], |r| r.get(0))
     }
 }
 

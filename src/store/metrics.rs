@@ -5,6 +5,7 @@
 
 use chrono::{DateTime, Utc};
 
+use super::db::params;
 use super::{CampaignRow, CreditState, SlotRow, Store};
 
 /// Transfer statuses always exposed, with 0 when none is in that status (Stark Bank's own).
@@ -65,44 +66,40 @@ impl Store {
     /// Opens `path` for reading `figures` on a connection of its own, with a small page cache.
     pub fn open_for_figures(path: &std::path::Path) -> anyhow::Result<Store> {
         let store = Store::open(path)?;
-        store.conn.pragma_update(None, "cache_size", -FIGURES_CACHE_KIB)?;
+        store.limit_page_cache(FIGURES_CACHE_KIB)?;
         Ok(store)
     }
 
     /// The figures, all read in one transaction (one snapshot of the file).
     pub fn figures(&self, now: DateTime<Utc>) -> anyhow::Result<Figures> {
-        let tx = self.conn.unchecked_transaction()?;
-        let one = |sql: &str| -> rusqlite::Result<i64> { tx.query_row(sql, [], |r| r.get(0)) };
+        let tx = self.db.read_tx()?;
+        let one = |sql: &str| -> anyhow::Result<i64> { tx.query_row(sql, params![], |r| r.get(0)) };
         let mut f = Figures::default();
 
         let mut by_state: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
-        {
-            let mut stmt = tx.prepare_cached("SELECT state, COUNT(*) FROM credits GROUP BY state")?;
-            for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
-                let (state, n) = row?;
-                by_state.insert(state, n);
-            }
+        for (state, n) in tx.query_map("SELECT state, COUNT(*) FROM credits GROUP BY state", params![], |r| {
+            Ok((r.get::<String>(0)?, r.get::<i64>(1)?))
+        })? {
+            by_state.insert(state, n);
         }
         f.credits = CREDIT_STATES.iter().map(|s| (*s, by_state.get(s.as_str()).copied().unwrap_or(0))).collect();
         (f.credited_cents, f.fees_cents, f.net_due_cents) = tx.query_row(
             "SELECT COALESCE(SUM(amount), 0), COALESCE(SUM(fee), 0),
                     COALESCE(SUM(CASE WHEN state <> 'skipped' THEN net END), 0)
              FROM credits WHERE state <> 'unclaimed'",
-            [],
+            params![],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )?;
 
         f.transfers = TRANSFER_STATUSES.iter().map(|s| (s.to_string(), 0, 0)).collect();
-        {
-            let mut stmt = tx.prepare_cached(
-                "SELECT status, COUNT(*), COALESCE(SUM(amount), 0) FROM transfers WHERE ours = 1 GROUP BY status",
-            )?;
-            for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)))? {
-                let (status, n, cents) = row?;
-                match f.transfers.iter_mut().find(|(s, ..)| *s == status) {
-                    Some(t) => (t.1, t.2) = (n, cents),
-                    None => f.transfers.push((status, n, cents)),
-                }
+        for (status, n, cents) in tx.query_map(
+            "SELECT status, COUNT(*), COALESCE(SUM(amount), 0) FROM transfers WHERE ours = 1 GROUP BY status",
+            params![],
+            |r| Ok((r.get::<String>(0)?, r.get::<i64>(1)?, r.get::<i64>(2)?)),
+        )? {
+            match f.transfers.iter_mut().find(|(s, ..)| *s == status) {
+                Some(t) => (t.1, t.2) = (n, cents),
+                None => f.transfers.push((status, n, cents)),
             }
         }
         f.transferred_cents = f.transfers.iter().find(|(s, ..)| s == "success").map_or(0, |t| t.2);
@@ -119,13 +116,12 @@ impl Store {
         f.events_stored = one("SELECT COUNT(*) FROM events")?;
         f.events_unapplied = one("SELECT COUNT(*) FROM events WHERE applied_at IS NULL")?;
 
-        {
-            let mut stmt = tx.prepare_cached("SELECT credited_at FROM credits WHERE state IN ('open', 'held')")?;
-            for at in stmt.query_map([], |r| r.get::<_, String>(0))? {
-                let at = crate::starkbank::time::parse(&at?);
-                if at.is_some_and(|t| f.oldest_unswept_credited_at.is_none_or(|o| t < o)) {
-                    f.oldest_unswept_credited_at = at;
-                }
+        for at in tx.query_map("SELECT credited_at FROM credits WHERE state IN ('open', 'held')", params![], |r| {
+            r.get::<String>(0)
+        })? {
+            let at = crate::starkbank::time::parse(&at);
+            if at.is_some_and(|t| f.oldest_unswept_credited_at.is_none_or(|o| t < o)) {
+                f.oldest_unswept_credited_at = at;
             }
         }
         f.kill_switch = one("SELECT COUNT(*) FROM controls WHERE key = 'kill_switch'")? > 0;
@@ -133,7 +129,7 @@ impl Store {
         f.campaign = self.campaign()?;
         f.slots = self.slots()?;
         f.outflow_24h_cents = self.outflow_24h(now)?;
-        tx.finish()?;
+        tx.commit()?;
         Ok(f)
     }
 }
@@ -158,7 +154,7 @@ mod tests {
     fn credits_and_transfers_add_up_as_status_does() {
         let (_d, store) = temp_store();
         store
-            .conn
+            .db
             .execute_batch(
                 "INSERT INTO credits (invoice_id, event_id, amount, fee, net, credited_at, recorded_at, state) VALUES
                    ('a', 'e1', 1000, 50, 950, '2026-01-01T00:10:00+00:00', 't', 'open'),

@@ -12,6 +12,7 @@
 //! history table fails a test, not a deployment in its thousandth day.
 
 mod campaign;
+pub(crate) mod db;
 mod events;
 mod metrics;
 mod reconcile;
@@ -50,7 +51,7 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 pub struct Store {
-    conn: Connection,
+    db: db::Db,
     path: PathBuf,
 }
 
@@ -82,7 +83,7 @@ impl Store {
             }
         }
         let conn = Connection::open(path).with_context(|| format!("opening the database {}", path.display()))?;
-        let mut store = Self { conn, path: path.to_path_buf() };
+        let mut store = Self { db: db::Db::Sqlite(conn), path: path.to_path_buf() };
         store.configure().with_context(|| format!("configuring the database {}", path.display()))?;
         store.migrate().with_context(|| format!("migrating the database {}", path.display()))?;
         Ok(store)
@@ -105,7 +106,7 @@ impl Store {
                 .with_context(|| format!("copying the database {}", path.display()))?;
         }
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        let mut store = Self { conn, path: path.to_path_buf() };
+        let mut store = Self { db: db::Db::Sqlite(conn), path: path.to_path_buf() };
         store.migrate().with_context(|| format!("migrating a copy of the database {}", path.display()))?;
         Ok(store)
     }
@@ -114,22 +115,37 @@ impl Store {
     /// writes starts this way: a deferred one that reads first and then writes fails at once
     /// (SQLITE_BUSY, the busy timeout does not apply to the upgrade) when another process
     /// committed in between, which lost `serve-webhook --process` runs under load.
-    fn write_tx(&mut self) -> rusqlite::Result<rusqlite::Transaction<'_>> {
-        self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+    fn write_tx(&mut self) -> anyhow::Result<db::Tx<'_>> {
+        self.db.write_tx()
+    }
+
+    /// Caps SQLite's page cache of this connection at `kib` (nothing to do on Postgres).
+    fn limit_page_cache(&self, kib: i64) -> anyhow::Result<()> {
+        if let Some(conn) = self.db.sqlite() {
+            conn.pragma_update(None, "cache_size", -kib)?;
+        }
+        Ok(())
+    }
+
+    /// The SQLite connection (opening, pragmas, migrations, test fixtures).
+    fn sqlite(&self) -> &Connection {
+        self.db.sqlite().expect("a SQLite store")
     }
 
     fn configure(&self) -> rusqlite::Result<()> {
-        self.conn.busy_timeout(BUSY_TIMEOUT)?;
+        let conn = self.sqlite();
+        conn.set_prepared_statement_cache_capacity(64);
+        conn.busy_timeout(BUSY_TIMEOUT)?;
         // WAL is a property of the file, set once by whoever creates it. Switching takes an
         // exclusive lock and fails at once (no busy wait) while another process is migrating
         // the same new file: retry for as long as the busy timeout.
         let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
         loop {
-            let mode: String = self.conn.pragma_query_value(None, "journal_mode", |r| r.get(0))?;
+            let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0))?;
             if mode.eq_ignore_ascii_case("wal") {
                 break;
             }
-            match self.conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0)) {
+            match conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0)) {
                 Ok(_) => break,
                 Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(20));
@@ -137,13 +153,13 @@ impl Store {
                 Err(e) => return Err(e),
             }
         }
-        self.conn.pragma_update(None, "synchronous", "FULL")?;
-        self.conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
         Ok(())
     }
 
     fn migrate(&mut self) -> anyhow::Result<()> {
-        let current: i64 = self.conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let current: i64 = self.sqlite().pragma_query_value(None, "user_version", |r| r.get(0))?;
         let known = MIGRATIONS.len() as i64;
         if current > known {
             anyhow::bail!(
@@ -155,30 +171,31 @@ impl Store {
         }
         // Foreign keys off while migrating (SQLite's procedure for rebuilding a table; the
         // pragma is a no-op inside a transaction), checked in full before each commit.
-        self.conn.pragma_update(None, "foreign_keys", "OFF")?;
+        self.sqlite().pragma_update(None, "foreign_keys", "OFF")?;
         let migrated = self.apply_migrations(current as usize);
-        self.conn.pragma_update(None, "foreign_keys", "ON")?;
+        self.sqlite().pragma_update(None, "foreign_keys", "ON")?;
         migrated
     }
 
     fn apply_migrations(&mut self, from: usize) -> anyhow::Result<()> {
+        let conn = self.sqlite();
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(from) {
             // Take the write lock before reading the version: another process may migrate the
             // same new file at the same moment.
-            let tx = self.write_tx()?;
+            let tx = self.db.write_tx()?;
             // Re-check inside the write lock: another process may have migrated meanwhile.
-            let now: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+            let now: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
             if now > i as i64 {
                 continue;
             }
-            tx.execute_batch(sql).with_context(|| format!("applying migration {}", i + 1))?;
-            let broken: i64 = tx.query_row("SELECT COUNT(*) FROM pragma_foreign_key_check", [], |r| r.get(0))?;
+            conn.execute_batch(sql).with_context(|| format!("applying migration {}", i + 1))?;
+            let broken: i64 = conn.query_row("SELECT COUNT(*) FROM pragma_foreign_key_check", [], |r| r.get(0))?;
             anyhow::ensure!(
                 broken == 0,
                 "migration {} would leave {broken} broken references; nothing was changed",
                 i + 1
             );
-            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+            conn.pragma_update(None, "user_version", (i + 1) as i64)?;
             tx.commit()?;
         }
         Ok(())
@@ -190,7 +207,7 @@ impl Store {
 
     /// A cheap read that proves the file is reachable (for `/health`).
     pub fn ping(&self) -> anyhow::Result<()> {
-        self.conn.query_row("SELECT 1", [], |_| Ok(()))?;
+        self.db.query_row("SELECT 1", db::params![], |_| Ok(()))?;
         Ok(())
     }
 }
@@ -275,7 +292,7 @@ pub(crate) mod testing {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
 
-    use rusqlite::params;
+    use super::db::params;
 
     pub fn temp_store() -> (tempfile::TempDir, super::Store) {
         let dir = tempfile::tempdir().unwrap();
@@ -285,7 +302,7 @@ pub(crate) mod testing {
 
     /// Runs `sql` on the store's connection (fixtures the domain operations cannot make).
     pub fn exec(store: &super::Store, sql: &str) {
-        store.conn.execute_batch(sql).unwrap();
+        store.db.execute_batch(sql).unwrap();
     }
 
     /// Counts the SQLite virtual-machine steps of every statement the store runs from now on:
@@ -295,10 +312,12 @@ pub(crate) mod testing {
         let sink = total.clone();
         // A statement's counter only grows: start every one afresh, then count what each run of
         // it added.
-        store.conn.flush_prepared_statement_cache();
+        store.sqlite().flush_prepared_statement_cache();
         let mut seen: HashMap<usize, i32> = HashMap::new();
         store
-            .conn
+            .db
+            .sqlite_mut()
+            .expect("a SQLite store")
             .trace_v2(
                 rusqlite::trace::TraceEventCodes::SQLITE_TRACE_PROFILE,
                 Some(move |event: rusqlite::trace::TraceEvent<'_>| {
@@ -318,7 +337,7 @@ pub(crate) mod testing {
     /// credit of workspace `ws`, settled by its send and its successful transfer, with its two
     /// events applied (what a long-running deployment accumulates).
     pub fn add_settled_history(store: &mut super::Store, ws: &str, from: usize, n: usize) {
-        let tx = store.conn.transaction().unwrap();
+        let tx = store.db.write_tx().unwrap();
         for i in from..from + n {
             let (invoice, transfer, external) = (format!("h{i}"), format!("ht{i}"), format!("stark-sweep-h{i}-1"));
             let at = format!("2026-01-01T00:00:{:02}.000000+00:00", i % 60);
@@ -370,7 +389,7 @@ mod tests {
         store.ping().unwrap();
         drop(store);
         let again = Store::open(&dir.path().join("t.db")).unwrap();
-        let v: i64 = again.conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        let v: i64 = again.sqlite().pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
         assert_eq!(v, MIGRATIONS.len() as i64);
         let mode = std::fs::metadata(dir.path().join("t.db")).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use super::db::{Dialect, params};
 use super::sweep::{CREDIT_COLUMNS_OF_C, TRANSFER_COLUMNS_OF_T, credit_from_row, transfer_from_row};
 use super::{Credit, CreditState, Store, TransferRow};
 
@@ -58,22 +59,23 @@ pub struct StatusTotal {
 
 impl Store {
     pub fn credit_totals(&self) -> anyhow::Result<CreditTotals> {
-        Ok(self.conn.query_row(
+        self.db.query_row(
             "SELECT COUNT(*), COALESCE(SUM(amount), 0), COALESCE(SUM(fee), 0),
                     COALESCE(SUM(CASE WHEN state <> 'skipped' THEN net END), 0)
              FROM credits WHERE state <> 'unclaimed'",
-            [],
+            params![],
             |r| Ok(CreditTotals { count: r.get(0)?, amount: r.get(1)?, fees: r.get(2)?, net_due: r.get(3)? }),
-        )?)
+        )
     }
 
     /// Our transfers by status.
     pub fn transfer_totals(&self) -> anyhow::Result<BTreeMap<String, StatusTotal>> {
-        let mut stmt = self.conn.prepare_cached(
+        let rows = self.db.query_map(
             "SELECT status, COUNT(*), COALESCE(SUM(amount), 0) FROM transfers WHERE ours = 1 GROUP BY status",
+            params![],
+            |r| Ok((r.get(0)?, StatusTotal { count: r.get(1)?, amount: r.get(2)? })),
         )?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, StatusTotal { count: r.get(1)?, amount: r.get(2)? })))?;
-        Ok(rows.collect::<rusqlite::Result<BTreeMap<_, _>>>()?)
+        Ok(rows.into_iter().collect())
     }
 
     /// Every credit of ours that is not settled cleanly (exactly one successful transfer of ours,
@@ -83,7 +85,7 @@ impl Store {
         // One pass over `credits_by_invoice` and `transfers_by_invoice` side by side, both in
         // invoice order and read from the indexes alone; settled credits are dropped inside
         // SQLite, and only the rest is read whole.
-        let mut stmt = self.conn.prepare_cached(&format!(
+        let sql = format!(
             "SELECT {CREDIT_COLUMNS_OF_C}, u.transferred, u.successes, u.in_flight, u.failed
              FROM (SELECT c.invoice_id AS invoice_id,
                           COALESCE(SUM(CASE WHEN t.status = 'success' THEN t.amount END), 0) AS transferred,
@@ -96,19 +98,18 @@ impl Store {
                    HAVING NOT (c.state IN ('open', 'transferred') AND successes = 1 AND transferred = c.net)) u
              CROSS JOIN credits c ON c.invoice_id = u.invoice_id
              ORDER BY c.credited_at, c.invoice_id"
-        ))?;
-        let rows = stmt.query_map([with_skipped], |r| {
+        );
+        self.db.query_map(&sql, params![with_skipped], |r| {
             Ok((
                 credit_from_row(r)?,
                 TransferSums {
                     transferred: r.get(12)?,
-                    successes: r.get::<_, i64>(13)? as usize,
+                    successes: r.get::<i64>(13)? as usize,
                     in_flight: r.get(14)?,
-                    failed: r.get::<_, i64>(15)? as usize,
+                    failed: r.get::<i64>(15)? as usize,
                 },
             ))
-        })?;
-        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
     }
 
     /// Our transfers that moved (or may move) money for an invoice without a credit of ours.
@@ -116,35 +117,45 @@ impl Store {
         // The scan reads `transfers_by_invoice` and `credits_by_invoice` alone, both in invoice
         // order (the planner would rather probe the primary key, then read each credit's row at
         // random for its state); only what it finds is read whole.
-        let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {TRANSFER_COLUMNS_OF_T} FROM transfers t WHERE t.rowid IN (
+        let sql = match self.db.dialect() {
+            Dialect::Sqlite => format!(
+                "SELECT {TRANSFER_COLUMNS_OF_T} FROM transfers t WHERE t.rowid IN (
                  SELECT o.rowid FROM transfers o
                  WHERE o.ours = 1 AND o.status IN ('success', 'created', 'processing')
                    AND NOT EXISTS (SELECT 1 FROM credits c INDEXED BY credits_by_invoice
                                    WHERE c.invoice_id = o.invoice_id AND c.state <> 'unclaimed'))
              ORDER BY t.invoice_id, t.id"
-        ))?;
-        let rows = stmt.query_map([], transfer_from_row)?;
-        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            ),
+            // No rowid (nor planner hints) on Postgres: the same filter on the rows themselves.
+            Dialect::Postgres => format!(
+                "SELECT {TRANSFER_COLUMNS_OF_T} FROM transfers t
+                 WHERE t.ours = 1 AND t.status IN ('success', 'created', 'processing')
+                   AND NOT EXISTS (SELECT 1 FROM credits c
+                                   WHERE c.invoice_id = t.invoice_id AND c.state <> 'unclaimed')
+                 ORDER BY t.invoice_id, t.id"
+            ),
+        };
+        self.db.query_map(&sql, params![], transfer_from_row)
     }
 
     pub fn count_credits_in(&self, state: CreditState) -> anyhow::Result<i64> {
-        Ok(self.conn.query_row("SELECT COUNT(*) FROM credits WHERE state = ?1", [state.as_str()], |r| r.get(0))?)
+        self.db.query_row("SELECT COUNT(*) FROM credits WHERE state = ?1", params![state.as_str()], |r| r.get(0))
     }
 
     /// The invoices this deployment issued, by their latest known status (those with no event
     /// yet are not counted: the caller knows how many were issued).
     pub fn invoice_statuses(&self) -> anyhow::Result<BTreeMap<String, usize>> {
-        let mut stmt = self.conn.prepare_cached(
+        let rows = self.db.query_map(
             "SELECT i.status, COUNT(*) FROM invoice_drafts d CROSS JOIN invoices i ON i.id = d.invoice_id
              GROUP BY i.status",
+            params![],
+            |r| Ok((r.get(0)?, r.get::<i64>(1)? as usize)),
         )?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as usize)))?;
-        Ok(rows.collect::<rusqlite::Result<BTreeMap<_, _>>>()?)
+        Ok(rows.into_iter().collect())
     }
 
     /// Whether an event is recorded and not yet applied.
     pub fn has_pending_events(&self) -> anyhow::Result<bool> {
-        Ok(self.conn.query_row("SELECT EXISTS (SELECT 1 FROM events WHERE applied_at IS NULL)", [], |r| r.get(0))?)
+        self.db.query_row("SELECT EXISTS (SELECT 1 FROM events WHERE applied_at IS NULL)", params![], |r| r.get(0))
     }
 }

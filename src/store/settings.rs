@@ -4,8 +4,8 @@
 //! forward.
 
 use chrono::{DateTime, Utc};
-use rusqlite::{OptionalExtension as _, params};
 
+use super::db::{OptionalExtension as _, params};
 use super::{Store, ts};
 
 /// A pinned fact.
@@ -19,18 +19,17 @@ pub struct Setting {
 
 impl Store {
     pub fn setting(&self, key: &str) -> anyhow::Result<Option<Setting>> {
-        Ok(self
-            .conn
-            .query_row("SELECT value, source, set_at FROM settings WHERE key = ?1", [key], |r| {
+        self.db
+            .query_row("SELECT value, source, set_at FROM settings WHERE key = ?1", params![key], |r| {
                 Ok(Setting { value: r.get(0)?, source: r.get(1)?, set_at: r.get(2)? })
             })
-            .optional()?)
+            .optional()
     }
 
     /// Pins `value` under `key` unless something is pinned already; returns what is pinned now
     /// (the caller compares: another process may have pinned a different value first).
     pub fn pin_setting(&mut self, key: &str, value: &str, source: &str, now: DateTime<Utc>) -> anyhow::Result<Setting> {
-        self.conn.execute(
+        self.db.execute(
             "INSERT INTO settings (key, value, source, set_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (key) DO NOTHING",
             params![key, value, source, ts(now)],
         )?;
@@ -48,7 +47,7 @@ impl Store {
         if self.event_pull_cursor()?.is_some_and(|c| c >= through) {
             return Ok(());
         }
-        self.conn.execute(
+        self.db.execute(
             "INSERT INTO settings (key, value, source, set_at) VALUES (?1, ?2, 'process-events', ?3)
              ON CONFLICT (key) DO UPDATE SET value = excluded.value, set_at = excluded.set_at",
             params![PULL_CURSOR, ts(through), ts(now)],

@@ -6,8 +6,8 @@
 //! when this deployment issued its invoice (`invoice_drafts`); a transfer is ours when its
 //! externalId, amount and target are those of one of our sends.
 
+use super::db::{Db, OptionalExtension as _, Row, params};
 use chrono::{DateTime, Utc};
-use rusqlite::{OptionalExtension as _, params};
 
 use super::{Store, ts};
 
@@ -63,7 +63,7 @@ impl CreditState {
         }
     }
 
-    fn parse(s: &str) -> rusqlite::Result<Self> {
+    fn parse(s: &str) -> anyhow::Result<Self> {
         Ok(match s {
             "unclaimed" => CreditState::Unclaimed,
             "open" => CreditState::Open,
@@ -97,7 +97,7 @@ impl Origin {
         }
     }
 
-    fn parse(s: Option<String>) -> rusqlite::Result<Option<Self>> {
+    fn parse(s: Option<String>) -> anyhow::Result<Option<Self>> {
         Ok(match s.as_deref() {
             None => None,
             Some("issued") => Some(Origin::Issued),
@@ -108,12 +108,8 @@ impl Origin {
     }
 }
 
-fn bad_text(column: &str, value: &str) -> rusqlite::Error {
-    rusqlite::Error::FromSqlConversionFailure(
-        0,
-        rusqlite::types::Type::Text,
-        format!("{column} holds {value:?}, which this stark-sweep does not know").into(),
-    )
+fn bad_text(column: &str, value: &str) -> anyhow::Error {
+    anyhow::anyhow!("{column} holds {value:?}, which this stark-sweep does not know; to fix: upgrade stark-sweep")
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -175,7 +171,7 @@ impl SendOutcome {
         }
     }
 
-    fn parse(s: Option<String>) -> rusqlite::Result<Option<Self>> {
+    fn parse(s: Option<String>) -> anyhow::Result<Option<Self>> {
         Ok(match s.as_deref() {
             None => None,
             Some("accepted") => Some(SendOutcome::Accepted),
@@ -250,22 +246,24 @@ pub struct Claimed {
     pub stopped: Option<(String, String)>,
 }
 
-fn kill_switch(conn: &rusqlite::Connection) -> rusqlite::Result<Option<(String, String)>> {
-    conn.query_row("SELECT reason, set_at FROM controls WHERE key = 'kill_switch'", [], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()
+fn kill_switch(conn: &Db) -> anyhow::Result<Option<(String, String)>> {
+    conn.query_row("SELECT reason, set_at FROM controls WHERE key = 'kill_switch'", params![], |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })
+    .optional()
 }
 
 /// Sends claimed since `since` that moved, or may move, money: all but those refused for good
 /// and those whose transfers all failed or were canceled (a send refused for a passing reason
 /// counts: it is sent again later without a new claim).
-fn outflow_since(conn: &rusqlite::Connection, since: DateTime<Utc>) -> rusqlite::Result<i64> {
+fn outflow_since(conn: &Db, since: DateTime<Utc>) -> anyhow::Result<i64> {
     conn.query_row(
         "SELECT COALESCE(SUM(s.amount), 0) FROM sends s
          WHERE s.claimed_at > ?1 AND COALESCE(s.outcome, '') <> 'rejected'
            AND NOT (EXISTS (SELECT 1 FROM transfers t WHERE t.external_id = s.external_id AND t.ours = 1)
                     AND NOT EXISTS (SELECT 1 FROM transfers t WHERE t.external_id = s.external_id AND t.ours = 1
                                     AND t.status NOT IN ('failed', 'canceled')))",
-        [ts(since)],
+        params![ts(since)],
         |r| r.get(0),
     )
 }
@@ -277,7 +275,7 @@ pub fn target_key(bank_code: &str, branch_code: &str, account_number: &str, tax_
     format!("{}/{}/{}/{digits}", bank_code.trim(), branch_code.trim(), account_number.trim())
 }
 
-pub(super) fn credit_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Credit> {
+pub(super) fn credit_from_row(r: &Row) -> anyhow::Result<Credit> {
     Ok(Credit {
         invoice_id: r.get(0)?,
         event_id: r.get(1)?,
@@ -286,7 +284,7 @@ pub(super) fn credit_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Credit>
         net: r.get(4)?,
         credited_at: r.get(5)?,
         recorded_at: r.get(6)?,
-        state: CreditState::parse(&r.get::<_, String>(7)?)?,
+        state: CreditState::parse(&r.get::<String>(7)?)?,
         reason: r.get(8)?,
         next_send_at: r.get(9)?,
         origin: Origin::parse(r.get(10)?)?,
@@ -298,7 +296,7 @@ const CREDIT_COLUMNS: &str = "invoice_id, event_id, amount, fee, net, credited_a
 /// `CREDIT_COLUMNS` of `credits c`.
 pub(super) const CREDIT_COLUMNS_OF_C: &str = "c.invoice_id, c.event_id, c.amount, c.fee, c.net, c.credited_at, c.recorded_at, c.state, c.reason, c.next_send_at, c.origin, c.budget_from";
 
-fn send_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SendRow> {
+fn send_from_row(r: &Row) -> anyhow::Result<SendRow> {
     Ok(SendRow {
         external_id: r.get(0)?,
         invoice_id: r.get(1)?,
@@ -314,7 +312,7 @@ fn send_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SendRow> {
 
 const SEND_COLUMNS: &str = "external_id, invoice_id, attempt, amount, claimed_at, outcome, error, target, tries";
 
-pub(super) fn transfer_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TransferRow> {
+pub(super) fn transfer_from_row(r: &Row) -> anyhow::Result<TransferRow> {
     Ok(TransferRow {
         id: r.get(0)?,
         external_id: r.get(1)?,
@@ -364,14 +362,15 @@ fn state_of_new_credit(ours: bool, net: i64, amount: i64, fee: i64) -> (CreditSt
     }
 }
 
-fn issued_by_us(tx: &rusqlite::Transaction<'_>, invoice_id: &str) -> rusqlite::Result<bool> {
-    tx.prepare_cached("SELECT EXISTS (SELECT 1 FROM invoice_drafts WHERE invoice_id = ?1)")?
-        .query_row([invoice_id], |r| r.get(0))
+fn issued_by_us(tx: &Db, invoice_id: &str) -> anyhow::Result<bool> {
+    tx.query_row("SELECT EXISTS (SELECT 1 FROM invoice_drafts WHERE invoice_id = ?1)", params![invoice_id], |r| {
+        r.get(0)
+    })
 }
 
 /// Records a credited log, deciding ownership from our own records. Returns 1 when it is a new
 /// credit of ours, 0 otherwise (already recorded, or not ours).
-fn record_credit(tx: &rusqlite::Transaction<'_>, c: &CreditedLog, now: DateTime<Utc>) -> rusqlite::Result<usize> {
+fn record_credit(tx: &Db, c: &CreditedLog, now: DateTime<Utc>) -> anyhow::Result<usize> {
     let ours = issued_by_us(tx, &c.invoice_id)?;
     let (state, reason) = state_of_new_credit(ours, c.net(), c.amount, c.fee);
     let n = tx.execute(
@@ -396,21 +395,22 @@ fn record_credit(tx: &rusqlite::Transaction<'_>, c: &CreditedLog, now: DateTime<
 impl Store {
     /// Events not yet applied, oldest first.
     pub fn pending_events(&self, limit: usize) -> anyhow::Result<Vec<PendingEvent>> {
-        let mut stmt = self.conn.prepare_cached(
+        let rows = self.db.query_map(
             "SELECT id, subscription, log_type, workspace_id, source, body FROM events WHERE applied_at IS NULL
              ORDER BY created, id LIMIT ?1",
+            params![limit as i64],
+            |r| {
+                Ok(PendingEvent {
+                    id: r.get(0)?,
+                    subscription: r.get(1)?,
+                    log_type: r.get(2)?,
+                    workspace_id: r.get(3)?,
+                    source: super::EventSource::parse(&r.get::<String>(4)?)?,
+                    body: r.get(5)?,
+                })
+            },
         )?;
-        let rows = stmt.query_map([limit as i64], |r| {
-            Ok(PendingEvent {
-                id: r.get(0)?,
-                subscription: r.get(1)?,
-                log_type: r.get(2)?,
-                workspace_id: r.get(3)?,
-                source: super::EventSource::parse(&r.get::<_, String>(4)?)?,
-                body: r.get(5)?,
-            })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        Ok(rows)
     }
 
     /// Applies many events' effects in one transaction; each event is marked applied with them.
@@ -475,11 +475,12 @@ impl Store {
     }
 
     fn credits_where(&self, condition: &str) -> anyhow::Result<Vec<Credit>> {
-        let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {CREDIT_COLUMNS} FROM credits WHERE {condition} ORDER BY credited_at, invoice_id"
-        ))?;
-        let rows = stmt.query_map([], credit_from_row)?;
-        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        let rows = self.db.query_map(
+            &format!("SELECT {CREDIT_COLUMNS} FROM credits WHERE {condition} ORDER BY credited_at, invoice_id"),
+            params![],
+            credit_from_row,
+        )?;
+        Ok(rows)
     }
 
     pub fn open_credits(&self) -> anyhow::Result<Vec<Credit>> {
@@ -508,10 +509,10 @@ impl Store {
 
     pub fn credit(&self, invoice_id: &str) -> anyhow::Result<Option<Credit>> {
         Ok(self
-            .conn
+            .db
             .query_row(
                 &format!("SELECT {CREDIT_COLUMNS} FROM credits WHERE invoice_id = ?1"),
-                [invoice_id],
+                params![invoice_id],
                 credit_from_row,
             )
             .optional()?)
@@ -523,7 +524,7 @@ impl Store {
         state: CreditState,
         reason: Option<&str>,
     ) -> anyhow::Result<()> {
-        self.conn.execute(
+        self.db.execute(
             "UPDATE credits SET state = ?2, reason = ?3, next_send_at = NULL WHERE invoice_id = ?1",
             params![invoice_id, state.as_str(), reason],
         )?;
@@ -541,7 +542,7 @@ impl Store {
     ) -> anyhow::Result<()> {
         let net = amount.saturating_sub(fee);
         let (state, reason) = state_of_new_credit(true, net, amount, fee);
-        self.conn.execute(
+        self.db.execute(
             "UPDATE credits SET amount = ?2, fee = ?3, net = ?4, state = ?5, reason = ?6, origin = 'workspace',
                 confirmed_at = ?7 WHERE invoice_id = ?1 AND state = 'unclaimed'",
             params![invoice_id, amount, fee, net, state.as_str(), reason, ts(now)],
@@ -553,34 +554,35 @@ impl Store {
     /// attempt budget (attempts so far no longer count). Returns how many.
     pub fn retry_attention(&mut self) -> anyhow::Result<usize> {
         // Held credits: the operator approves them once, above the limits.
-        let approved = self
-            .conn
-            .execute("UPDATE credits SET state = 'open', reason = NULL, limit_approved = 1 WHERE state = 'held'", [])?;
+        let approved = self.db.execute(
+            "UPDATE credits SET state = 'open', reason = NULL, limit_approved = 1 WHERE state = 'held'",
+            params![],
+        )?;
         // Nothing left to sweep (a reversal took it back): acknowledged, not sent.
-        self.conn.execute(
+        self.db.execute(
             "UPDATE credits SET state = 'skipped', reason = 'nothing left to transfer after a reversal (acknowledged by --retry-attention)',
                 next_send_at = NULL
              WHERE state = 'attention' AND net <= 0",
-            [],
+            params![],
         )?;
         // A loop of unknown outcomes gets its tries back too.
-        self.conn.execute(
+        self.db.execute(
             "UPDATE sends SET tries = 1 WHERE outcome = 'unknown'
                AND invoice_id IN (SELECT invoice_id FROM credits WHERE state = 'attention')",
-            [],
+            params![],
         )?;
-        Ok(self.conn.execute(
+        Ok(self.db.execute(
             "UPDATE credits SET state = 'open', reason = NULL, next_send_at = NULL,
                 budget_from = COALESCE((SELECT MAX(attempt) FROM sends s WHERE s.invoice_id = credits.invoice_id), 0)
              WHERE state = 'attention'",
-            [],
+            params![],
         )? + approved)
     }
 
     /// Attempts up to `attempt` no longer count against the budget (a failure that passes).
     pub fn forgive_attempt(&mut self, invoice_id: &str, attempt: u32) -> anyhow::Result<()> {
-        self.conn.execute(
-            "UPDATE credits SET budget_from = MAX(budget_from, ?2) WHERE invoice_id = ?1",
+        self.db.execute(
+            "UPDATE credits SET budget_from = CASE WHEN budget_from > ?2 THEN budget_from ELSE ?2 END WHERE invoice_id = ?1",
             params![invoice_id, attempt],
         )?;
         Ok(())
@@ -589,7 +591,7 @@ impl Store {
     /// Why an open credit is still waiting (the bank's last reason), shown by status; cleared
     /// when it settles.
     pub fn set_waiting_reason(&mut self, invoice_id: &str, reason: Option<&str>) -> anyhow::Result<()> {
-        self.conn.execute(
+        self.db.execute(
             "UPDATE credits SET reason = ?2 WHERE invoice_id = ?1 AND state = 'open'",
             params![invoice_id, reason],
         )?;
@@ -597,7 +599,7 @@ impl Store {
     }
 
     pub fn set_next_send_at(&mut self, invoice_id: &str, at: Option<DateTime<Utc>>) -> anyhow::Result<()> {
-        self.conn
+        self.db
             .execute("UPDATE credits SET next_send_at = ?2 WHERE invoice_id = ?1", params![invoice_id, at.map(ts)])?;
         Ok(())
     }
@@ -605,10 +607,10 @@ impl Store {
     /// The newest send (highest attempt) for an invoice.
     pub fn last_send(&self, invoice_id: &str) -> anyhow::Result<Option<SendRow>> {
         Ok(self
-            .conn
+            .db
             .query_row(
                 &format!("SELECT {SEND_COLUMNS} FROM sends WHERE invoice_id = ?1 ORDER BY attempt DESC LIMIT 1"),
-                [invoice_id],
+                params![invoice_id],
                 send_from_row,
             )
             .optional()?)
@@ -616,58 +618,63 @@ impl Store {
 
     /// Every send, in invoice and attempt order.
     pub fn sends(&self) -> anyhow::Result<Vec<SendRow>> {
-        let mut stmt =
-            self.conn.prepare_cached(&format!("SELECT {SEND_COLUMNS} FROM sends ORDER BY invoice_id, attempt"))?;
-        let rows = stmt.query_map([], send_from_row)?;
-        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        let rows = self.db.query_map(
+            &format!("SELECT {SEND_COLUMNS} FROM sends ORDER BY invoice_id, attempt"),
+            params![],
+            send_from_row,
+        )?;
+        Ok(rows)
     }
 
     pub fn transfers(&self) -> anyhow::Result<Vec<TransferRow>> {
-        let mut stmt =
-            self.conn.prepare_cached(&format!("SELECT {TRANSFER_COLUMNS} FROM transfers ORDER BY invoice_id, id"))?;
-        let rows = stmt.query_map([], transfer_from_row)?;
-        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        let rows = self.db.query_map(
+            &format!("SELECT {TRANSFER_COLUMNS} FROM transfers ORDER BY invoice_id, id"),
+            params![],
+            transfer_from_row,
+        )?;
+        Ok(rows)
     }
 
     /// Our failed transfers of credits still in play whose failure reason is not known yet.
     pub fn failed_without_reason(&self) -> anyhow::Result<Vec<String>> {
         // From the credits in play (`credits_state`) to their transfers, never the other way:
         // the failed transfers of settled credits are history.
-        let mut stmt = self.conn.prepare_cached(
+        let rows = self.db.query_map(
             "SELECT t.id FROM credits c CROSS JOIN transfers t ON t.invoice_id = c.invoice_id
              WHERE c.state IN ('open', 'attention') AND t.ours = 1 AND t.status = 'failed' AND t.reason IS NULL
              ORDER BY t.id",
+            params![],
+            |r| r.get(0),
         )?;
-        let rows = stmt.query_map([], |r| r.get(0))?;
-        Ok(rows.collect::<rusqlite::Result<Vec<String>>>()?)
+        Ok(rows)
     }
 
     /// Whether a transfer that is not ours carries this externalId (someone used the externalId
     /// we would send, for another amount or target).
     pub fn external_id_taken(&self, external_id: &str) -> anyhow::Result<bool> {
-        Ok(self.conn.query_row(
+        Ok(self.db.query_row(
             "SELECT EXISTS (SELECT 1 FROM transfers WHERE external_id = ?1 AND ours = 0)",
-            [external_id],
+            params![external_id],
             |r| r.get(0),
         )?)
     }
 
     /// Our transfers still created or processing.
     pub fn alive_transfers(&self) -> anyhow::Result<Vec<TransferRow>> {
-        let mut stmt = self.conn.prepare_cached(&format!(
+        let rows = self.db.query_map(&format!(
             "SELECT {TRANSFER_COLUMNS} FROM transfers WHERE ours = 1 AND status IN ('created', 'processing') ORDER BY id"
-        ))?;
-        let rows = stmt.query_map([], transfer_from_row)?;
-        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        ), params![], transfer_from_row)?;
+        Ok(rows)
     }
 
     /// Our transfers for an invoice (those that can settle its credit).
     pub fn transfers_for(&self, invoice_id: &str) -> anyhow::Result<Vec<TransferRow>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(&format!("SELECT {TRANSFER_COLUMNS} FROM transfers WHERE invoice_id = ?1 AND ours = 1"))?;
-        let rows = stmt.query_map([invoice_id], transfer_from_row)?;
-        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        let rows = self.db.query_map(
+            &format!("SELECT {TRANSFER_COLUMNS} FROM transfers WHERE invoice_id = ?1 AND ours = 1"),
+            params![invoice_id],
+            transfer_from_row,
+        )?;
+        Ok(rows)
     }
 
     /// Claims new sends durably before any request leaves, in one transaction that holds the
@@ -701,8 +708,11 @@ impl Store {
             let counted = resend && crate::starkbank::time::parse(&s.claimed_at).is_some_and(|t| t > since);
             let after = if counted { Some(window) } else { window.checked_add(s.amount) };
             let approved: bool = tx
-                .prepare_cached("SELECT limit_approved = 1 FROM credits WHERE invoice_id = ?1")?
-                .query_row([&s.invoice_id], |r| r.get(0))
+                .query_row(
+                    "SELECT limit_approved = 1 FROM credits WHERE invoice_id = ?1",
+                    params![&s.invoice_id],
+                    |r| r.get(0),
+                )
                 .optional()?
                 .unwrap_or(false);
             let over = if approved {
@@ -740,7 +750,7 @@ impl Store {
                 tx.execute(
                     "UPDATE credits SET limit_approved = 0, reason = CASE WHEN state = 'held' THEN NULL ELSE reason END,
                         state = CASE WHEN state = 'held' THEN 'open' ELSE state END WHERE invoice_id = ?1",
-                    [&s.invoice_id],
+                    params![&s.invoice_id],
                 )?;
                 window = after.unwrap_or(window);
                 out.claimed.push(s.clone());
@@ -753,7 +763,7 @@ impl Store {
             tx.execute(
                 "UPDATE credits SET state = 'open', limit_approved = 0,
                     reason = CASE WHEN state = 'held' THEN NULL ELSE reason END WHERE invoice_id = ?1",
-                [&s.invoice_id],
+                params![&s.invoice_id],
             )?;
             window = after.unwrap_or(window);
             out.claimed.push(s.clone());
@@ -764,16 +774,16 @@ impl Store {
 
     /// Money that left (or may have left) in the 24 hours before `now`, in cents.
     pub fn outflow_24h(&self, now: DateTime<Utc>) -> anyhow::Result<i64> {
-        Ok(outflow_since(&self.conn, now - chrono::Duration::hours(24))?)
+        Ok(outflow_since(&self.db, now - chrono::Duration::hours(24))?)
     }
 
     /// The kill switch, when engaged: `(reason, since)`.
     pub fn kill_switch(&self) -> anyhow::Result<Option<(String, String)>> {
-        Ok(kill_switch(&self.conn)?)
+        Ok(kill_switch(&self.db)?)
     }
 
     pub fn engage_kill_switch(&mut self, reason: &str, now: DateTime<Utc>) -> anyhow::Result<()> {
-        self.conn.execute(
+        self.db.execute(
             "INSERT INTO controls (key, reason, set_at) VALUES ('kill_switch', ?1, ?2)
              ON CONFLICT (key) DO UPDATE SET reason = excluded.reason, set_at = excluded.set_at",
             params![reason, ts(now)],
@@ -783,21 +793,19 @@ impl Store {
 
     /// Returns whether it was engaged.
     pub fn release_kill_switch(&mut self) -> anyhow::Result<bool> {
-        Ok(self.conn.execute("DELETE FROM controls WHERE key = 'kill_switch'", [])? > 0)
+        Ok(self.db.execute("DELETE FROM controls WHERE key = 'kill_switch'", params![])? > 0)
     }
 
     /// Claims new sends durably, all or none, before any request leaves. The unique
     /// (invoice, attempt) and externalId constraints make a double claim impossible.
     pub fn claim_sends(&mut self, sends: &[SendRow]) -> anyhow::Result<()> {
         let tx = self.write_tx()?;
-        {
-            let mut stmt = tx.prepare_cached(
+        for s in sends {
+            tx.execute(
                 "INSERT INTO sends (external_id, invoice_id, attempt, amount, claimed_at, target)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![s.external_id, s.invoice_id, s.attempt, s.amount, s.claimed_at, s.target],
             )?;
-            for s in sends {
-                stmt.execute(params![s.external_id, s.invoice_id, s.attempt, s.amount, s.claimed_at, s.target])?;
-            }
         }
         tx.commit()?;
         Ok(())
@@ -819,7 +827,7 @@ impl Store {
     pub fn count_resends(&mut self, external_ids: &[String]) -> anyhow::Result<()> {
         let tx = self.write_tx()?;
         for id in external_ids {
-            tx.execute("UPDATE sends SET tries = tries + 1, outcome = NULL WHERE external_id = ?1", [id])?;
+            tx.execute("UPDATE sends SET tries = tries + 1, outcome = NULL WHERE external_id = ?1", params![id])?;
         }
         tx.commit()?;
         Ok(())
@@ -828,17 +836,15 @@ impl Store {
     /// Those of `ids` whose events are recorded, applied, and about one of our invoices (with
     /// `all_credits`: any invoice of our workspace) or one of our transfers.
     pub fn ours_applied_among(&self, ids: &[String], all_credits: bool) -> anyhow::Result<Vec<String>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT e.applied_at IS NOT NULL AND (
+        let sql = "SELECT e.applied_at IS NOT NULL AND (
                  (e.subscription = 'invoice'
                     AND (?2 OR EXISTS (SELECT 1 FROM invoice_drafts d WHERE d.invoice_id = e.resource_id)))
               OR (e.subscription = 'transfer'
                     AND EXISTS (SELECT 1 FROM transfers t WHERE t.id = e.resource_id AND t.ours = 1)))
-             FROM events e WHERE e.id = ?1",
-        )?;
+             FROM events e WHERE e.id = ?1";
         let mut out = Vec::new();
         for id in ids {
-            let applied: Option<bool> = stmt.query_row(params![id, all_credits], |r| r.get(0)).optional()?;
+            let applied: Option<bool> = self.db.query_row(sql, params![id, all_credits], |r| r.get(0)).optional()?;
             if applied == Some(true) {
                 out.push(id.clone());
             }
@@ -849,11 +855,8 @@ impl Store {
     /// Records that Stark Bank now has these events as delivered (one transaction).
     pub fn mark_delivered(&mut self, ids: &[String], now: DateTime<Utc>) -> anyhow::Result<()> {
         let tx = self.write_tx()?;
-        {
-            let mut stmt = tx.prepare_cached("UPDATE events SET delivered_at = ?2 WHERE id = ?1")?;
-            for id in ids {
-                stmt.execute(params![id, ts(now)])?;
-            }
+        for id in ids {
+            tx.execute("UPDATE events SET delivered_at = ?2 WHERE id = ?1", params![id, ts(now)])?;
         }
         tx.commit()?;
         Ok(())
@@ -861,38 +864,35 @@ impl Store {
 
     /// Our invoices' latest known states.
     pub fn invoices(&self) -> anyhow::Result<Vec<InvoiceState>> {
-        let mut stmt = self.conn.prepare_cached(
+        let rows = self.db.query_map(
             "SELECT i.id, i.status, i.amount, i.nominal_amount, i.fee, i.last_log_at FROM invoices i
              WHERE EXISTS (SELECT 1 FROM invoice_drafts d WHERE d.invoice_id = i.id) ORDER BY i.id",
+            params![],
+            |r| {
+                Ok(InvoiceState {
+                    id: r.get(0)?,
+                    status: r.get(1)?,
+                    amount: r.get(2)?,
+                    nominal_amount: r.get(3)?,
+                    fee: r.get(4)?,
+                    log_at: r.get(5)?,
+                })
+            },
         )?;
-        let rows = stmt.query_map([], |r| {
-            Ok(InvoiceState {
-                id: r.get(0)?,
-                status: r.get(1)?,
-                amount: r.get(2)?,
-                nominal_amount: r.get(3)?,
-                fee: r.get(4)?,
-                log_at: r.get(5)?,
-            })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        Ok(rows)
     }
 
     /// Invoices this deployment issued that may still be credited and have no credit recorded:
     /// issued, not canceled or expired as far as we know, and not past due + expiration (plus a
     /// day of slack). Their credited logs are fetched by reconciliation.
     pub fn uncredited_invoices(&self, now: DateTime<Utc>) -> anyhow::Result<Vec<String>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT d.invoice_id, d.due, d.expiration FROM invoice_drafts d
+        let rows = self.db.query_map("SELECT d.invoice_id, d.due, d.expiration FROM invoice_drafts d
              WHERE d.invoice_id IS NOT NULL
                AND NOT EXISTS (SELECT 1 FROM credits c WHERE c.invoice_id = d.invoice_id)
                AND NOT EXISTS (SELECT 1 FROM invoices i WHERE i.id = d.invoice_id AND i.status IN ('canceled', 'expired'))
-             ORDER BY d.invoice_id",
-        )?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))?;
+             ORDER BY d.invoice_id", params![], |r| Ok((r.get::<String>(0)?, r.get::<String>(1)?, r.get::<i64>(2)?)))?;
         let mut out = Vec::new();
-        for row in rows {
-            let (id, due, expiration) = row?;
+        for (id, due, expiration) in rows {
             let payable_until = crate::starkbank::time::parse_date_or_datetime(&due)
                 .map(|d| d + chrono::Duration::seconds(expiration) + chrono::Duration::days(1));
             if payable_until.is_none_or(|t| t > now) {
@@ -905,18 +905,21 @@ impl Store {
     /// Transfers that are not ours but carry the tag of one of our invoices: money that moved
     /// (or may move) in our credit's name without us sending it.
     pub fn stray_transfers(&self) -> anyhow::Result<Vec<TransferRow>> {
-        let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {TRANSFER_COLUMNS} FROM transfers t WHERE t.ours = 0
+        let rows = self.db.query_map(
+            &format!(
+                "SELECT {TRANSFER_COLUMNS} FROM transfers t WHERE t.ours = 0
                AND EXISTS (SELECT 1 FROM invoice_drafts d WHERE d.invoice_id = t.invoice_id)
              ORDER BY t.invoice_id, t.id"
-        ))?;
-        let rows = stmt.query_map([], transfer_from_row)?;
-        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            ),
+            params![],
+            transfer_from_row,
+        )?;
+        Ok(rows)
     }
 
     /// How many credits of invoices this deployment did not issue it has seen (and ignored).
     pub fn count_unclaimed(&self) -> anyhow::Result<i64> {
-        Ok(self.conn.query_row("SELECT COUNT(*) FROM credits WHERE state = 'unclaimed'", [], |r| r.get(0))?)
+        Ok(self.db.query_row("SELECT COUNT(*) FROM credits WHERE state = 'unclaimed'", params![], |r| r.get(0))?)
     }
 }
 
@@ -924,10 +927,13 @@ impl Store {
 /// earlier one that arrives late, except success by failed: a return after success, recorded
 /// as such (and the credit it had settled goes to attention, see `flag_returned`). Whether the
 /// transfer is ours is decided from our sends, never from tags.
-fn upsert_transfer(tx: &rusqlite::Transaction<'_>, t: &TransferRow) -> rusqlite::Result<()> {
+fn upsert_transfer(tx: &Db, t: &TransferRow) -> anyhow::Result<()> {
     let send: Option<(String, i64, Option<String>)> = tx
-        .prepare_cached("SELECT invoice_id, amount, target FROM sends WHERE external_id = ?1")?
-        .query_row([&t.external_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .query_row(
+            "SELECT invoice_id, amount, target FROM sends WHERE external_id = ?1",
+            params![&t.external_id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
         .optional()?;
     let ours = send
         .as_ref()
@@ -938,7 +944,7 @@ fn upsert_transfer(tx: &rusqlite::Transaction<'_>, t: &TransferRow) -> rusqlite:
         _ => t.invoice_id.clone(),
     };
     let before: Option<String> =
-        tx.prepare_cached("SELECT status FROM transfers WHERE id = ?1")?.query_row([&t.id], |r| r.get(0)).optional()?;
+        tx.query_row("SELECT status FROM transfers WHERE id = ?1", params![&t.id], |r| r.get(0)).optional()?;
     tx.execute(
         "INSERT INTO transfers (id, external_id, invoice_id, amount, status, updated_at, ours, target, reason)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
@@ -959,7 +965,7 @@ fn upsert_transfer(tx: &rusqlite::Transaction<'_>, t: &TransferRow) -> rusqlite:
 
 /// A transfer of ours that had settled a credit failed afterwards (a return): the money is back
 /// in the balance, and whether to send it again is a human's decision.
-fn flag_returned(tx: &rusqlite::Transaction<'_>, invoice_id: &str, t: &TransferRow) -> rusqlite::Result<()> {
+fn flag_returned(tx: &Db, invoice_id: &str, t: &TransferRow) -> anyhow::Result<()> {
     let reason = format!(
         "transfer {} (externalId {}) was returned after it succeeded ({}); the money is back in the balance; to send it again: process-events --retry-attention",
         t.id,
@@ -975,10 +981,13 @@ fn flag_returned(tx: &rusqlite::Transaction<'_>, invoice_id: &str, t: &TransferR
 
 /// A `reversed` log for an invoice with a credit of ours: money went back to the payer. Not yet
 /// swept: it must not be (attention). Already swept: the balance paid twice (attention).
-fn flag_reversed(tx: &rusqlite::Transaction<'_>, r: &ReversedLog) -> rusqlite::Result<()> {
+fn flag_reversed(tx: &Db, r: &ReversedLog) -> anyhow::Result<()> {
     let state: Option<String> = tx
-        .prepare_cached("SELECT state FROM credits WHERE invoice_id = ?1 AND state <> 'unclaimed'")?
-        .query_row([&r.invoice_id], |row| row.get(0))
+        .query_row(
+            "SELECT state FROM credits WHERE invoice_id = ?1 AND state <> 'unclaimed'",
+            params![&r.invoice_id],
+            |row| row.get(0),
+        )
         .optional()?;
     let reason = match state.as_deref() {
         Some("transferred") => format!(
@@ -988,7 +997,7 @@ fn flag_reversed(tx: &rusqlite::Transaction<'_>, r: &ReversedLog) -> rusqlite::R
         Some("open" | "attention" | "held") => {
             // Not swept yet: what is left to sweep is what the invoice still holds.
             tx.execute(
-                "UPDATE credits SET net = MAX(?2 - fee, 0) WHERE invoice_id = ?1",
+                "UPDATE credits SET net = CASE WHEN ?2 - fee > 0 THEN ?2 - fee ELSE 0 END WHERE invoice_id = ?1",
                 params![r.invoice_id, r.amount],
             )?;
             format!(
@@ -1027,10 +1036,10 @@ mod tests {
 
     fn credit_row(store: &Store) {
         store
-            .conn
+            .db
             .execute(
                 "INSERT INTO credits (invoice_id, event_id, amount, fee, net, credited_at, recorded_at, state) VALUES ('i1','e1',100,0,100,'t','t','open')",
-                [],
+                params![],
             )
             .unwrap();
     }

@@ -5,8 +5,7 @@
 //! Finding the events of one invoice scans the events table (there is no index on the resource
 //! id, and adding one would be a migration): fine for a command an operator runs by hand.
 
-use rusqlite::OptionalExtension as _;
-
+use super::db::{OptionalExtension as _, params};
 use super::{Credit, Draft, EventSource, InvoiceState, SendRow, Store, TransferRow};
 
 /// What an id given to `trace` turned out to be.
@@ -78,8 +77,8 @@ impl Store {
     /// transfers), a transfer id, an externalId, a credit's `log:` id, or a draft key.
     pub fn trace_subject(&self, id: &str) -> anyhow::Result<Option<Subject>> {
         let id = id.trim();
-        let one = |sql: &str| -> rusqlite::Result<Option<String>> {
-            self.conn.query_row(sql, [id], |r| r.get::<_, Option<String>>(0)).optional().map(Option::flatten)
+        let one = |sql: &str| -> anyhow::Result<Option<String>> {
+            self.db.query_row(sql, params![id], |r| r.get::<Option<String>>(0)).optional().map(Option::flatten)
         };
         let subject = |by, invoice_id: String| Some(Subject { by, invoice_id: Some(invoice_id), draft_key: None });
         for sql in [
@@ -107,8 +106,8 @@ impl Store {
             return Ok(subject(TracedBy::ExternalId, inv));
         }
         let draft: Option<(String, Option<String>)> = self
-            .conn
-            .query_row("SELECT draft_key, invoice_id FROM invoice_drafts WHERE draft_key = ?1", [id], |r| {
+            .db
+            .query_row("SELECT draft_key, invoice_id FROM invoice_drafts WHERE draft_key = ?1", params![id], |r| {
                 Ok((r.get(0)?, r.get(1)?))
             })
             .optional()?;
@@ -117,24 +116,25 @@ impl Store {
 
     /// Everything about the subject's invoice (or draft), read in one snapshot.
     pub fn invoice_history(&self, subject: &Subject) -> anyhow::Result<InvoiceHistory> {
-        let tx = self.conn.unchecked_transaction()?;
+        let tx = self.db.read_tx()?;
         let mut h = InvoiceHistory::default();
         let draft_key: Option<String> = match (&subject.draft_key, &subject.invoice_id) {
             (Some(k), _) => Some(k.clone()),
             (None, Some(inv)) => tx
-                .query_row("SELECT draft_key FROM invoice_drafts WHERE invoice_id = ?1", [inv], |r| r.get(0))
+                .query_row("SELECT draft_key FROM invoice_drafts WHERE invoice_id = ?1", params![inv], |r| r.get(0))
                 .optional()?,
             (None, None) => None,
         };
         if let Some(key) = &draft_key {
-            let slot: Option<u32> =
-                tx.query_row("SELECT slot FROM invoice_drafts WHERE draft_key = ?1", [key], |r| r.get(0)).optional()?;
+            let slot: Option<u32> = tx
+                .query_row("SELECT slot FROM invoice_drafts WHERE draft_key = ?1", params![key], |r| r.get(0))
+                .optional()?;
             if let Some(slot) = slot {
                 h.draft = self.drafts(slot)?.into_iter().find(|d| &d.draft_key == key);
                 h.slot = tx
                     .query_row(
                         "SELECT slot, claimed_at, attempted_at, issued_at, failed_reason FROM slots WHERE slot = ?1",
-                        [slot],
+                        params![slot],
                         |r| {
                             Ok(SlotHistory {
                                 slot: r.get(0)?,
@@ -153,13 +153,13 @@ impl Store {
             }
         }
         let Some(inv) = subject.invoice_id.as_deref() else {
-            tx.finish()?;
+            tx.commit()?;
             return Ok(h);
         };
         h.invoice = tx
             .query_row(
                 "SELECT id, status, amount, nominal_amount, fee, last_log_at FROM invoices WHERE id = ?1",
-                [inv],
+                params![inv],
                 |r| {
                     Ok(InvoiceState {
                         id: r.get(0)?,
@@ -172,38 +172,36 @@ impl Store {
                 },
             )
             .optional()?;
-        {
-            let mut stmt = tx.prepare(
-                "SELECT id, subscription, log_type, resource_id, created, source, signature IS NOT NULL, received_at,
+        h.events = tx.query_map(
+            "SELECT id, subscription, log_type, resource_id, created, source, signature IS NOT NULL, received_at,
                         applied_at, delivered_at, body
                  FROM events
                  WHERE (subscription = 'invoice' AND resource_id = ?1)
                     OR (subscription = 'transfer' AND resource_id IN (SELECT id FROM transfers WHERE invoice_id = ?1))
                  ORDER BY created, received_at, id",
-            )?;
-            let rows = stmt.query_map([inv], |r| {
+            params![inv],
+            |r| {
                 Ok(EventRecord {
                     id: r.get(0)?,
                     subscription: r.get(1)?,
                     log_type: r.get(2)?,
                     resource_id: r.get(3)?,
                     created: r.get(4)?,
-                    source: EventSource::parse(&r.get::<_, String>(5)?)?,
+                    source: EventSource::parse(&r.get::<String>(5)?)?,
                     signature_verified: r.get(6)?,
                     received_at: r.get(7)?,
                     applied_at: r.get(8)?,
                     delivered_at: r.get(9)?,
                     body: r.get(10)?,
                 })
-            })?;
-            h.events = rows.collect::<rusqlite::Result<Vec<_>>>()?;
-        }
+            },
+        )?;
         // Through the sweep's own readers (same connection, same snapshot): one column list each.
         h.credit = self.credit(inv)?;
         h.sends = self.sends()?.into_iter().filter(|s| s.invoice_id == inv).collect();
         h.transfers = self.transfers()?.into_iter().filter(|t| t.invoice_id == inv).collect();
         h.transfers.sort_by(|a, b| (&a.updated_at, &a.id).cmp(&(&b.updated_at, &b.id)));
-        tx.finish()?;
+        tx.commit()?;
         Ok(h)
     }
 }
@@ -217,7 +215,7 @@ mod tests {
     fn every_kind_of_id_leads_to_its_invoice() {
         let (_d, store) = temp_store();
         store
-            .conn
+            .db
             .execute_batch(
                 "INSERT INTO credits (invoice_id, event_id, amount, fee, net, credited_at, recorded_at, state) VALUES
                    ('inv1', 'log:l9', 100, 0, 100, 't', 't', 'open');
