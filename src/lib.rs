@@ -11,6 +11,7 @@ pub mod files; // private files (0600) and directories (0700)
 pub mod httpd; // the HTTP/1.1 server under both listeners (hyper)
 pub mod logging; // stderr logs, text or JSON
 pub mod metrics; // Prometheus text: /metrics from the store and the listener, the jobs' textfile
+pub mod money; // integer cents as people read them: R$ 1.234,56
 pub mod people; // random Brazilian payers with valid CPFs
 pub mod reconcile; // every credit against its transfers, every transfer against a credit
 pub mod redact; // payers' names and tax ids kept out of logs, errors and stored reasons

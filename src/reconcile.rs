@@ -9,6 +9,7 @@
 
 use chrono::{DateTime, Utc};
 
+use crate::money::brl;
 use crate::starkbank::time;
 use crate::store::{Credit, CreditState, TransferRow, TransferSums};
 
@@ -59,17 +60,13 @@ pub fn assess(c: &Credit, s: &TransferSums, now: DateTime<Utc>, stale: chrono::D
         CreditState::Skipped => d(SKIPPED, c.reason.clone().unwrap_or_default(), false),
         CreditState::Attention => d("attention", c.reason.clone().unwrap_or_default(), true),
         CreditState::Held => d("held", c.reason.clone().unwrap_or_default(), true),
-        _ if s.successes > 1 || s.transferred > c.net => d(
-            "overpaid",
-            format!("{} successful transfers totalling {}", s.successes, crate::cmd::brl(s.transferred)),
-            true,
-        ),
+        _ if s.successes > 1 || s.transferred > c.net => {
+            d("overpaid", format!("{} successful transfers totalling {}", s.successes, brl(s.transferred)), true)
+        }
         _ if s.successes == 1 && s.transferred == c.net => None,
-        _ if s.successes == 1 => d(
-            "amount-mismatch",
-            format!("transferred {} for a net of {}", crate::cmd::brl(s.transferred), crate::cmd::brl(c.net)),
-            true,
-        ),
+        _ if s.successes == 1 => {
+            d("amount-mismatch", format!("transferred {} for a net of {}", brl(s.transferred), brl(c.net)), true)
+        }
         _ => {
             let minutes = minutes_since(now, &c.credited_at);
             let why = c.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
@@ -154,7 +151,7 @@ fn without_credit_of(t: &TransferRow, why: &str) -> Discrepancy {
             "a transfer without a credit: {} (externalId {}, {} {}) is tagged for this invoice, {why}",
             t.id,
             t.external_id,
-            crate::cmd::brl(t.amount),
+            brl(t.amount),
             t.status
         ),
         needs_attention: true,

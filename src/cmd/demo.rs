@@ -18,8 +18,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 
-use super::{Ctx, Status, brl, count, print};
+use super::{Ctx, Status, count, print};
 use crate::cli::DemoArgs;
+use crate::money::brl;
 use crate::sandbox::{Sandbox, SandboxConfig, Snapshot};
 use crate::store::Store;
 

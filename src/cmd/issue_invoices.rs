@@ -14,10 +14,11 @@ use chrono::{DateTime, Duration, Utc};
 use rand::RngExt as _;
 use serde_json::json;
 
-use super::{Ctx, Status, brl, print, print_json};
+use super::{Ctx, Status, print, print_json};
 use crate::campaign::{self, Shape, SlotAt};
 use crate::cli::IssueArgs;
 use crate::error;
+use crate::money::brl;
 use crate::people;
 use crate::starkbank::resources::{ListFilter, NewInvoice};
 use crate::starkbank::{ApiError, Client, time};

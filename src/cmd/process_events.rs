@@ -1,8 +1,9 @@
 //! `stark-sweep process-events`: turns recorded credits into transfers (see `sweep`).
 
-use super::{Ctx, Status, brl, count, print, print_json};
+use super::{Ctx, Status, count, print, print_json};
 use crate::cli::{ProcessArgs, SweepArgs};
 use crate::error;
+use crate::money::brl;
 use crate::store::Store;
 use crate::sweep::{self, Options, Report, Target};
 

@@ -12,9 +12,10 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 
-use super::{Ctx, Status, brl, count, print, print_json};
+use super::{Ctx, Status, count, print, print_json};
 use crate::campaign::SlotAt;
 use crate::cli::StatusArgs;
+use crate::money::brl;
 use crate::reconcile::{SKIPPED, reconcile_sums};
 use crate::starkbank::time;
 use crate::store::{CreditState, Store};
