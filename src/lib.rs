@@ -9,6 +9,7 @@ pub mod env_file; // --env-file / ./.env, read before clap, below the environmen
 pub mod error; // exit codes and one-line errors
 pub mod files; // private files (0600) and directories (0700)
 pub mod httpd; // the HTTP/1.1 server under both listeners (hyper)
+pub mod issue; // the invoice step: each slot's batch, exactly once
 pub mod logging; // stderr logs, text or JSON
 pub mod metrics; // Prometheus text: /metrics from the store and the listener, the jobs' textfile
 pub mod money; // integer cents as people read them: R$ 1.234,56
