@@ -11,8 +11,11 @@
 //! blindly: the next run does step 3 first.
 //!
 //! Owns: the campaign settings and their validation (`Plan`), the drafts, claiming and
-//! completing slots. Does not own: reading arguments, refusing production (`cmd::issue_invoices`),
-//! printing, SQL (`store::campaign`) or the calendar (`campaign`).
+//! completing slots, and what `status` derives from the slots (which are missed, stuck or
+//! failed; where the campaign stands). Does not own: reading arguments, refusing production
+//! (`cmd::issue_invoices`), printing, SQL (`store::campaign`) or the calendar (`campaign`).
+
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, Utc};
 use rand::RngExt as _;
@@ -22,7 +25,7 @@ use crate::error;
 use crate::people;
 use crate::starkbank::resources::{ListFilter, NewInvoice};
 use crate::starkbank::{ApiError, Client, time};
-use crate::store::{CampaignRow, Draft, RunLock, SlotState, Store};
+use crate::store::{CampaignRow, Draft, RunLock, SlotRow, SlotState, Store};
 
 /// A sanity bound for configured amounts: R$ 1.000.000,00 (Stark Bank's real limit is undocumented).
 const MAX_INVOICE_CENTS: i64 = 100_000_000;
@@ -566,6 +569,93 @@ fn complete_slot(
     }
 }
 
+/// Where a campaign stands at a moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CampaignState {
+    NotStarted,
+    Running,
+    Ended,
+}
+
+impl CampaignState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CampaignState::NotStarted => "not-started",
+            CampaignState::Running => "running",
+            CampaignState::Ended => "ended",
+        }
+    }
+}
+
+/// A campaign's progress at `now`: its state, the slot it is in (0-based) and when the next
+/// one starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    pub state: CampaignState,
+    pub current: Option<u32>,
+    pub next_slot_at: Option<DateTime<Utc>>,
+}
+
+impl Progress {
+    pub fn of(c: &CampaignRow, now: DateTime<Utc>) -> Self {
+        let shape = c.shape();
+        let (state, current, next_slot_at) = match shape.slot_at(c.started_at, now) {
+            SlotAt::Ended { .. } => (CampaignState::Ended, None, None),
+            SlotAt::NotStarted => (CampaignState::NotStarted, None, Some(c.started_at)),
+            SlotAt::Slot(k) => {
+                let next = (k + 1 < c.slots()).then(|| shape.slot_start(c.started_at, k + 1));
+                (CampaignState::Running, Some(k), next)
+            }
+        };
+        Self { state, current, next_slot_at }
+    }
+}
+
+/// What the slots say a human may need to know. Slots for humans: 1 to N.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SlotHealth {
+    pub issued: usize,
+    /// Claimed, not issued, not failed: the next run completes them.
+    pub incomplete: Vec<u32>,
+    /// Incomplete after their window closed: the timer keeps retrying them, and a human should
+    /// know why they do not end.
+    pub stuck: Vec<u32>,
+    /// Their window closed without a claim.
+    pub missed: Vec<u32>,
+    /// Refused for good, with the reason: they wait for `--slot N`.
+    pub failed: Vec<(u32, String)>,
+}
+
+impl SlotHealth {
+    pub fn of(campaign: Option<&CampaignRow>, slots: &[SlotRow], now: DateTime<Utc>) -> Self {
+        let issued = slots.iter().filter(|s| s.issued_at.is_some()).count();
+        let incomplete: Vec<u32> =
+            slots.iter().filter(|s| s.issued_at.is_none() && s.failed_reason.is_none()).map(|s| s.slot + 1).collect();
+        let failed: Vec<(u32, String)> =
+            slots.iter().filter_map(|s| s.failed_reason.clone().map(|r| (s.slot + 1, r))).collect();
+        let closed: Vec<u32> = campaign.map(|c| c.shape().closed_slots(c.started_at, now)).unwrap_or_default();
+        let missed: Vec<u32> =
+            closed.iter().copied().filter(|k| !slots.iter().any(|s| s.slot == *k)).map(|k| k + 1).collect();
+        let stuck: Vec<u32> = incomplete.iter().copied().filter(|k| closed.contains(&(k - 1))).collect();
+        Self { issued, incomplete, stuck, missed, failed }
+    }
+
+    /// How many slots need a human (missed, failed or stuck).
+    pub fn needing_a_human(&self) -> usize {
+        self.missed.len() + self.failed.len() + self.stuck.len()
+    }
+}
+
+/// Invoices by status: the statuses the events told (`known`), with every issued invoice no
+/// event has mentioned yet counted as `created`.
+pub fn invoice_statuses(mut known: BTreeMap<String, usize>, issued: i64) -> BTreeMap<String, usize> {
+    let ours_known = known.values().sum::<usize>() as i64;
+    if issued > ours_known {
+        *known.entry("created".into()).or_default() += (issued - ours_known) as usize;
+    }
+    known
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -607,5 +697,34 @@ mod tests {
             let err = Plan::new(&bad).unwrap_err();
             assert_eq!(error::classify(&err), error::ExitKind::Config, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn slots_missed_stuck_and_failed() {
+        let start = time::parse("2026-01-01T00:00:00+00:00").unwrap();
+        let c = CampaignRow { tag: "c".into(), started_at: start, length_seconds: 24 * 3600, slot_seconds: 3 * 3600 };
+        let row = |slot: u32, issued: bool, failed: Option<&str>| SlotRow {
+            slot,
+            claimed_at: "t".into(),
+            issued_at: issued.then(|| "t".to_string()),
+            invoices: 0,
+            total: 0,
+            failed_reason: failed.map(str::to_string),
+        };
+        // At 10:00: slots 1-3 closed (0-based 0, 1, 2); slot 4 (3) running.
+        let now = start + Duration::hours(10);
+        let slots = [row(0, true, None), row(2, false, None), row(3, false, Some("refused"))];
+        let h = SlotHealth::of(Some(&c), &slots, now);
+        assert_eq!(h.issued, 1);
+        assert_eq!(h.incomplete, [3]);
+        assert_eq!(h.stuck, [3]);
+        assert_eq!(h.missed, [2]);
+        assert_eq!(h.failed, [(4, "refused".to_string())]);
+        assert_eq!(h.needing_a_human(), 3);
+        let p = Progress::of(&c, now);
+        assert_eq!(
+            (p.state, p.current, p.next_slot_at),
+            (CampaignState::Running, Some(3), Some(start + Duration::hours(12)))
+        );
     }
 }
