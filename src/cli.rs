@@ -2,7 +2,8 @@
 //! doc comment is its help text. A default is the library's own constant, shown by clap; the
 //! env file is loaded into the environment before parsing, so the order is flags >
 //! environment > env file > defaults. Defaults that depend on other settings (the outflow
-//! limits, by environment) stay `Option` and are resolved in `cmd::config`/`cmd::*`.
+//! limits, by environment) stay `Option`, resolved where the values are validated: the engines'
+//! `issue::Plan::new` and `sweep::Options::new`, and `cmd::config` for the API.
 
 #![allow(rustdoc::bare_urls, reason = "doc comments here are --help text, where a URL is plain text")]
 

@@ -39,6 +39,9 @@ use crate::store::{
     SendOutcome, SendRow, Store, TransferRow, target_key, ts,
 };
 
+mod options;
+pub use options::Settings;
+
 /// Where swept money goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {

@@ -62,7 +62,7 @@ pub fn run(ctx: &Ctx, args: &ServeArgs) -> anyhow::Result<Status> {
 /// (coalesced by the listener; under the same lock as `process-events`, so the two never send
 /// at the same time). It skips reconciliation: the `process-events` timer still does that.
 fn transfer_hook(ctx: &Ctx, args: &ServeArgs) -> anyhow::Result<webhook::OnCreditStored> {
-    let opts = super::process_events::options(&args.sweep, false, config::is_production(&ctx.api))?;
+    let opts = sweep::Options::new(&config::sweep_settings(&args.sweep), false, config::is_production(&ctx.api))?;
     let client = config::client(&ctx.api)?;
     let (db, clock) = (ctx.db.clone(), ctx.clock);
     Ok(Arc::new(move || {
