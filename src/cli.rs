@@ -255,10 +255,10 @@ pub struct IssueArgs {
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Address to listen on
-    #[arg(long, env = "STARK_SWEEP_LISTEN", value_name = "ADDR", default_value = crate::webhook::DEFAULT_LISTEN)]
+    #[arg(long, env = "STARK_SWEEP_LISTEN", value_name = "ADDR", default_value = crate::listener::DEFAULT_LISTEN)]
     pub listen: String,
     /// Largest accepted body, in bytes
-    #[arg(long, env = "STARK_SWEEP_BODY_LIMIT", value_name = "BYTES", default_value_t = crate::webhook::DEFAULT_BODY_LIMIT)]
+    #[arg(long, env = "STARK_SWEEP_BODY_LIMIT", value_name = "BYTES", default_value_t = crate::listener::DEFAULT_BODY_LIMIT)]
     pub body_limit: u64,
     /// Verification worker threads [default: 2 x CPUs]
     #[arg(long, env = "STARK_SWEEP_WORKERS", value_name = "N")]

@@ -10,8 +10,8 @@ pub mod process_events;
 pub mod sandbox;
 pub mod serve_webhook;
 pub mod status;
+pub mod subscription;
 pub mod trace;
-pub mod webhook;
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -123,7 +123,7 @@ fn dispatch(ctx: &Ctx, command: Command) -> anyhow::Result<Status> {
         Command::Trace(args) => trace::run(ctx, &args),
         Command::Sandbox(args) => sandbox::run(ctx, &args),
         Command::KillSwitch(command) => kill_switch::run(ctx, &command),
-        Command::Webhook(command) => webhook::run(ctx, &command),
+        Command::Webhook(command) => subscription::run(ctx, &command),
         Command::Demo(args) => demo::run(ctx, &args),
         Command::ServeWebhook(args) => serve_webhook::run(ctx, &args),
     }
