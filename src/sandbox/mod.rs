@@ -8,6 +8,9 @@
 //! `Snapshot`), key and project setup, and the threads. Files: `clock` (simulated time), `auth`
 //! (request signatures), `routes` (HTTP and wire rules), `state` (the bank and its schedule),
 //! `delivery` (webhook POSTs), `faults`, `snapshot`, `taxid`.
+//!
+//! An oracle for the client: its resource types, wire rules and tax-id check are its own, not
+//! the client's (`starkbank::resources`, `people`); see `state`, `routes` and `taxid`.
 
 mod auth;
 mod clock;

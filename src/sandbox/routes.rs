@@ -3,6 +3,10 @@
 //! wrappers, cursors, `/v2//path`, Python's query encoding, tag lowercasing, tax id checks), plus
 //! the unauthenticated `/_sandbox/*` control routes. Owns validation and the state lock (which a
 //! slow commit lets go of while it waits); the model is `state`.
+//!
+//! Reads and checks the wire JSON itself, never through the client's `starkbank::resources`
+//! (nor its tax-id code: `taxid`), on purpose: the emulator is the oracle the client is tested
+//! against, and code shared with the client would agree with it whatever the real API says.
 
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -14,8 +18,12 @@ use super::auth::{self, Headers};
 use super::faults;
 use super::state::{ForeignEvent, NewInvoice, NewTransfer, State};
 use super::{PayOptions, Shared, taxid};
-use crate::starkbank::{resources::MAX_BATCH, time};
+use crate::starkbank::time;
 
+/// Stark Bank accepts at most this many invoices or transfers per create request. The
+/// emulator's own figure, not the client's `starkbank::resources::MAX_BATCH`: a client that
+/// changed its own must be refused here as the real API would refuse it.
+const MAX_BATCH: usize = 100;
 /// Largest request body read; more is refused with 400 `invalidJson`.
 const BODY_LIMIT: u64 = 4 * 1024 * 1024;
 /// Largest amount accepted, in cents (the real limit is undocumented; 10^15 is refused there).
