@@ -499,7 +499,7 @@ fn complete_slot(
         })
         .collect();
     // Stark Bank's answer may echo the payers it refused: never their names or tax ids further.
-    let payers = crate::redact::Redactor::new(missing.iter().map(|d| d.name.clone()));
+    let payers = crate::starkbank::redact::Redactor::new(missing.iter().map(|d| d.name.clone()));
     let answer = client.create_invoices(&batch).map_err(|e| e.redacted(&payers));
     // Any answer means Stark Bank is done with the request; only silence keeps it in flight.
     if !matches!(answer, Err(ApiError::OutcomeUnknown { answered: false, .. })) {

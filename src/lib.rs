@@ -16,7 +16,6 @@ pub mod metrics; // Prometheus text: /metrics from the store and the listener, t
 pub mod money; // integer cents as people read them: R$ 1.234,56
 pub mod people; // random Brazilian payers with valid CPFs
 pub mod reconcile; // every credit against its transfers, every transfer against a credit
-pub mod redact; // payers' names and tax ids kept out of logs, errors and stored reasons
 pub mod sandbox; // the local Stark Bank emulator
 pub mod starkbank; // the API client: keys, signing, requests, resources, events
 pub mod store; // all SQL: migrations, events, campaign, sweep
