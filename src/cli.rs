@@ -2,7 +2,8 @@
 //! doc comment is its help text. A default is the library's own constant, shown by clap; the
 //! env file is loaded into the environment before parsing, so the order is flags >
 //! environment > env file > defaults. Defaults that depend on other settings (the outflow
-//! limits, by environment) stay `Option` and are resolved in `cmd::config`/`cmd::*`.
+//! limits, by environment) stay `Option`, resolved where the values are validated: the engines'
+//! `issue::Plan::new` and `sweep::Options::new`, and `cmd::config` for the API.
 
 #![allow(rustdoc::bare_urls, reason = "doc comments here are --help text, where a URL is plain text")]
 
@@ -254,10 +255,10 @@ pub struct IssueArgs {
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Address to listen on
-    #[arg(long, env = "STARK_SWEEP_LISTEN", value_name = "ADDR", default_value = crate::webhook::DEFAULT_LISTEN)]
+    #[arg(long, env = "STARK_SWEEP_LISTEN", value_name = "ADDR", default_value = crate::listener::DEFAULT_LISTEN)]
     pub listen: String,
     /// Largest accepted body, in bytes
-    #[arg(long, env = "STARK_SWEEP_BODY_LIMIT", value_name = "BYTES", default_value_t = crate::webhook::DEFAULT_BODY_LIMIT)]
+    #[arg(long, env = "STARK_SWEEP_BODY_LIMIT", value_name = "BYTES", default_value_t = crate::listener::DEFAULT_BODY_LIMIT)]
     pub body_limit: u64,
     /// Verification worker threads [default: 2 x CPUs]
     #[arg(long, env = "STARK_SWEEP_WORKERS", value_name = "N")]

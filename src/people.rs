@@ -2,6 +2,9 @@
 //!
 //! Owns: CPF generation, validation and formatting (mod-11 check digits, never all digits
 //! equal), and name generation. Does not own: who is invoiced or for how much.
+//!
+//! The emulator checks tax ids with its own code (`sandbox::taxid`), deliberately not this
+//! module: it is the oracle for the CPFs generated here, so the two must not share a bug.
 
 use fake::Fake as _;
 use fake::faker::name::raw::{FirstName, LastName};

@@ -4,11 +4,15 @@
 //! settled credit is never even decoded), prints the result and exits 3 when a discrepancy
 //! needs a human.
 //!
-//! Owns: the kinds of discrepancy, which need attention, and which are listed by default.
+//! Owns: the kinds of discrepancy (`DiscrepancyKind`, named in the output as `as_str` says),
+//! which need attention, which are listed by default, and what `status` counts (`Summary`).
 //! Does not own: reading the store or printing.
+
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 
+use crate::money::brl;
 use crate::starkbank::time;
 use crate::store::{Credit, CreditState, TransferRow, TransferSums};
 
@@ -19,20 +23,98 @@ pub struct Discrepancy {
     pub invoice_id: String,
     pub net: i64,
     pub transferred: i64,
-    pub kind: &'static str,
+    pub kind: DiscrepancyKind,
     pub detail: String,
     pub needs_attention: bool,
 }
 
-/// The kind of a credit with nothing to transfer (net <= 0): final, and nobody's to fix.
-pub const SKIPPED: &str = "skipped";
+/// What does not add up, as `status` names it (text and JSON).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DiscrepancyKind {
+    /// A credit with nothing to transfer (net <= 0): final, and nobody's to fix.
+    Skipped,
+    /// The credit needs a human (its reason says why).
+    Attention,
+    /// Held back by an outflow limit.
+    Held,
+    /// More than one success, or more than the net.
+    Overpaid,
+    /// One success, of another amount than the net.
+    AmountMismatch,
+    InFlight,
+    FailedTransfer,
+    NotTransferred,
+    /// Money moved for an invoice with no credit of ours (ours, or a stray tagged for it).
+    TransferWithoutCredit,
+}
+
+impl DiscrepancyKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DiscrepancyKind::Skipped => "skipped",
+            DiscrepancyKind::Attention => "attention",
+            DiscrepancyKind::Held => "held",
+            DiscrepancyKind::Overpaid => "overpaid",
+            DiscrepancyKind::AmountMismatch => "amount-mismatch",
+            DiscrepancyKind::InFlight => "in-flight",
+            DiscrepancyKind::FailedTransfer => "failed-transfer",
+            DiscrepancyKind::NotTransferred => "not-transferred",
+            DiscrepancyKind::TransferWithoutCredit => "transfer-without-credit",
+        }
+    }
+}
 
 impl Discrepancy {
     /// Whether `status` lists it without `--all`: everything that needs a human or is still on
     /// its way. A skipped credit is settled history; it is counted, not listed (a long-running
     /// deployment has thousands).
     pub fn listed_by_default(&self) -> bool {
-        self.needs_attention || self.kind != SKIPPED
+        self.needs_attention || self.kind != DiscrepancyKind::Skipped
+    }
+}
+
+/// What `status` reports of the reconciliation: the discrepancies it lists, how many of each
+/// kind there are (listed or not), and how many need a human.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub listed: Vec<Discrepancy>,
+    /// By kind (`DiscrepancyKind::as_str`, in that text's order), the unlisted skipped ones too.
+    pub counts: BTreeMap<&'static str, usize>,
+    /// Skipped credits counted but not listed (settled history).
+    pub not_listed: usize,
+    pub attention: usize,
+}
+
+impl Summary {
+    /// `all`: list every discrepancy. Otherwise only what is `listed_by_default`, and
+    /// `skipped_not_listed` (the skipped credits the store left out of `discrepancies`) is
+    /// counted instead.
+    pub fn of(mut discrepancies: Vec<Discrepancy>, all: bool, skipped_not_listed: usize) -> Self {
+        let not_listed = if all {
+            0
+        } else {
+            discrepancies.retain(Discrepancy::listed_by_default);
+            skipped_not_listed
+        };
+        let mut counts: BTreeMap<&'static str, usize> = BTreeMap::new();
+        for d in &discrepancies {
+            *counts.entry(d.kind.as_str()).or_default() += 1;
+        }
+        if not_listed > 0 {
+            *counts.entry(DiscrepancyKind::Skipped.as_str()).or_default() += not_listed;
+        }
+        let attention = discrepancies.iter().filter(|d| d.needs_attention).count();
+        Self { listed: discrepancies, counts, not_listed, attention }
+    }
+
+    /// Every discrepancy, listed or counted.
+    pub fn total(&self) -> usize {
+        self.listed.len() + self.not_listed
+    }
+
+    pub fn without_credit(&self) -> Vec<&Discrepancy> {
+        self.listed.iter().filter(|d| d.kind == DiscrepancyKind::TransferWithoutCredit).collect()
     }
 }
 
@@ -56,32 +138,32 @@ pub fn assess(c: &Credit, s: &TransferSums, now: DateTime<Utc>, stale: chrono::D
     };
     match c.state {
         CreditState::Unclaimed => None,
-        CreditState::Skipped => d(SKIPPED, c.reason.clone().unwrap_or_default(), false),
-        CreditState::Attention => d("attention", c.reason.clone().unwrap_or_default(), true),
-        CreditState::Held => d("held", c.reason.clone().unwrap_or_default(), true),
+        CreditState::Skipped => d(DiscrepancyKind::Skipped, c.reason.clone().unwrap_or_default(), false),
+        CreditState::Attention => d(DiscrepancyKind::Attention, c.reason.clone().unwrap_or_default(), true),
+        CreditState::Held => d(DiscrepancyKind::Held, c.reason.clone().unwrap_or_default(), true),
         _ if s.successes > 1 || s.transferred > c.net => d(
-            "overpaid",
-            format!("{} successful transfers totalling {}", s.successes, crate::cmd::brl(s.transferred)),
+            DiscrepancyKind::Overpaid,
+            format!("{} successful transfers totalling {}", s.successes, brl(s.transferred)),
             true,
         ),
         _ if s.successes == 1 && s.transferred == c.net => None,
         _ if s.successes == 1 => d(
-            "amount-mismatch",
-            format!("transferred {} for a net of {}", crate::cmd::brl(s.transferred), crate::cmd::brl(c.net)),
+            DiscrepancyKind::AmountMismatch,
+            format!("transferred {} for a net of {}", brl(s.transferred), brl(c.net)),
             true,
         ),
         _ => {
             let minutes = minutes_since(now, &c.credited_at);
             let why = c.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
             let (kind, detail) = if s.in_flight {
-                ("in-flight", format!("transfer in flight; credited {minutes} min ago"))
+                (DiscrepancyKind::InFlight, format!("transfer in flight; credited {minutes} min ago"))
             } else if s.failed > 0 {
                 (
-                    "failed-transfer",
+                    DiscrepancyKind::FailedTransfer,
                     format!("{} failed, retrying{why}; credited {minutes} min ago", transfers_text(s.failed)),
                 )
             } else {
-                ("not-transferred", format!("credited {minutes} min ago, no transfer yet{why}"))
+                (DiscrepancyKind::NotTransferred, format!("credited {minutes} min ago, no transfer yet{why}"))
             };
             d(kind, detail, chrono::Duration::minutes(minutes) > stale)
         }
@@ -149,12 +231,12 @@ fn without_credit_of(t: &TransferRow, why: &str) -> Discrepancy {
         invoice_id: t.invoice_id.clone(),
         net: 0,
         transferred: if t.is_success() { t.amount } else { 0 },
-        kind: "transfer-without-credit",
+        kind: DiscrepancyKind::TransferWithoutCredit,
         detail: format!(
             "a transfer without a credit: {} (externalId {}, {} {}) is tagged for this invoice, {why}",
             t.id,
             t.external_id,
-            crate::cmd::brl(t.amount),
+            brl(t.amount),
             t.status
         ),
         needs_attention: true,
@@ -217,7 +299,7 @@ mod tests {
         ];
         let d = reconcile(&credits, &transfers, &[], now, stale);
         let kinds: Vec<(&str, &str, bool)> =
-            d.iter().map(|d| (d.invoice_id.as_str(), d.kind, d.needs_attention)).collect();
+            d.iter().map(|d| (d.invoice_id.as_str(), d.kind.as_str(), d.needs_attention)).collect();
         assert_eq!(
             kinds,
             vec![
@@ -244,7 +326,7 @@ mod tests {
             now,
             stale,
         );
-        let kinds: Vec<(&str, &str)> = d.iter().map(|d| (d.invoice_id.as_str(), d.kind)).collect();
+        let kinds: Vec<(&str, &str)> = d.iter().map(|d| (d.invoice_id.as_str(), d.kind.as_str())).collect();
         assert_eq!(kinds, [("gone", "transfer-without-credit"), ("ok", "transfer-without-credit")]);
         assert!(d.iter().all(|d| d.needs_attention));
         assert!(d[1].detail.contains("not sent by this deployment"), "{}", d[1].detail);
@@ -306,7 +388,7 @@ mod tests {
         assert_eq!(from_sums, from_rows);
         assert!(from_rows.len() > 30, "the fixture covers many kinds: {from_rows:#?}");
         // Without the skipped ones, the rest is the same, in the same order.
-        let listed: Vec<Discrepancy> = from_rows.into_iter().filter(|d| d.kind != SKIPPED).collect();
+        let listed: Vec<Discrepancy> = from_rows.into_iter().filter(|d| d.kind != DiscrepancyKind::Skipped).collect();
         let without_skipped = reconcile_sums(
             &store.unsettled_credits(false).unwrap(),
             &store.transfers_without_credit().unwrap(),
@@ -315,6 +397,38 @@ mod tests {
             stale,
         );
         assert_eq!(without_skipped, listed);
+    }
+
+    /// The JSON says what the text says: `status --json` and `status` name a kind alike.
+    #[test]
+    fn kinds_serialize_as_they_print() {
+        use DiscrepancyKind::*;
+        for k in [
+            Skipped,
+            Attention,
+            Held,
+            Overpaid,
+            AmountMismatch,
+            InFlight,
+            FailedTransfer,
+            NotTransferred,
+            TransferWithoutCredit,
+        ] {
+            assert_eq!(serde_json::to_value(k).unwrap(), serde_json::json!(k.as_str()));
+        }
+    }
+
+    #[test]
+    fn the_summary_counts_what_it_does_not_list() {
+        let now = time::parse("2026-01-01T01:00:00+00:00").unwrap();
+        let stale = chrono::Duration::minutes(30);
+        let credits = [credit("late", 100, CreditState::Open), credit("free", 0, CreditState::Skipped)];
+        let all = Summary::of(reconcile(&credits, &[], &[], now, stale), true, 7);
+        assert_eq!((all.listed.len(), all.not_listed, all.total(), all.attention), (2, 0, 2, 1));
+        // Without --all the store leaves skipped credits out and counts them: 7 here.
+        let some = Summary::of(reconcile(&credits[..1], &[], &[], now, stale), false, 7);
+        assert_eq!((some.listed.len(), some.not_listed, some.total()), (1, 7, 8));
+        assert_eq!(some.counts, BTreeMap::from([("not-transferred", 1), ("skipped", 7)]));
     }
 
     #[test]

@@ -39,6 +39,9 @@ use crate::store::{
     SendOutcome, SendRow, Store, TransferRow, target_key, ts,
 };
 
+mod options;
+pub use options::Settings;
+
 /// Where swept money goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
@@ -571,7 +574,7 @@ pub(crate) fn reason_of(log: &Value) -> Option<String> {
             other => other.get("message").and_then(Value::as_str).map_or_else(|| other.to_string(), str::to_string),
         })
         .collect();
-    (!errors.is_empty()).then(|| crate::redact::tax_ids(&errors.join("; ")))
+    (!errors.is_empty()).then(|| crate::starkbank::redact::tax_ids(&errors.join("; ")))
 }
 
 /// Looks up every transfer Stark Bank has for an invoice (by tag), records them, and returns

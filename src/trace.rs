@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
-use crate::cmd::brl;
+use crate::money::brl;
 use crate::starkbank::time;
 use crate::store::{
     CreditState, EventRecord, EventSource, InvoiceHistory, SendOutcome, Store, Subject, TracedBy, TransferRow,

@@ -1,15 +1,17 @@
-//! Configuration of the commands: the database path rule, and turning the API flags into a
+//! Configuration of the commands: the database path rule, turning the API flags into a
 //! `ClientConfig` with one clear error per mistake (the env file is read earlier, by
-//! `env_file`). Secrets never appear in `Debug` output or errors.
+//! `env_file`), production detection, and the transfer-step flags as `sweep::Settings` (shared by
+//! the two commands that sweep). Secrets never appear in `Debug` output or errors.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
 
-use crate::cli::{ApiArgs, Environment, StoreArgs};
+use crate::cli::{ApiArgs, Environment, StoreArgs, SweepArgs};
 use crate::error;
 use crate::starkbank::{self, ClientConfig, keys};
+use crate::sweep;
 
 /// The SQLite path: `--db`, else `$STATE_DIRECTORY/stark-sweep.db`, else `./stark-sweep.db`.
 pub fn db_path(store: &StoreArgs) -> PathBuf {
@@ -140,7 +142,28 @@ pub fn client(api: &ApiArgs) -> anyhow::Result<starkbank::Client> {
     starkbank::Client::new(cfg).context("starting the HTTP client")
 }
 
-/// Creates a file readable only by its owner (for keys and the database's directory files).
+/// The transfer-step flags (`process-events`, `serve-webhook --process`) as the engine's
+/// settings; `sweep::Options::new` validates them.
+pub fn sweep_settings(a: &SweepArgs) -> sweep::Settings {
+    sweep::Settings {
+        target: sweep::Target {
+            bank_code: a.target_bank_code.clone(),
+            branch_code: a.target_branch.clone(),
+            account_number: a.target_account.clone(),
+            name: a.target_name.clone(),
+            tax_id: a.target_tax_id.clone(),
+            account_type: a.target_account_type.clone(),
+        },
+        confirm_target_account: a.confirm_target_account.clone(),
+        all_credits: a.all_credits,
+        max_transfer: a.max_transfer,
+        max_outflow_24h: a.max_outflow_24h,
+        transfer_attempts: a.transfer_attempts,
+        retry_backoff_secs: a.retry_backoff,
+        workspace_id: a.workspace.configured(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,8 +18,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 
-use super::{Ctx, Status, brl, count, print};
+use super::{Ctx, Status, count, print};
 use crate::cli::DemoArgs;
+use crate::issue::OutcomeKind;
+use crate::money::brl;
 use crate::sandbox::{Sandbox, SandboxConfig, Snapshot};
 use crate::store::Store;
 
@@ -92,16 +94,17 @@ impl Demo {
     fn issue(&self, k: i64, t: DateTime<Utc>) -> anyhow::Result<()> {
         let (_, out) = self.run(&["issue-invoices", "--json", "-q", "--now", &rfc3339(t)], &[0])?;
         let v: serde_json::Value = serde_json::from_str(&out).context("reading issue-invoices --json")?;
-        let what = match v["status"].as_str().unwrap_or_default() {
-            "issued" => format!(
+        let status = v["status"].as_str().unwrap_or_default();
+        let what = match OutcomeKind::parse(status) {
+            Some(OutcomeKind::Issued) => format!(
                 "issued {} ({})",
                 count(v["count"].as_u64().unwrap_or(0), "invoice", "invoices"),
                 brl(v["total"].as_i64().unwrap_or(0))
             ),
-            "already-issued" => {
+            Some(OutcomeKind::AlreadyIssued) => {
                 format!("already issued ({})", count(v["count"].as_u64().unwrap_or(0), "invoice", "invoices"))
             }
-            other => format!("nothing issued ({other})"),
+            _ => format!("nothing issued ({status})"),
         };
         print(&format!("[{}] slot {}/{SLOTS}: {what}\n", clock(t), k + 1))
     }

@@ -1,128 +1,36 @@
-//! `stark-sweep issue-invoices`: this slot's batch of 8-12 invoices, exactly once.
+//! `stark-sweep issue-invoices`: reads the campaign flags, refuses what production forbids,
+//! runs the invoice step (`issue`) and prints what it did.
 //!
-//! Order of operations, each step durable before the next:
-//! 1. a process lock (another live run of this job means "in progress elsewhere", exit 0);
-//! 2. the slot row and its drafts, in one SQLite transaction (the claim);
-//! 3. for a slot claimed earlier but not finished: look its invoices up by tag, and record them;
-//! 4. one `POST /v2/invoice` with the drafts that do not exist yet;
-//! 5. the invoice ids, and the slot marked issued.
-//!
-//! Invoices have no idempotency key at Stark Bank, so an unknown outcome is never retried
-//! blindly: the next run does step 3 first.
+//! Owns: the production refusals (random payers, the drill clock) and the summary, as text or
+//! JSON. Does not own: the exactly-once rules, claiming or completing slots (`issue`).
 
-use chrono::{DateTime, Duration, Utc};
-use rand::RngExt as _;
 use serde_json::json;
 
-use super::{Ctx, Status, brl, print, print_json};
-use crate::campaign::{self, Shape, SlotAt};
+use super::{Ctx, Status, print, print_json};
 use crate::cli::IssueArgs;
 use crate::error;
-use crate::people;
-use crate::starkbank::resources::{ListFilter, NewInvoice};
-use crate::starkbank::{ApiError, Client, time};
-use crate::store::{CampaignRow, Draft, RunLock, SlotState, Store};
+use crate::issue::{self, Outcome, Plan, Settings};
+use crate::money::brl;
+use crate::starkbank::time;
+use crate::store::{CampaignRow, Draft, Store};
 
-/// A sanity bound for configured amounts: R$ 1.000.000,00 (Stark Bank's real limit is undocumented).
-const MAX_INVOICE_CENTS: i64 = 100_000_000;
-
-/// Validated options.
-#[derive(Debug, Clone)]
-struct Plan {
-    shape: Shape,
-    count: (u32, u32),
-    amount: (i64, i64),
-    due: Duration,
-    expiration: Duration,
-    in_flight_margin: Duration,
-}
-
-impl Plan {
-    fn from_args(a: &IssueArgs) -> anyhow::Result<Self> {
-        let length = a.campaign.campaign_hours;
-        let slot = a.campaign.slot_hours;
-        if slot == 0 || length == 0 || slot > length {
-            return Err(error::config(format!(
-                "STARK_SWEEP_CAMPAIGN_HOURS={length} / STARK_SWEEP_SLOT_HOURS={slot}: need 0 < slot <= campaign"
-            )));
-        }
-        let count = (a.invoices_min, a.invoices_max);
-        if count.0 == 0 || count.0 > count.1 || count.1 > 100 {
-            return Err(error::config(format!(
-                "STARK_SWEEP_INVOICES_MIN={} / STARK_SWEEP_INVOICES_MAX={}: need 1 <= min <= max <= 100 (one request per slot)",
-                count.0, count.1
-            )));
-        }
-        let amount = (a.amount_min, a.amount_max);
-        if amount.0 <= 0 || amount.0 > amount.1 || amount.1 > MAX_INVOICE_CENTS {
-            return Err(error::config(format!(
-                "STARK_SWEEP_AMOUNT_MIN={} / STARK_SWEEP_AMOUNT_MAX={}: need 0 < min <= max <= {MAX_INVOICE_CENTS} (integer cents)",
-                amount.0, amount.1
-            )));
-        }
-        let due_days = a.due_days;
-        let expiration_days = a.expiration_days;
-        if due_days == 0 || expiration_days == 0 {
-            return Err(error::config(
-                "STARK_SWEEP_DUE_DAYS and STARK_SWEEP_EXPIRATION_DAYS must be at least 1: the sandbox never pays overdue invoices",
-            ));
-        }
-        Ok(Self {
-            shape: Shape::hours(length, slot),
-            count,
-            amount,
-            due: Duration::days(i64::from(due_days)),
-            expiration: Duration::days(i64::from(expiration_days)),
-            in_flight_margin: Duration::seconds(i64::from(a.in_flight_margin)),
-        })
+/// The campaign flags, as the engine's settings.
+fn settings(a: &IssueArgs) -> Settings {
+    Settings {
+        campaign_hours: a.campaign.campaign_hours,
+        slot_hours: a.campaign.slot_hours,
+        invoices_min: a.invoices_min,
+        invoices_max: a.invoices_max,
+        amount_min: a.amount_min,
+        amount_max: a.amount_max,
+        due_days: a.due_days,
+        expiration_days: a.expiration_days,
+        in_flight_margin_secs: a.in_flight_margin,
     }
-
-    /// Fresh drafts for a slot: distinct people, random amounts, tags that find them again.
-    fn drafts(&self, campaign: &CampaignRow, slot: u32, now: DateTime<Utc>, taken: &[String]) -> Vec<Draft> {
-        let mut rng = rand::rng();
-        let n = rng.random_range(self.count.0..=self.count.1) as usize;
-        let due = time::format_secs(now + self.due);
-        people::distinct_people(&mut rng, n, taken)
-            .into_iter()
-            .enumerate()
-            .map(|(i, person)| {
-                let draft_key = format!("{}-{slot}-{i}-{:08x}", campaign.tag, rng.random::<u32>());
-                Draft {
-                    tags: vec![
-                        campaign::OWNER_TAG.to_string(),
-                        campaign::campaign_label(&campaign.tag),
-                        campaign::slot_tag(&campaign.tag, slot),
-                        campaign::draft_tag(&draft_key),
-                    ],
-                    draft_key,
-                    slot,
-                    position: i as u32,
-                    name: person.name,
-                    tax_id: person.cpf,
-                    amount: rng.random_range(self.amount.0..=self.amount.1),
-                    due: due.clone(),
-                    expiration: self.expiration.num_seconds(),
-                    invoice_id: None,
-                }
-            })
-            .collect()
-    }
-}
-
-/// What the run did, for the summary.
-#[derive(Debug)]
-enum Outcome {
-    Ended { ended_at: DateTime<Utc> },
-    NotStarted { starts_at: DateTime<Utc> },
-    AlreadyIssued { slot: u32, drafts: Vec<Draft> },
-    Busy,
-    Taken { slot: u32 },
-    Issued { slot: u32, drafts: Vec<Draft>, created_now: usize },
-    DryRun { slot: u32, drafts: Vec<Draft> },
 }
 
 pub fn run(ctx: &Ctx, args: &IssueArgs) -> anyhow::Result<Status> {
-    let plan = Plan::from_args(args)?;
+    let plan = Plan::new(&settings(args))?;
     // Invoices to made-up people are real charges to real tax ids in production.
     super::config::refuse_drill_clock_in_production(&ctx.clock, &ctx.api)?;
     if super::config::is_production(&ctx.api) && !args.allow_random_payers_in_production && !args.dry_run {
@@ -131,337 +39,20 @@ pub fn run(ctx: &Ctx, args: &IssueArgs) -> anyhow::Result<Status> {
         ));
     }
     let now = ctx.clock.now();
-    let mut earlier_failures = Vec::new();
-    let (campaign_row, outcome) = if args.dry_run {
-        dry_run(ctx, &plan, now)?
+    let run = if args.dry_run {
+        // Never create the database for a dry run.
+        let store = if ctx.db.exists() { Some(Store::open(&ctx.db)?) } else { None };
+        issue::dry_run(store.as_ref(), &plan, now)?
     } else {
-        issue(ctx, &plan, &args.workspace, args.slot, now, &mut earlier_failures)?
+        // Configuration is checked before anything is written.
+        let client = super::config::client(&ctx.api)?;
+        let mut store = Store::open(&ctx.db)?;
+        issue::issue(&client, &mut store, &plan, args.workspace.configured().as_deref(), args.slot, now)?
     };
-    report(&plan, campaign_row.as_ref(), &outcome, args.json, args.show_payer)?;
-    match earlier_failures.into_iter().next() {
+    report(&plan, run.campaign.as_ref(), &run.outcome, args.json, args.show_payer)?;
+    match run.earlier_failures.into_iter().next() {
         Some(e) => Err(e.context("an earlier slot is still unfinished")),
         None => Ok(Status::Success),
-    }
-}
-
-fn dry_run(ctx: &Ctx, plan: &Plan, now: DateTime<Utc>) -> anyhow::Result<(Option<CampaignRow>, Outcome)> {
-    // Never create the database for a dry run.
-    let store = if ctx.db.exists() { Some(Store::open(&ctx.db)?) } else { None };
-    let existing = match &store {
-        Some(s) => s.campaign()?,
-        None => None,
-    };
-    let campaign = existing.clone().unwrap_or_else(|| new_campaign(plan, now));
-    match campaign.shape().slot_at(campaign.started_at, now) {
-        SlotAt::Ended { ended_at } => Ok((Some(campaign), Outcome::Ended { ended_at })),
-        SlotAt::NotStarted => Ok((Some(campaign.clone()), Outcome::NotStarted { starts_at: campaign.started_at })),
-        SlotAt::Slot(slot) => {
-            if let Some(store) = &store
-                && let SlotState::Issued { drafts, .. } = store.slot_state(slot)?
-            {
-                return Ok((Some(campaign), Outcome::AlreadyIssued { slot, drafts }));
-            }
-            let taken = match &store {
-                Some(s) => s.campaign_names()?,
-                None => Vec::new(),
-            };
-            let drafts = plan.drafts(&campaign, slot, now, &taken);
-            Ok((Some(campaign), Outcome::DryRun { slot, drafts }))
-        }
-    }
-}
-
-fn new_campaign(plan: &Plan, now: DateTime<Utc>) -> CampaignRow {
-    // Whole seconds: the start is stored as text and compared against tags.
-    let start = DateTime::<Utc>::from_timestamp(now.timestamp(), 0).unwrap_or(now);
-    CampaignRow {
-        tag: campaign::campaign_tag(start),
-        started_at: start,
-        length_seconds: plan.shape.length.num_seconds(),
-        slot_seconds: plan.shape.slot.num_seconds(),
-    }
-}
-
-fn issue(
-    ctx: &Ctx,
-    plan: &Plan,
-    args_workspace: &crate::cli::WorkspaceArgs,
-    chosen_slot: Option<u32>,
-    now: DateTime<Utc>,
-    earlier_failures: &mut Vec<anyhow::Error>,
-) -> anyhow::Result<(Option<CampaignRow>, Outcome)> {
-    // Configuration is checked before anything is written.
-    let client = super::config::client(&ctx.api)?;
-    let mut store = Store::open(&ctx.db)?;
-    let Some(_lock) = RunLock::try_acquire(&ctx.db, "issue-invoices")? else {
-        return Ok((store.campaign()?, Outcome::Busy));
-    };
-    // The credentials must act on this database's workspace (pinned the first time it can be
-    // proven); a contradiction stops here, before anything is created.
-    let configured = args_workspace.configured();
-    crate::workspace::verify(&client, &mut store, configured.as_deref(), now)?;
-    let existing = store.campaign()?;
-    if let Some(c) = &existing
-        && c.shape() != plan.shape
-    {
-        log::warn!(
-            "the running campaign keeps the shape it started with ({} s long, {} s slots); the configured shape applies to the next campaign",
-            c.length_seconds,
-            c.slot_seconds
-        );
-    }
-    // `--slot N`: an operator issues a named slot on purpose (a missed one, or one that failed).
-    let chosen = match chosen_slot {
-        None => None,
-        Some(n) => {
-            let Some(c) = &existing else {
-                return Err(error::config(format!(
-                    "--slot {n}: no campaign has started in {}; the first issue-invoices run starts it",
-                    ctx.db.display()
-                )));
-            };
-            if n == 0 || n > c.slots() {
-                return Err(error::config(format!("--slot {n}: the campaign has slots 1 to {}", c.slots())));
-            }
-            let start = c.shape().slot_start(c.started_at, n - 1);
-            if start > now + Duration::minutes(5) {
-                return Err(error::config(format!(
-                    "--slot {n}: it starts at {}; the timer issues it then",
-                    time::format_secs(start)
-                )));
-            }
-            store.clear_failed_slot(n - 1)?;
-            Some(n - 1)
-        }
-    };
-    let campaign = existing.unwrap_or_else(|| new_campaign(plan, now));
-    let at = match chosen {
-        Some(k) => SlotAt::Slot(k),
-        None => campaign.shape().slot_at(campaign.started_at, now),
-    };
-    // A batch left unfinished (its outcome unknown) is completed by the next run, whatever
-    // slot that run lands in; a failure there does not stop this slot from being issued.
-    // A slot that failed for good waits for `--slot N`.
-    for earlier in
-        store.slots()?.into_iter().filter(|s| s.issued_at.is_none() && s.failed_reason.is_none()).map(|s| s.slot)
-    {
-        if at == SlotAt::Slot(earlier) || chosen == Some(earlier) {
-            continue;
-        }
-        log::info!(slot = earlier + 1; "completing slot {}, left unfinished by an earlier run", earlier + 1);
-        let drafts = store.drafts(earlier)?;
-        if let Err(e) = complete_slot(&client, &mut store, plan, &campaign, earlier, drafts, now) {
-            log::error!(slot = earlier + 1; "slot {} is still unfinished: {}", earlier + 1, error::one_line(&e));
-            earlier_failures.push(e);
-        }
-    }
-    let slot = match at {
-        SlotAt::Ended { ended_at } => return Ok((Some(campaign), Outcome::Ended { ended_at })),
-        SlotAt::NotStarted => {
-            let starts_at = campaign.started_at;
-            return Ok((Some(campaign), Outcome::NotStarted { starts_at }));
-        }
-        SlotAt::Slot(slot) => slot,
-    };
-    // A slot refused for good waits for the operator (`--slot N`); it is not retried here.
-    if chosen != Some(slot)
-        && let Some(row) = store.slots()?.into_iter().find(|s| s.slot == slot && s.failed_reason.is_some())
-    {
-        return Err(error::attention(format!(
-            "slot {}: Stark Bank refused to complete it ({}); it is not retried on its own; after fixing the cause: stark-sweep issue-invoices --slot {}",
-            slot + 1,
-            row.failed_reason.unwrap_or_default(),
-            slot + 1
-        )));
-    }
-    let drafts = match store.slot_state(slot)? {
-        SlotState::Issued { drafts, .. } => return Ok((Some(campaign), Outcome::AlreadyIssued { slot, drafts })),
-        SlotState::Claimed { drafts } => {
-            log::info!(slot = slot + 1; "slot {} was claimed by an earlier run that did not finish; completing it", slot + 1);
-            drafts
-        }
-        SlotState::Free => {
-            let drafts = plan.drafts(&campaign, slot, now, &store.campaign_names()?);
-            if store.claim_slot(&campaign, &drafts, now)?.is_none() {
-                return Ok((Some(campaign), Outcome::Taken { slot }));
-            }
-            log::info!(
-                slot = slot + 1, campaign = campaign.tag.as_str();
-                "claimed slot {} of campaign {} with {} drafts", slot + 1, campaign.tag, drafts.len()
-            );
-            drafts
-        }
-    };
-    let created_now = complete_slot(&client, &mut store, plan, &campaign, slot, drafts, now)?;
-    let drafts = store.drafts(slot)?;
-    // The first invoices of a new workspace make the first events: learn the workspace now, so
-    // the listener can tell our events from any other workspace's from the start.
-    match crate::workspace::learn(&client, &mut store, configured.as_deref(), now) {
-        // A contradiction (STARKBANK_WORKSPACE_ID, or the database's pin) is a configuration
-        // error the operator must see now: the listener would refuse our own events.
-        Err(e) if error::classify(&e) == error::ExitKind::Config => return Err(e),
-        Err(e) => {
-            log::warn!(
-                "could not learn this project's workspace yet (the next run tries again): {}",
-                error::one_line(&e)
-            )
-        }
-        Ok(_) => {}
-    }
-    Ok((Some(campaign), Outcome::Issued { slot, drafts, created_now }))
-}
-
-/// Makes every draft of a claimed slot exist at Stark Bank exactly once. Returns how many
-/// invoices this run created.
-fn complete_slot(
-    client: &Client,
-    store: &mut Store,
-    plan: &Plan,
-    campaign: &CampaignRow,
-    slot: u32,
-    drafts: Vec<Draft>,
-    now: DateTime<Utc>,
-) -> anyhow::Result<usize> {
-    let human = slot + 1;
-    let mut missing: Vec<Draft> = drafts.into_iter().filter(|d| d.invoice_id.is_none()).collect();
-    if missing.is_empty() {
-        store.record_invoices(slot, &[], now)?;
-        return Ok(0);
-    }
-    // A request sent earlier may still be processed by Stark Bank (its client timed out, or the
-    // process died waiting): a lookup could miss what it is creating, so create nothing yet.
-    let real_now = Utc::now();
-    if let Some(until) = store.slot_in_flight_until(slot)?
-        && until > real_now
-    {
-        return Err(error::temporary(format!(
-            "slot {human}: the create request sent earlier may still be processed by Stark Bank until {}; nothing is created before then, and the first run after it looks the slot's invoices up by tag",
-            time::format_secs(until)
-        )));
-    }
-    let resumed = store.slot_attempted(slot)?;
-    if resumed {
-        // An earlier attempt may have created some or all of them: find them by tag first.
-        let found =
-            client.query_invoices(&ListFilter::tags([campaign::slot_tag(&campaign.tag, slot)])).map_err(|e| {
-                anyhow::Error::new(e).context(format!("looking up slot {human}'s invoices before completing it"))
-            })?;
-        let mut matched = Vec::new();
-        for inv in found {
-            if let Some(d) = missing.iter().find(|d| inv.tags.iter().any(|t| *t == campaign::draft_tag(&d.draft_key))) {
-                matched.push((d.draft_key.clone(), inv.id.clone()));
-            }
-        }
-        for (draft_key, invoice_id) in &matched {
-            log::info!(
-                invoice_id = invoice_id.as_str(), slot = human, draft_key = draft_key.as_str();
-                "slot {human}: invoice {invoice_id} was created by an earlier attempt (found by tag)"
-            );
-        }
-        store.record_invoices(slot, &matched, now)?;
-        missing.retain(|d| !matched.iter().any(|(k, _)| *k == d.draft_key));
-        if missing.is_empty() {
-            return Ok(0);
-        }
-    }
-    // Due dates are set when the invoices are actually issued: a slot completed days after its
-    // claim must not send due dates close or past (the sandbox never pays overdue invoices).
-    let fresh_due = time::format_secs(now + plan.due);
-    let stale: Vec<String> = missing
-        .iter()
-        .filter(|d| time::parse(&d.due).is_none_or(|due| due - now < plan.due / 2))
-        .map(|d| d.draft_key.clone())
-        .collect();
-    if !stale.is_empty() {
-        log::info!(slot = human; "slot {human}: {} drafts get a new due date, {fresh_due}", stale.len());
-        store.set_draft_dues(&stale, &fresh_due)?;
-        for d in missing.iter_mut().filter(|d| stale.contains(&d.draft_key)) {
-            d.due = fresh_due.clone();
-        }
-    }
-    let in_flight_until = real_now
-        + Duration::from_std(client.config().timeout).unwrap_or_else(|_| Duration::seconds(60))
-        + plan.in_flight_margin;
-    store.mark_slot_attempted(slot, now, in_flight_until)?;
-    let batch: Vec<NewInvoice> = missing
-        .iter()
-        .map(|d| NewInvoice {
-            amount: d.amount,
-            tax_id: d.tax_id.clone(),
-            name: d.name.clone(),
-            due: d.due.clone(),
-            expiration: d.expiration,
-            tags: d.tags.clone(),
-        })
-        .collect();
-    // Stark Bank's answer may echo the payers it refused: never their names or tax ids further.
-    let payers = crate::redact::Redactor::new(missing.iter().map(|d| d.name.clone()));
-    let answer = client.create_invoices(&batch).map_err(|e| e.redacted(&payers));
-    // Any answer means Stark Bank is done with the request; only silence keeps it in flight.
-    if !matches!(answer, Err(ApiError::OutcomeUnknown { answered: false, .. })) {
-        store.clear_in_flight(slot)?;
-    }
-    match answer {
-        Ok(created) => {
-            let mut ids = Vec::new();
-            for inv in &created {
-                match missing.iter().find(|d| inv.tags.iter().any(|t| *t == campaign::draft_tag(&d.draft_key))) {
-                    Some(d) => ids.push((d.draft_key.clone(), inv.id.clone())),
-                    None => log::warn!(
-                        invoice_id = inv.id.as_str(), slot = human;
-                        "slot {human}: invoice {} came back without a draft tag we know", inv.id
-                    ),
-                }
-            }
-            let complete = store.record_invoices(slot, &ids, now)?;
-            for (draft_key, invoice_id) in &ids {
-                log::info!(
-                    invoice_id = invoice_id.as_str(), slot = human, draft_key = draft_key.as_str();
-                    "slot {human}: created invoice {invoice_id}"
-                );
-            }
-            if !complete {
-                return Err(error::temporary(format!(
-                    "slot {human}: Stark Bank answered with {} of {} invoices; the next run looks up the rest by tag",
-                    ids.len(),
-                    missing.len()
-                )));
-            }
-            Ok(ids.len())
-        }
-        Err(e @ ApiError::Rejected { .. }) if !resumed => {
-            // The whole request was refused, so nothing was created: forget the claim, so the
-            // next run (a transient refusal) or a corrected configuration issues this slot.
-            store.abandon_slot(slot)?;
-            Err(anyhow::Error::new(e).context(format!("issuing slot {human}")))
-        }
-        Err(e @ ApiError::Rejected { .. }) => match crate::starkbank::answers::invoice_refusal(&e) {
-            crate::starkbank::answers::Verdict::Transient => {
-                Err(anyhow::Error::new(e).context(format!("completing slot {human} (the next run tries again)")))
-            }
-            _ => {
-                // An earlier attempt may have created some of the slot: the claim stays, and the
-                // slot is no longer retried on its own.
-                let reason = e.to_string();
-                store.fail_slot(slot, &reason)?;
-                Err(error::attention(format!(
-                    "slot {human}: Stark Bank refused to complete it: {reason}; it is not retried on its own; after fixing the cause: stark-sweep issue-invoices --slot {human}"
-                )))
-            }
-        },
-        Err(e) => {
-            let what = match e {
-                ApiError::OutcomeUnknown { answered: false, .. } => format!(
-                    "issuing slot {human} (no answer: nothing more is created for it before {}, then the next run finds its invoices by tag)",
-                    time::format_secs(in_flight_until)
-                ),
-                ApiError::OutcomeUnknown { .. } => {
-                    format!("issuing slot {human} (the next run finds them by tag first)")
-                }
-                _ => format!("issuing slot {human}"),
-            };
-            Err(anyhow::Error::new(e).context(what))
-        }
     }
 }
 
@@ -473,7 +64,7 @@ fn report(
     show_payer: bool,
 ) -> anyhow::Result<()> {
     let tag = campaign.map(|c| c.tag.clone()).unwrap_or_default();
-    let slots = campaign.map(CampaignRow::slots).unwrap_or(plan.shape.slots());
+    let slots = campaign.map(CampaignRow::slots).unwrap_or(plan.shape().slots());
     let invoices = |drafts: &[Draft], with_people: bool| -> Vec<serde_json::Value> {
         drafts
             .iter()
@@ -489,30 +80,20 @@ fn report(
             .collect()
     };
     let total = |drafts: &[Draft]| drafts.iter().map(|d| d.amount).sum::<i64>();
-    let (status, slot, drafts, text): (&str, Option<u32>, &[Draft], String) = match outcome {
+    let (slot, drafts, text): (Option<u32>, &[Draft], String) = match outcome {
         Outcome::Ended { ended_at } => {
-            ("ended", None, &[], format!("campaign {tag} ended at {}; nothing to do\n", time::format_secs(*ended_at)))
+            (None, &[], format!("campaign {tag} ended at {}; nothing to do\n", time::format_secs(*ended_at)))
         }
-        Outcome::NotStarted { starts_at } => (
-            "not-started",
-            None,
-            &[],
-            format!("campaign {tag} starts at {}; nothing to do yet\n", time::format_secs(*starts_at)),
-        ),
-        Outcome::Busy => (
-            "in-progress",
-            None,
-            &[],
-            "another issue-invoices run is in progress; it will issue this slot\n".to_string(),
-        ),
-        Outcome::Taken { slot } => (
-            "taken",
-            Some(*slot),
-            &[],
-            format!("slot {}/{slots} was just taken by another run; nothing to do\n", slot + 1),
-        ),
+        Outcome::NotStarted { starts_at } => {
+            (None, &[], format!("campaign {tag} starts at {}; nothing to do yet\n", time::format_secs(*starts_at)))
+        }
+        Outcome::Busy => {
+            (None, &[], "another issue-invoices run is in progress; it will issue this slot\n".to_string())
+        }
+        Outcome::Taken { slot } => {
+            (Some(*slot), &[], format!("slot {}/{slots} was just taken by another run; nothing to do\n", slot + 1))
+        }
         Outcome::AlreadyIssued { slot, drafts } => (
-            "already-issued",
             Some(*slot),
             drafts,
             format!(
@@ -525,7 +106,6 @@ fn report(
         Outcome::Issued { slot, drafts, created_now } => {
             let ids: Vec<&str> = drafts.iter().filter_map(|d| d.invoice_id.as_deref()).collect();
             (
-                "issued",
                 Some(*slot),
                 drafts,
                 format!(
@@ -556,12 +136,12 @@ fn report(
                     ));
                 }
             }
-            ("dry-run", Some(*slot), drafts, text)
+            (Some(*slot), drafts, text)
         }
     };
     if json {
         print_json(&json!({
-            "status": status,
+            "status": outcome.kind().as_str(),
             "campaign": tag,
             // Slots for humans, as in the text: 1 to 8.
             "slot": slot.map(|k| k + 1),

@@ -10,8 +10,8 @@ pub mod process_events;
 pub mod sandbox;
 pub mod serve_webhook;
 pub mod status;
+pub mod subscription;
 pub mod trace;
-pub mod webhook;
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -123,7 +123,7 @@ fn dispatch(ctx: &Ctx, command: Command) -> anyhow::Result<Status> {
         Command::Trace(args) => trace::run(ctx, &args),
         Command::Sandbox(args) => sandbox::run(ctx, &args),
         Command::KillSwitch(command) => kill_switch::run(ctx, &command),
-        Command::Webhook(command) => webhook::run(ctx, &command),
+        Command::Webhook(command) => subscription::run(ctx, &command),
         Command::Demo(args) => demo::run(ctx, &args),
         Command::ServeWebhook(args) => serve_webhook::run(ctx, &args),
     }
@@ -149,31 +149,8 @@ pub fn count(n: impl Into<u64>, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
-/// Formats integer cents as `R$ 1.234,56`.
-pub fn brl(cents: i64) -> String {
-    let sign = if cents < 0 { "-" } else { "" };
-    let abs = cents.unsigned_abs();
-    let reais = (abs / 100).to_string();
-    let mut grouped = String::new();
-    for (i, ch) in reais.chars().enumerate() {
-        if i > 0 && (reais.len() - i).is_multiple_of(3) {
-            grouped.push('.');
-        }
-        grouped.push(ch);
-    }
-    format!("{sign}R$ {grouped},{:02}", abs % 100)
-}
-
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn formats_brazilian_reais() {
-        assert_eq!(super::brl(0), "R$ 0,00");
-        assert_eq!(super::brl(3619), "R$ 36,19");
-        assert_eq!(super::brl(123456789), "R$ 1.234.567,89");
-        assert_eq!(super::brl(-5), "-R$ 0,05");
-    }
-
     #[test]
     fn counts_agree_with_their_noun() {
         assert_eq!(super::count(1u64, "request", "requests"), "1 request");

@@ -1,93 +1,12 @@
-//! `stark-sweep process-events`: turns recorded credits into transfers (see `sweep`).
+//! `stark-sweep process-events`: turns recorded credits into transfers (see `sweep`), and prints
+//! what the run did or, with `--dry-run`, would do.
 
-use super::{Ctx, Status, brl, count, print, print_json};
-use crate::cli::{ProcessArgs, SweepArgs};
+use super::{Ctx, Status, count, print, print_json};
+use crate::cli::ProcessArgs;
 use crate::error;
+use crate::money::brl;
 use crate::store::Store;
-use crate::sweep::{self, Options, Report, Target};
-
-/// Validates the transfer-step flags once. In production the target must be confirmed, and
-/// the outflow limits default to conservative values.
-pub fn options(a: &SweepArgs, reconcile: bool, production: bool) -> anyhow::Result<Options> {
-    let target = Target {
-        bank_code: a.target_bank_code.clone(),
-        branch_code: a.target_branch.clone(),
-        account_number: a.target_account.clone(),
-        name: a.target_name.clone(),
-        tax_id: a.target_tax_id.clone(),
-        account_type: a.target_account_type.clone(),
-    };
-    let digits = |s: &str| s.chars().filter(char::is_ascii_digit).count();
-    if !(target.bank_code.chars().all(|c| c.is_ascii_digit()) && matches!(target.bank_code.len(), 1..=3 | 8)) {
-        return Err(error::config(format!(
-            "STARK_SWEEP_TARGET_BANK_CODE=`{}`: use an 8-digit ISPB (Pix, e.g. 20018183) or a 1-3 digit bank code (TED)",
-            target.bank_code
-        )));
-    }
-    if target.branch_code.is_empty() || target.account_number.is_empty() || target.name.trim().is_empty() {
-        return Err(error::config(
-            "STARK_SWEEP_TARGET_BRANCH, STARK_SWEEP_TARGET_ACCOUNT and STARK_SWEEP_TARGET_NAME must not be empty",
-        ));
-    }
-    if !matches!(digits(&target.tax_id), 11 | 14) {
-        return Err(error::config(format!(
-            "STARK_SWEEP_TARGET_TAX_ID=`{}` is neither a CPF (11 digits) nor a CNPJ (14 digits)",
-            target.tax_id
-        )));
-    }
-    if !matches!(target.account_type.as_str(), "checking" | "savings" | "salary" | "payment") {
-        return Err(error::config(format!(
-            "STARK_SWEEP_TARGET_ACCOUNT_TYPE=`{}`: use checking, savings, salary or payment",
-            target.account_type
-        )));
-    }
-    if production {
-        // The bank, branch and account typed again: a change to any of the three stops it.
-        let expected = confirmation_of(&target);
-        match a.confirm_target_account.as_deref().map(str::trim) {
-            Some(c) if c == expected => {}
-            Some(c) => {
-                return Err(error::config(format!(
-                    "STARK_SWEEP_CONFIRM_TARGET_ACCOUNT=`{c}` does not match the configured target `{expected}` (STARK_SWEEP_TARGET_BANK_CODE/_BRANCH/_ACCOUNT): nothing is sent to an account not confirmed; to fix: check the target, then type it again as BANK/BRANCH/ACCOUNT in STARK_SWEEP_CONFIRM_TARGET_ACCOUNT",
-                )));
-            }
-            None => {
-                return Err(error::config(format!(
-                    "production: the target account is not confirmed; nothing is sent; to fix: set STARK_SWEEP_CONFIRM_TARGET_ACCOUNT={expected} (BANK/BRANCH/ACCOUNT) after checking it is the account money must go to",
-                )));
-            }
-        }
-    }
-    let defaults = if production { sweep::PRODUCTION_LIMITS } else { sweep::SANDBOX_LIMITS };
-    let limits = sweep::OutflowLimits {
-        max_transfer: a.max_transfer.unwrap_or(defaults.max_transfer),
-        max_24h: a.max_outflow_24h.unwrap_or(defaults.max_24h),
-    };
-    if limits.max_transfer <= 0 || limits.max_24h <= 0 {
-        return Err(error::config(
-            "STARK_SWEEP_MAX_TRANSFER and STARK_SWEEP_MAX_OUTFLOW_24H must be positive amounts in cents",
-        ));
-    }
-    let max_attempts = a.transfer_attempts;
-    if !(1..=20).contains(&max_attempts) {
-        return Err(error::config("STARK_SWEEP_TRANSFER_ATTEMPTS must be between 1 and 20"));
-    }
-    Ok(Options {
-        target,
-        all_credits: a.all_credits,
-        max_attempts,
-        backoff: chrono::Duration::seconds(a.retry_backoff.min(86_400) as i64),
-        reconcile,
-        workspace_id: a.workspace.configured(),
-        limits,
-        dry_run: false,
-    })
-}
-
-/// What the operator types to confirm a target: `BANK/BRANCH/ACCOUNT`.
-fn confirmation_of(t: &Target) -> String {
-    format!("{}/{}/{}", t.bank_code.trim(), t.branch_code.trim(), t.account_number.trim())
-}
+use crate::sweep::{self, Options, Report};
 
 pub fn run(ctx: &Ctx, args: &ProcessArgs) -> anyhow::Result<Status> {
     let production = super::config::is_production(&ctx.api);
@@ -95,7 +14,7 @@ pub fn run(ctx: &Ctx, args: &ProcessArgs) -> anyhow::Result<Status> {
     if args.dry_run {
         return dry_run(ctx, args, production);
     }
-    let opts = options(&args.sweep, !args.no_reconcile, production)?;
+    let opts = Options::new(&super::config::sweep_settings(&args.sweep), !args.no_reconcile, production)?;
     let client = super::config::client(&ctx.api)?;
     let mut store = Store::open(&ctx.db)?;
     if args.retry_attention {
@@ -139,14 +58,13 @@ pub fn run(ctx: &Ctx, args: &ProcessArgs) -> anyhow::Result<Status> {
 /// store; Stark Bank is only read, and the database file is never written.
 fn dry_run(ctx: &Ctx, args: &ProcessArgs, production: bool) -> anyhow::Result<Status> {
     // An unconfirmed production target stops a real run; here it is one of the things shown.
-    let (opts, stopped) = match options(&args.sweep, !args.no_reconcile, production) {
+    let settings = super::config::sweep_settings(&args.sweep);
+    let (opts, stopped) = match Options::new(&settings, !args.no_reconcile, production) {
         Ok(opts) => (opts, None),
         Err(e) if production && error::classify(&e) == error::ExitKind::Config => {
-            let mut unconfirmed = args.sweep.clone();
-            let t = &unconfirmed;
-            unconfirmed.confirm_target_account =
-                Some(format!("{}/{}/{}", t.target_bank_code.trim(), t.target_branch.trim(), t.target_account.trim()));
-            (options(&unconfirmed, !args.no_reconcile, production)?, Some(error::one_line(&e)))
+            let unconfirmed =
+                sweep::Settings { confirm_target_account: Some(settings.target.confirmation()), ..settings.clone() };
+            (Options::new(&unconfirmed, !args.no_reconcile, production)?, Some(error::one_line(&e)))
         }
         Err(e) => return Err(e),
     };

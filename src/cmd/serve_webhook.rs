@@ -1,8 +1,8 @@
 //! `stark-sweep serve-webhook`: the listener's configuration, key source and signal handling.
 //!
-//! Owns: turning `ServeArgs` into a `webhook::Config`, choosing the key source (Stark Bank's
+//! Owns: turning `ServeArgs` into a `listener::Config`, choosing the key source (Stark Bank's
 //! `GET /v2/public-key` through the configured client, or a pinned file), binding the socket,
-//! and SIGTERM/SIGINT -> graceful shutdown. The listener itself lives in `webhook`.
+//! and SIGTERM/SIGINT -> graceful shutdown. The listener itself lives in `listener`.
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -16,7 +16,7 @@ use crate::cli::ServeArgs;
 use crate::starkbank::verify::KeyCache;
 use crate::starkbank::{ApiError, Client, keys};
 use crate::store::Store;
-use crate::{error, sweep, webhook};
+use crate::{error, listener, sweep};
 
 /// A failed verification refetches the key at most this often (forged requests cannot make us
 /// hammer the API; a real rotation is picked up within this long).
@@ -32,7 +32,7 @@ pub fn run(ctx: &Ctx, args: &ServeArgs) -> anyhow::Result<Status> {
             "STARK_SWEEP_BODY_LIMIT / --body-limit: {body_limit} is not between 1 and {MAX_BODY_LIMIT} bytes"
         )));
     }
-    let mut cfg = webhook::Config::new(ctx.db.clone());
+    let mut cfg = listener::Config::new(ctx.db.clone());
     cfg.body_limit = body_limit;
     cfg.clock = ctx.clock;
     if let Some(n) = args.workers {
@@ -48,21 +48,21 @@ pub fn run(ctx: &Ctx, args: &ServeArgs) -> anyhow::Result<Status> {
         cfg.on_credit = Some(transfer_hook(ctx, args)?);
     }
     let keys = key_source(ctx, args)?;
-    let listener = TcpListener::bind(listen)
+    let socket = TcpListener::bind(listen)
         .map_err(|e| error::config(format!("STARK_SWEEP_LISTEN / --listen: cannot listen on {listen}: {e}")))?;
 
-    let shutdown = webhook::Shutdown::new();
+    let shutdown = listener::Shutdown::new();
     let on_signal = shutdown.clone();
     ctrlc::set_handler(move || on_signal.trigger()).context("installing the SIGTERM/SIGINT handler")?;
-    webhook::serve(listener, cfg, Arc::new(keys), shutdown)?;
+    listener::serve(socket, cfg, Arc::new(keys), shutdown)?;
     Ok(Status::Success)
 }
 
 /// `--process`: after a credit is stored, the transfer step runs at once in the background
 /// (coalesced by the listener; under the same lock as `process-events`, so the two never send
 /// at the same time). It skips reconciliation: the `process-events` timer still does that.
-fn transfer_hook(ctx: &Ctx, args: &ServeArgs) -> anyhow::Result<webhook::OnCreditStored> {
-    let opts = super::process_events::options(&args.sweep, false, config::is_production(&ctx.api))?;
+fn transfer_hook(ctx: &Ctx, args: &ServeArgs) -> anyhow::Result<listener::OnCreditStored> {
+    let opts = sweep::Options::new(&config::sweep_settings(&args.sweep), false, config::is_production(&ctx.api))?;
     let client = config::client(&ctx.api)?;
     let (db, clock) = (ctx.db.clone(), ctx.clock);
     Ok(Arc::new(move || {
@@ -79,7 +79,7 @@ fn transfer_hook(ctx: &Ctx, args: &ServeArgs) -> anyhow::Result<webhook::OnCredi
 
 /// `GET /v2/event/{id}` with the project's credentials, to prove an event's workspace while
 /// none is pinned; `None` when no project is configured (a pinned key file can run without).
-fn lookup_event(ctx: &Ctx) -> anyhow::Result<Option<webhook::LookupEvent>> {
+fn lookup_event(ctx: &Ctx) -> anyhow::Result<Option<listener::LookupEvent>> {
     if ctx.api.project_id.as_deref().is_none_or(|p| p.trim().is_empty()) {
         return Ok(None);
     }
@@ -89,9 +89,9 @@ fn lookup_event(ctx: &Ctx) -> anyhow::Result<Option<webhook::LookupEvent>> {
     client_cfg.timeout = client_cfg.timeout.min(Duration::from_secs(10));
     let client = Client::new(client_cfg).context("starting the HTTP client")?;
     Ok(Some(Arc::new(move |id: &str| match client.get_event(id) {
-        Ok(event) => Ok(webhook::Lookup::Ours { workspace: event.workspace_id }),
+        Ok(event) => Ok(listener::Lookup::Ours { workspace: event.workspace_id }),
         Err(e @ ApiError::Rejected { status, .. }) if status == 404 || e.codes().contains(&"invalidEvent") => {
-            Ok(webhook::Lookup::NotOurs)
+            Ok(listener::Lookup::NotOurs)
         }
         Err(e) => Err(e.to_string()),
     })))

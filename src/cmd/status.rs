@@ -4,18 +4,21 @@
 //! (credits of invoices it did not issue are counted, never listed); exits 3 when something
 //! needs a human, so a monitoring timer can alert on it.
 //!
+//! Owns: which figures are read and how they print. The rules are the engines': which
+//! slots are missed, stuck or failed and where the campaign stands (`issue`), what does not add
+//! up and what is counted rather than listed (`reconcile`).
+//!
 //! Its cost follows what is open, not the history: the totals are SQL aggregates, and only the
 //! credits that do not add up are read whole. The listing shows what needs a human and what is
 //! still on its way; settled history (skipped credits) is counted, and listed with `--all`.
 
-use std::collections::BTreeMap;
-
 use serde_json::json;
 
-use super::{Ctx, Status, brl, count, print, print_json};
-use crate::campaign::SlotAt;
+use super::{Ctx, Status, count, print, print_json};
 use crate::cli::StatusArgs;
-use crate::reconcile::{SKIPPED, reconcile_sums};
+use crate::issue::{self, Progress, SlotHealth};
+use crate::money::brl;
+use crate::reconcile::{Summary, reconcile_sums};
 use crate::starkbank::time;
 use crate::store::{CreditState, Store};
 
@@ -41,59 +44,30 @@ pub fn run(ctx: &Ctx, args: &StatusArgs) -> anyhow::Result<Status> {
     // Campaign.
     let campaign = store.campaign()?;
     let slots = store.slots()?;
-    let issued = slots.iter().filter(|s| s.issued_at.is_some()).count();
-    // Slots for humans: 1 to 8. In progress, failed for good, or missed (window closed unissued).
-    let incomplete: Vec<u32> =
-        slots.iter().filter(|s| s.issued_at.is_none() && s.failed_reason.is_none()).map(|s| s.slot + 1).collect();
-    let failed: Vec<(u32, String)> =
-        slots.iter().filter_map(|s| s.failed_reason.clone().map(|r| (s.slot + 1, r))).collect();
-    let missed: Vec<u32> = campaign
-        .as_ref()
-        .map(|c| c.shape().closed_slots(c.started_at, now))
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|k| !slots.iter().any(|s| s.slot == *k))
-        .map(|k| k + 1)
-        .collect();
-    // Claimed but still unfinished after its window closed: the timer keeps retrying it, and a
-    // human should know why it does not end.
-    let closed: Vec<u32> = campaign.as_ref().map(|c| c.shape().closed_slots(c.started_at, now)).unwrap_or_default();
-    let stuck: Vec<u32> = incomplete.iter().copied().filter(|k| closed.contains(&(k - 1))).collect();
+    let health = SlotHealth::of(campaign.as_ref(), &slots, now);
     let campaign_json = campaign.as_ref().map(|c| {
-        let shape = c.shape();
-        let (state, current, next) = match shape.slot_at(c.started_at, now) {
-            SlotAt::Ended { .. } => ("ended", None, None),
-            SlotAt::NotStarted => ("not-started", None, Some(c.started_at)),
-            SlotAt::Slot(k) => {
-                let next = (k + 1 < c.slots()).then(|| shape.slot_start(c.started_at, k + 1));
-                ("running", Some(k), next)
-            }
-        };
+        let progress = Progress::of(c, now);
         json!({
             "tag": c.tag,
-            "state": state,
+            "state": progress.state.as_str(),
             "startedAt": time::format_secs(c.started_at),
-            "endsAt": time::format_secs(c.started_at + shape.length),
+            "endsAt": time::format_secs(c.started_at + c.shape().length),
             "slots": c.slots(),
-            "slotsIssued": issued,
+            "slotsIssued": health.issued,
             "slotsLeft": c.slots() as usize - slots.len().min(c.slots() as usize),
-            "currentSlot": current.map(|k| k + 1),
-            "nextSlotAt": next.map(time::format_secs),
-            "incompleteSlots": incomplete,
-            "stuckSlots": stuck,
-            "missedSlots": missed,
-            "failedSlots": failed.iter().map(|(k, r)| json!({"slot": k, "reason": r})).collect::<Vec<_>>(),
+            "currentSlot": progress.current.map(|k| k + 1),
+            "nextSlotAt": progress.next_slot_at.map(time::format_secs),
+            "incompleteSlots": health.incomplete,
+            "stuckSlots": health.stuck,
+            "missedSlots": health.missed,
+            "failedSlots": health.failed.iter().map(|(k, r)| json!({"slot": k, "reason": r})).collect::<Vec<_>>(),
         })
     });
     let invoiced: i64 = slots.iter().map(|s| s.total).sum();
     let invoice_count: i64 = slots.iter().map(|s| s.invoices).sum();
 
     // Invoices by status (from events; issued ones without events yet count as created).
-    let mut by_status = store.invoice_statuses()?;
-    let ours_known = by_status.values().sum::<usize>() as i64;
-    if invoice_count > ours_known {
-        *by_status.entry("created".into()).or_default() += (invoice_count - ours_known) as usize;
-    }
+    let by_status = issue::invoice_statuses(store.invoice_statuses()?, invoice_count);
 
     // Credits and transfers: ours, and strays tagged with our invoices. SQLite sums them; only
     // the credits that do not add up come back whole.
@@ -103,28 +77,14 @@ pub fn run(ctx: &Ctx, args: &StatusArgs) -> anyhow::Result<Status> {
     let unsettled = store.unsettled_credits(args.all)?;
     let strays = store.stray_transfers()?;
     let unclaimed = store.count_unclaimed()?;
-    let mut discrepancies = reconcile_sums(&unsettled, &store.transfers_without_credit()?, &strays, now, stale);
+    let discrepancies = reconcile_sums(&unsettled, &store.transfers_without_credit()?, &strays, now, stale);
     // Settled history is counted, not listed (the store already left the skipped credits out).
-    let not_listed = if args.all {
-        0
-    } else {
-        discrepancies.retain(crate::reconcile::Discrepancy::listed_by_default);
-        store.count_credits_in(CreditState::Skipped)? as usize
-    };
-    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-    for d in &discrepancies {
-        *counts.entry(d.kind).or_default() += 1;
-    }
-    if not_listed > 0 {
-        *counts.entry(SKIPPED).or_default() += not_listed;
-    }
-    let total = discrepancies.len() + not_listed;
-    let without_credit: Vec<&crate::reconcile::Discrepancy> =
-        discrepancies.iter().filter(|d| d.kind == "transfer-without-credit").collect();
-    let attention = discrepancies.iter().filter(|d| d.needs_attention).count();
+    let skipped = if args.all { 0 } else { store.count_credits_in(CreditState::Skipped)? as usize };
+    let summary = Summary::of(discrepancies, args.all, skipped);
+    let (not_listed, total, attention) = (summary.not_listed, summary.total(), summary.attention);
     let kill_switch = store.kill_switch()?;
     let outflow_24h = store.outflow_24h(now)?;
-    let needs_human = attention + missed.len() + failed.len() + stuck.len() + usize::from(kill_switch.is_some());
+    let needs_human = attention + health.needing_a_human() + usize::from(kill_switch.is_some());
     let unapplied = store.has_pending_events()?;
 
     if args.json {
@@ -136,14 +96,14 @@ pub fn run(ctx: &Ctx, args: &StatusArgs) -> anyhow::Result<Status> {
             "transfers": {
                 "byStatus": transfers_by_status.iter().map(|(k, t)| (k.clone(), json!({"count": t.count, "amount": t.amount}))).collect::<serde_json::Map<_, _>>(),
                 "transferred": transferred,
-                "withoutCredit": without_credit,
+                "withoutCredit": summary.without_credit(),
             },
             "unclaimedCredits": unclaimed,
             "outflow24h": outflow_24h,
             "killSwitch": kill_switch.as_ref().map(|(reason, since)| json!({"reason": reason, "since": since})),
             "eventsPending": unapplied,
-            "discrepancies": discrepancies,
-            "discrepancyCounts": counts,
+            "discrepancies": summary.listed,
+            "discrepancyCounts": summary.counts,
             "discrepanciesNotListed": not_listed,
             "needsAttention": needs_human,
         }))?;
@@ -156,30 +116,30 @@ pub fn run(ctx: &Ctx, args: &StatusArgs) -> anyhow::Result<Status> {
                     c.tag,
                     j["state"].as_str().unwrap_or_default(),
                     time::format_secs(c.started_at),
-                    issued,
+                    health.issued,
                     c.slots()
                 ));
                 if let Some(next) = j["nextSlotAt"].as_str() {
                     s.push_str(&format!(", next slot at {next}"));
                 }
-                if !incomplete.is_empty() {
-                    s.push_str(&format!(", slots being completed: {incomplete:?}"));
+                if !health.incomplete.is_empty() {
+                    s.push_str(&format!(", slots being completed: {:?}", health.incomplete));
                 }
                 s.push('\n');
-                for k in &missed {
+                for k in &health.missed {
                     s.push_str(&format!(
                         "  ! slot {k}/{} (from {}): missed: its time passed without it being issued; to issue it now: stark-sweep issue-invoices --slot {k}\n",
                         c.slots(),
                         time::format_secs(c.shape().slot_start(c.started_at, k - 1))
                     ));
                 }
-                for k in &stuck {
+                for k in &health.stuck {
                     s.push_str(&format!(
                         "  ! slot {k}/{}: still being completed after its time passed (the issue-invoices log says why each try fails); it completes once that passes, or see `stark-sweep issue-invoices --slot {k}`\n",
                         c.slots()
                     ));
                 }
-                for (k, reason) in &failed {
+                for (k, reason) in &health.failed {
                     s.push_str(&format!(
                         "  ! slot {k}/{}: failed: {reason}; after fixing the cause: stark-sweep issue-invoices --slot {k}\n",
                         c.slots()
@@ -226,7 +186,7 @@ pub fn run(ctx: &Ctx, args: &StatusArgs) -> anyhow::Result<Status> {
                 brl(totals.net_due),
                 brl(transferred)
             ));
-            for d in &discrepancies {
+            for d in &summary.listed {
                 s.push_str(&format!(
                     "  {} invoice {}: net {}, transferred {}: {}\n",
                     if d.needs_attention { "!" } else { "-" },

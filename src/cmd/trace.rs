@@ -1,8 +1,9 @@
 //! `stark-sweep trace ID`: the whole life of one invoice, in time order (see `trace`). Reads the
 //! store only.
 
-use super::{Ctx, Status, brl, print, print_json};
+use super::{Ctx, Status, print, print_json};
 use crate::cli::TraceArgs;
+use crate::money::brl;
 use crate::store::Store;
 
 pub fn run(ctx: &Ctx, args: &TraceArgs) -> anyhow::Result<Status> {

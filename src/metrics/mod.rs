@@ -3,7 +3,7 @@
 //!
 //! Owns: the names, help texts and units of every metric, and turning the store's figures
 //! (`store::Figures`, read at each scrape, so every process agrees) and the listener's own
-//! counts (`Intake`) into text. Does not own: the SQL (`store::metrics`), HTTP (`webhook`), or
+//! counts (`Intake`) into text. Does not own: the SQL (`store::metrics`), HTTP (`listener`), or
 //! the alert rules (`deploy/prometheus/alerts.yml`, which use these names).
 //!
 //! Conventions: every name starts with `stark_sweep_`; money is in integer cents and says so

@@ -12,7 +12,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::Shared;
-use super::routes::lock;
+use super::lock::lock;
 use super::state::{Job, Outcome};
 
 /// How often the tick thread looks at the schedule, in real time.

@@ -7,12 +7,16 @@
 //! Owns: the public API (`Sandbox`, `SandboxConfig`, `Faults`, `PayOptions`, `ForeignEvent`,
 //! `Snapshot`), key and project setup, and the threads. Files: `clock` (simulated time), `auth`
 //! (request signatures), `routes` (HTTP and wire rules), `state` (the bank and its schedule),
-//! `delivery` (webhook POSTs), `faults`, `snapshot`, `taxid`.
+//! `lock` (the state's lock), `delivery` (webhook POSTs), `faults`, `snapshot`, `taxid`.
+//!
+//! An oracle for the client: its resource types, wire rules and tax-id check are its own, not
+//! the client's (`starkbank::resources`, `people`); see `state`, `routes` and `taxid`.
 
 mod auth;
 mod clock;
 mod delivery;
 mod faults;
+mod lock;
 mod routes;
 mod snapshot;
 mod state;
@@ -351,11 +355,11 @@ impl Sandbox {
     }
 
     pub fn workspace_id(&self) -> String {
-        routes::lock(&self.shared).workspace_id.clone()
+        lock::lock(&self.shared).workspace_id.clone()
     }
 
     pub fn seed(&self) -> u64 {
-        routes::lock(&self.shared).seed
+        lock::lock(&self.shared).seed
     }
 
     /// The simulated clock.
@@ -376,17 +380,17 @@ impl Sandbox {
     }
 
     pub fn set_faults(&self, f: Faults) {
-        routes::lock(&self.shared).faults = f;
+        lock::lock(&self.shared).faults = f;
     }
 
     pub fn snapshot(&self) -> Snapshot {
         let now = self.shared.clock.now();
-        routes::lock(&self.shared).snapshot(now)
+        lock::lock(&self.shared).snapshot(now)
     }
 
     /// Pays an open (or overdue) invoice now; its credit follows after the credit delay.
     pub fn pay_invoice(&self, id: &str, opts: PayOptions) -> anyhow::Result<()> {
-        let mut state = routes::lock(&self.shared);
+        let mut state = lock::lock(&self.shared);
         let now = self.shared.clock.now();
         state.pay(id, &opts, now, true).map_err(anyhow::Error::msg)
     }
@@ -395,7 +399,7 @@ impl Sandbox {
     /// `failed` with a `failed` log whose `errors` is `[reason]` (empty: `RETURN_REASON`), a
     /// second transaction id, and `amount + fee` back in the balance. Refused unless `success`.
     pub fn return_transfer(&self, id: &str, reason: &str) -> anyhow::Result<()> {
-        let mut state = routes::lock(&self.shared);
+        let mut state = lock::lock(&self.shared);
         let now = self.shared.clock.now();
         state.return_transfer(id, reason, now).map(drop).map_err(|(_, m)| anyhow::anyhow!(m))
     }
@@ -404,7 +408,7 @@ impl Sandbox {
     /// `PATCH /v2/invoice/{id}` with a lower amount does: a `reversed` log, a transaction id, the
     /// difference out of the balance.
     pub fn reverse_invoice(&self, id: &str, amount: i64) -> anyhow::Result<()> {
-        let mut state = routes::lock(&self.shared);
+        let mut state = lock::lock(&self.shared);
         let now = self.shared.clock.now();
         state.reverse_invoice(id, amount, now).map(drop).map_err(|(_, m)| anyhow::anyhow!(m))
     }
@@ -414,7 +418,7 @@ impl Sandbox {
     /// not stored: `GET /v2/event/{id}` does not know it. Refused: our own workspace id or one of
     /// our ids, an invoice `externalId`, a bad tax id.
     pub fn foreign_event(&self, spec: &ForeignEvent) -> anyhow::Result<SignedEvent> {
-        let mut state = routes::lock(&self.shared);
+        let mut state = lock::lock(&self.shared);
         let now = self.shared.clock.now();
         state.foreign_event(spec, now).map_err(anyhow::Error::msg)
     }

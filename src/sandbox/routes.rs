@@ -1,10 +1,13 @@
 //! The HTTP side: routing and the real API's wire rules (authentication on every /v2 request,
 //! 200 for every success, 400 with `{"errors": [...]}` for input errors, singular and plural
 //! wrappers, cursors, `/v2//path`, Python's query encoding, tag lowercasing, tax id checks), plus
-//! the unauthenticated `/_sandbox/*` control routes. Owns validation and the state lock (which a
-//! slow commit lets go of while it waits); the model is `state`.
+//! the unauthenticated `/_sandbox/*` control routes. Owns validation, and when a request takes
+//! the state lock (`lock`; a slow commit lets go of it while it waits); the model is `state`.
+//!
+//! Reads and checks the wire JSON itself, never through the client's `starkbank::resources`
+//! (nor its tax-id code: `taxid`), on purpose: the emulator is the oracle the client is tested
+//! against, and code shared with the client would agree with it whatever the real API says.
 
-use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
@@ -12,10 +15,15 @@ use serde_json::{Map, Value, json};
 
 use super::auth::{self, Headers};
 use super::faults;
+use super::lock::{StateGuard, lock};
 use super::state::{ForeignEvent, NewInvoice, NewTransfer, State};
 use super::{PayOptions, Shared, taxid};
-use crate::starkbank::{resources::MAX_BATCH, time};
+use crate::starkbank::time;
 
+/// Stark Bank accepts at most this many invoices or transfers per create request. The
+/// emulator's own figure, not the client's `starkbank::resources::MAX_BATCH`: a client that
+/// changed its own must be refused here as the real API would refuse it.
+const MAX_BATCH: usize = 100;
 /// Largest request body read; more is refused with 400 `invalidJson`.
 const BODY_LIMIT: u64 = 4 * 1024 * 1024;
 /// Largest amount accepted, in cents (the real limit is undocumented; 10^15 is refused there).
@@ -242,54 +250,6 @@ fn serve_one(shared: &Shared, request: &crate::httpd::Request) -> (u16, Value) {
         (status, value)
     } else {
         (404, ApiErr::bad("routeNotFound", format!("{method} {path} is not a route of this emulator")).body())
-    }
-}
-
-/// Takes the state lock (a panic elsewhere does not make the state unusable).
-pub fn lock(shared: &Shared) -> StateGuard<'_> {
-    StateGuard { mutex: &shared.state, guard: Some(take_lock(&shared.state)) }
-}
-
-fn take_lock(mutex: &Mutex<State>) -> MutexGuard<'_, State> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// The locked state, which a request can let go of for a while (`unlocked`) and take back,
-/// so a deliberately slow request does not stall every other one.
-#[derive(Debug)]
-pub struct StateGuard<'a> {
-    mutex: &'a Mutex<State>,
-    /// `None` only inside `unlocked`, which holds `&mut self` throughout.
-    guard: Option<MutexGuard<'a, State>>,
-}
-
-impl StateGuard<'_> {
-    /// Runs `f` with the lock released and takes it again before returning. What was read
-    /// before may have changed by then.
-    fn unlocked<R>(&mut self, f: impl FnOnce() -> R) -> R {
-        self.guard = None;
-        let r = f();
-        self.guard = Some(take_lock(self.mutex));
-        r
-    }
-}
-
-impl std::ops::Deref for StateGuard<'_> {
-    type Target = State;
-    fn deref(&self) -> &State {
-        match &self.guard {
-            Some(g) => g,
-            None => unreachable!("the state is only unlocked inside StateGuard::unlocked"),
-        }
-    }
-}
-
-impl std::ops::DerefMut for StateGuard<'_> {
-    fn deref_mut(&mut self) -> &mut State {
-        match &mut self.guard {
-            Some(g) => g,
-            None => unreachable!("the state is only unlocked inside StateGuard::unlocked"),
-        }
     }
 }
 

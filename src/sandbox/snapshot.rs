@@ -1,5 +1,18 @@
 //! What the emulator holds, as plain typed data for tests (`Sandbox::snapshot`) and operators
 //! (`GET /_sandbox/state`). A copy: changing it changes nothing.
+//!
+//! Owns: the published shape of the state, in both directions (tests read it from
+//! `GET /_sandbox/state` back into these types). Does not own: the state itself (`state`).
+//!
+//! The mirror structs are deliberate, not repetition to derive away: `state`'s types are the
+//! emulator's working model and carry what the snapshot must not publish or cannot rebuild (the
+//! `seq` behind list cursors, a transfer's `doom`, rules, splits, discounts, each log's copy of
+//! its resource as JSON); logs live in one list per kind there (the log endpoints page over
+//! them) and nested under their resource here; `pay_at` is published as `will_pay_at`. Deriving
+//! `Serialize`/`Deserialize` on `state`'s types would make every internal field part of this
+//! contract, or leave skipped fields silently zero in a snapshot read back. Records the
+//! emulator only appends and publishes whole (`SnapDelivery`, `SnapRequest`) are stored in this
+//! form and not copied.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

@@ -5,6 +5,13 @@
 //! Owns: the money rules and the life cycles, and the webhook form of an event (body and
 //! signature), which it also builds for other workspaces' events (signed, never stored). Does
 //! not own: HTTP, wire validation (`routes`) or the network side of deliveries (`delivery`).
+//!
+//! The resource types (`Invoice`, `Transfer`, `Log`, `Event`, `NewInvoice`, `NewTransfer`) are
+//! the emulator's own, deliberately not `starkbank::resources`: the emulator is a second,
+//! independent reading of the API that the client is tested against. What it does share with
+//! the client (request signatures, `starkbank::sign`; Python's JSON, `starkbank::pyjson`; time
+//! formats) is checked against the official SDK instead: `tests/it/conformance.rs`, and the
+//! SDK's own flows against the emulator in `tests/it/sandbox.rs`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
@@ -1243,6 +1250,7 @@ impl State {
 
     // ---- inspection ---------------------------------------------------------------------------
 
+    /// The published view (see `snapshot`'s module doc for why it is a copy field by field).
     pub fn snapshot(&self, now: DateTime<Utc>) -> Snapshot {
         let logs = |all: &[Log], id: &str| -> Vec<SnapLog> {
             all.iter()

@@ -1,6 +1,10 @@
 //! Brazilian tax ids as the API checks them: CPF (11 digits) and CNPJ (14 digits), with or
 //! without punctuation, mod-11 check digits, all-equal digits refused; returned formatted.
 //! Owns validation and formatting only (the alphanumeric CNPJ is not supported).
+//!
+//! A second implementation of the CPF rule in `people`, on purpose: the emulator checks the
+//! payers the client generates as the real API would, so it shares no tax-id code with the
+//! client (a wrong check digit there must be refused here, not agreed with).
 
 /// The formatted form (`337.451.076-08`, `20.018.183/0001-80`) of a valid CPF or CNPJ.
 pub fn normalize(text: &str) -> Option<String> {

@@ -112,7 +112,7 @@ impl ApiError {
 
     /// The same error with `r` applied to every text that came from Stark Bank (for errors of
     /// requests whose payers the caller knows).
-    pub fn redacted(self, r: &crate::redact::Redactor) -> Self {
+    pub fn redacted(self, r: &super::redact::Redactor) -> Self {
         match self {
             ApiError::Rejected { what, status, errors } => ApiError::Rejected {
                 what,
@@ -261,7 +261,7 @@ impl Client {
                         if status == 500 || text.is_empty() {
                             String::new()
                         } else {
-                            format!(": {}", crate::redact::tax_ids(&truncate(&text, 200)))
+                            format!(": {}", super::redact::tax_ids(&truncate(&text, 200)))
                         }
                     )
                 }
@@ -415,9 +415,9 @@ fn parse_errors(text: &str) -> Vec<ApiErrorItem> {
         Ok(e) => e
             .errors
             .into_iter()
-            .map(|e| ApiErrorItem { code: e.code, message: crate::redact::tax_ids(&e.message) })
+            .map(|e| ApiErrorItem { code: e.code, message: super::redact::tax_ids(&e.message) })
             .collect(),
-        Err(_) => vec![ApiErrorItem { code: "unknown".into(), message: crate::redact::tax_ids(&truncate(text, 200)) }],
+        Err(_) => vec![ApiErrorItem { code: "unknown".into(), message: super::redact::tax_ids(&truncate(text, 200)) }],
     }
 }
 

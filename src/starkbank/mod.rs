@@ -1,11 +1,13 @@
 //! The Stark Bank API v2 as stark-sweep uses it: keys, signing, the HTTP client, typed
-//! resources, webhook events and their signature. Nothing here touches SQLite or the CLI.
+//! resources, webhook events and their signature, and its answers with payers' data taken out
+//! (`redact`). Nothing here touches SQLite or the CLI.
 
 pub mod answers;
 pub mod client;
 pub mod event;
 pub mod keys;
 pub mod pyjson;
+pub mod redact;
 pub mod resources;
 pub mod sign;
 pub mod time;

@@ -3,6 +3,9 @@
 //! Owns: the wire shapes of invoice, transfer, event, webhook and public key (camelCase JSON,
 //! integer cents), and one method per API call we use.
 //! Does not own: signing, retries and error wording (see `client`).
+//!
+//! The emulator (`sandbox::state`, `sandbox::routes`) keeps its own types and wire checks on
+//! purpose, so it tests these rather than agreeing with them.
 
 use reqwest::Method;
 use serde::{Deserialize, Serialize};

@@ -11,10 +11,10 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
+use stark_sweep::listener;
 use stark_sweep::sandbox::{Sandbox, SandboxConfig};
 use stark_sweep::starkbank::keys;
 use stark_sweep::starkbank::verify::KeyCache;
-use stark_sweep::webhook;
 
 /// Iterations per listener: enough to have caught the race on the old listener in most runs.
 const ROUNDS: usize = 40;
@@ -113,13 +113,13 @@ fn the_webhook_listener_answers_new_connections_beside_idle_keep_alive_ones() {
         "serve-webhook",
         || {
             let dir = tempfile::tempdir().unwrap();
-            let cfg = webhook::Config::new(dir.path().join("l.db"));
+            let cfg = listener::Config::new(dir.path().join("l.db"));
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             let addr = listener.local_addr().unwrap();
-            let shutdown = webhook::Shutdown::new();
+            let shutdown = listener::Shutdown::new();
             let keys = Arc::new(KeyCache::fixed(*keys::generate().verifying_key()));
             let s = shutdown.clone();
-            let server = std::thread::spawn(move || webhook::serve(listener, cfg, keys, s));
+            let server = std::thread::spawn(move || listener::serve(listener, cfg, keys, s));
             let stop = move || {
                 shutdown.trigger();
                 server.join().unwrap().unwrap();

@@ -768,20 +768,20 @@ fn missing_public_key_answers_503_until_a_fetch_succeeds() {
 }
 
 /// The `--process` seam: the on-credit hook runs after new credits are committed, not for
-/// duplicates or other log types (in process, through `webhook::serve` on port 0).
+/// duplicates or other log types (in process, through `listener::serve` on port 0).
 #[test]
 fn on_credit_hook_runs_after_new_credits() {
+    use stark_sweep::listener;
     use stark_sweep::starkbank::verify::KeyCache;
-    use stark_sweep::webhook;
 
     let key = keys::generate();
     let dir = tempfile::tempdir().unwrap();
     let runs = Arc::new(AtomicUsize::new(0));
     let db_path = dir.path().join("hook.db");
     pin_workspace(&db_path);
-    let mut cfg = webhook::Config::new(db_path.clone());
+    let mut cfg = listener::Config::new(db_path.clone());
     let r = runs.clone();
-    let hook: webhook::OnCreditStored = Arc::new(move || {
+    let hook: listener::OnCreditStored = Arc::new(move || {
         // The credit is on disk before the hook runs.
         assert!(count(&r_db()) >= 1);
         r.fetch_add(1, Ordering::SeqCst);
@@ -794,11 +794,11 @@ fn on_credit_hook_runs_after_new_credits() {
     cfg.on_credit = Some(hook);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let shutdown = webhook::Shutdown::new();
+    let shutdown = listener::Shutdown::new();
     let server = {
         let shutdown = shutdown.clone();
         let keys = Arc::new(KeyCache::fixed(*key.verifying_key()));
-        std::thread::spawn(move || webhook::serve(listener, cfg, keys, shutdown))
+        std::thread::spawn(move || listener::serve(listener, cfg, keys, shutdown))
     };
     let deliver = |body: &str| post(addr, body.as_bytes(), Some(&sign::sign(&key, body.as_bytes()))).status;
     let wait_for = |n: usize| {

@@ -1,4 +1,5 @@
-//! The inbound webhook listener: verify the raw body, store it durably, then answer.
+//! The inbound webhook listener (`serve-webhook`): verify the raw body, store it durably, then
+//! answer. The subscriptions that make Stark Bank deliver here are `cmd::subscription`'s.
 //!
 //! Owns: routing (`POST /webhook`, `GET /health`, `GET /metrics`), the thread layout, and the answer for every
 //! failure; `serve(listener, config, keys, shutdown)` is the seam that the CLI (with ctrlc) and

@@ -1,5 +1,6 @@
 //! `stark-sweep webhook register | list | delete`: the operator's view of Stark Bank webhook
-//! subscriptions.
+//! subscriptions. (The module is named for what it manages; the inbound listener that receives
+//! the deliveries is `listener`.)
 //!
 //! Owns: the URL rule (HTTPS, or plain HTTP to a loopback host for a local emulator), making
 //! `register` safe to re-run (an existing webhook with the same URL is reported, not duplicated),

@@ -5,7 +5,8 @@
 //! `tax_ids` before it is kept anywhere; where the caller knows the payers of a request (issuing
 //! invoices), a `Redactor` also removes their names and tax ids, in any spelling.
 //!
-//! Owns: the patterns. Does not own: where text goes.
+//! Owns: the patterns. Does not own: where text goes. It lives in `starkbank` because what it
+//! cleans is Stark Bank's answers (and it spells names as Stark Bank escapes them, `pyjson`).
 
 /// What a redacted tax id reads as.
 pub const TAX_ID: &str = "[tax id]";
@@ -67,7 +68,7 @@ impl Redactor {
         for name in &self.names {
             out = replace_case_insensitive(&out, name, NAME);
             // Stark Bank's JSON-escaped spelling of a non-ASCII name.
-            let escaped = crate::starkbank::pyjson::dumps(&serde_json::Value::String(name.clone()));
+            let escaped = super::pyjson::dumps(&serde_json::Value::String(name.clone()));
             let escaped = escaped.trim_matches('"');
             if escaped != name {
                 out = replace_case_insensitive(&out, escaped, NAME);
