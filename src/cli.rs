@@ -56,9 +56,14 @@ pub struct GlobalArgs {
 #[derive(Debug, Clone, Default, Args)]
 #[command(next_help_heading = "State")]
 pub struct StoreArgs {
-    /// SQLite state file [default: ./stark-sweep.db, or $STATE_DIRECTORY/stark-sweep.db under systemd]
-    #[arg(long, env = "STARK_SWEEP_DB", value_name = "PATH")]
-    pub db: Option<PathBuf>,
+    /// The store: a SQLite file, or a postgres:// URL (several hosts share one Postgres)
+    /// [default: ./stark-sweep.db, or $STATE_DIRECTORY/stark-sweep.db under systemd]
+    #[arg(long, env = "STARK_SWEEP_DB", value_name = "PATH|URL")]
+    pub db: Option<String>,
+    /// File holding the Postgres password (else the systemd credential db-password): keeps it
+    /// out of the URL, the command line and the logs
+    #[arg(long, env = "STARK_SWEEP_DB_PASSWORD_FILE", value_name = "PATH")]
+    pub db_password_file: Option<PathBuf>,
     /// Business clock override (RFC 3339) for drills and tests: campaign window, slots, due dates.
     /// Request signing always uses the real clock.
     #[arg(long, env = "STARK_SWEEP_NOW", value_name = "RFC3339")]
@@ -146,6 +151,8 @@ pub enum Command {
     /// Stop (or resume) all outgoing money, on every host at once; intake goes on
     #[command(subcommand)]
     KillSwitch(KillSwitchCommand),
+    /// Copy a store (a SQLite file) into an empty one (a Postgres database), and prove the copy
+    MigrateStore(MigrateStoreArgs),
     /// Run the local Stark Bank sandbox emulator
     Sandbox(SandboxArgs),
     /// The whole campaign on the embedded emulator, with no credentials, in under a minute
@@ -171,9 +178,25 @@ impl Command {
                 | KillSwitchCommand::Off { store }
                 | KillSwitchCommand::Status { store },
             ) => (Some(store), None),
-            Command::Keygen(_) | Command::Sandbox(_) | Command::Demo(_) => (None, None),
+            Command::Keygen(_) | Command::Sandbox(_) | Command::Demo(_) | Command::MigrateStore(_) => (None, None),
         }
     }
+}
+
+/// Stop every timer and listener of the deployment first: rows written to the source during
+/// the copy would not be in the target.
+#[derive(Debug, Clone, Args)]
+pub struct MigrateStoreArgs {
+    /// The store to copy: the deployment's SQLite file (or any store)
+    #[arg(long, value_name = "PATH|URL")]
+    pub from: String,
+    /// The empty store to copy into, usually postgres://USER@HOST:PORT/DATABASE; a store that
+    /// holds anything is refused
+    #[arg(long, value_name = "URL|PATH")]
+    pub to: String,
+    /// File holding the target's Postgres password (else the systemd credential db-password)
+    #[arg(long, env = "STARK_SWEEP_DB_PASSWORD_FILE", value_name = "PATH")]
+    pub password_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -79,13 +79,10 @@ pub fn classify(err: &anyhow::Error) -> ExitKind {
         if cause.downcast_ref::<KeyError>().is_some() {
             return ExitKind::Config;
         }
-        if let Some(sql) = cause.downcast_ref::<rusqlite::Error>()
-            && matches!(
-                sql.sqlite_error_code(),
-                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
-            )
-        {
-            return ExitKind::Temporary;
+        match crate::store::classify_error(cause) {
+            Some(crate::store::ErrorClass::Temporary) => return ExitKind::Temporary,
+            Some(crate::store::ErrorClass::Config) => return ExitKind::Config,
+            None => {}
         }
     }
     ExitKind::Failure

@@ -25,7 +25,7 @@ use crate::error;
 use crate::people;
 use crate::starkbank::resources::{ListFilter, NewInvoice};
 use crate::starkbank::{ApiError, Client, time};
-use crate::store::{CampaignRow, Draft, RunLock, SlotRow, SlotState, Store};
+use crate::store::{CampaignRow, Draft, SlotRow, SlotState, Store};
 
 /// A sanity bound for configured amounts: R$ 1.000.000,00 (Stark Bank's real limit is undocumented).
 const MAX_INVOICE_CENTS: i64 = 100_000_000;
@@ -298,7 +298,7 @@ fn issue_slot(
     now: DateTime<Utc>,
     earlier_failures: &mut Vec<anyhow::Error>,
 ) -> anyhow::Result<(Option<CampaignRow>, Outcome)> {
-    let Some(_lock) = RunLock::try_acquire(store.path(), "issue-invoices")? else {
+    let Some(_lock) = store.try_run_lock("issue-invoices")? else {
         return Ok((store.campaign()?, Outcome::Busy));
     };
     // The credentials must act on this database's workspace (pinned the first time it can be
@@ -321,7 +321,7 @@ fn issue_slot(
             let Some(c) = &existing else {
                 return Err(error::config(format!(
                     "--slot {n}: no campaign has started in {}; the first issue-invoices run starts it",
-                    store.path().display()
+                    store.location().display()
                 )));
             };
             if n == 0 || n > c.slots() {

@@ -35,8 +35,8 @@ use crate::starkbank::resources::{Invoice, ListFilter, MAX_BATCH, NewTransfer, T
 use crate::starkbank::{ApiError, Client};
 pub use crate::store::OutflowLimits;
 use crate::store::{
-    Credit, CreditState, CreditedLog, EventEffects, EventSource, InvoiceState, NewEvent, ReversedLog, RunLock,
-    SendOutcome, SendRow, Store, TransferRow, target_key, ts,
+    Credit, CreditState, CreditedLog, EventEffects, EventSource, InvoiceState, NewEvent, ReversedLog, SendOutcome,
+    SendRow, Store, TransferRow, target_key, ts,
 };
 
 mod options;
@@ -252,7 +252,7 @@ pub fn run_if_free(
     opts: &Options,
     now: DateTime<Utc>,
 ) -> anyhow::Result<Option<Report>> {
-    let Some(_lock) = RunLock::try_acquire(store.path(), "sweep")? else {
+    let Some(_lock) = store.try_run_lock("sweep")? else {
         return Ok(None);
     };
     run(client, store, opts, now).map(Some)
@@ -260,7 +260,7 @@ pub fn run_if_free(
 
 /// Runs the step, waiting for the lock (for the listener's background `--process`).
 pub fn run_waiting(client: &Client, store: &mut Store, opts: &Options, now: DateTime<Utc>) -> anyhow::Result<Report> {
-    let _lock = RunLock::acquire(store.path(), "sweep")?;
+    let _lock = store.run_lock("sweep")?;
     run(client, store, opts, now)
 }
 
@@ -1310,7 +1310,7 @@ mod tests {
     #[test]
     fn an_idle_run_costs_the_same_whatever_the_history() {
         use crate::sandbox::{Sandbox, SandboxConfig};
-        use crate::store::testing::{add_settled_history, count_vm_steps, temp_store};
+        use crate::store::testing::{add_settled_history, count_vm_steps, temp_sqlite_store as temp_store};
         let sandbox = Sandbox::start(SandboxConfig { pay_rate: 0.0, seed: 5, ..SandboxConfig::default() }).unwrap();
         let key = crate::starkbank::keys::parse_private_key(&sandbox.private_key_pem().unwrap()).unwrap();
         let client =

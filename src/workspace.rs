@@ -63,7 +63,7 @@ pub fn pin(
     if pinned.value != proven {
         return Err(error::config(format!(
             "Stark Bank answers this project's requests for workspace {proven}, but the database {} belongs to workspace {} (pinned {} from {}); to fix: point STARK_SWEEP_DB at that workspace's database, or at a new file",
-            store.path().display(),
+            store.location().display(),
             pinned.value,
             pinned.set_at,
             pinned.source
@@ -121,7 +121,7 @@ pub fn verify_before_sending(
         (None, None) => Ok(()),
         (None, Some(p)) => Err(error::config(format!(
             "this project's credentials list no event, but the database {} belongs to workspace {p}: they may act on another workspace; nothing is sent; to fix: use the credentials of workspace {p}'s project",
-            store.path().display()
+            store.location().display()
         ))),
     }
 }

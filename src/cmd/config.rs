@@ -11,13 +11,20 @@ use anyhow::Context as _;
 use crate::cli::{ApiArgs, Environment, StoreArgs, SweepArgs};
 use crate::error;
 use crate::starkbank::{self, ClientConfig, keys};
+use crate::store::Location;
 use crate::sweep;
 
-/// The SQLite path: `--db`, else `$STATE_DIRECTORY/stark-sweep.db`, else `./stark-sweep.db`.
-pub fn db_path(store: &StoreArgs) -> PathBuf {
-    if let Some(db) = &store.db {
-        return db.clone();
+/// The store: `--db` (a SQLite path or a `postgres://` URL), else
+/// `$STATE_DIRECTORY/stark-sweep.db`, else `./stark-sweep.db`.
+pub fn db_location(store: &StoreArgs) -> anyhow::Result<Location> {
+    match &store.db {
+        Some(db) => Location::parse(db, store.db_password_file.as_deref())
+            .map_err(|e| error::config(format!("STARK_SWEEP_DB (--db): {}", error::one_line(&e)))),
+        None => Ok(Location::Sqlite(default_db_path())),
     }
+}
+
+fn default_db_path() -> PathBuf {
     if let Some(dir) = std::env::var_os("STATE_DIRECTORY") {
         // systemd may list several directories separated by ':'; the first is ours.
         let dir = dir.to_string_lossy().split(':').next().unwrap_or_default().to_string();

@@ -6,6 +6,7 @@ pub mod demo;
 pub mod issue_invoices;
 pub mod keygen;
 pub mod kill_switch;
+pub mod migrate_store;
 pub mod process_events;
 pub mod sandbox;
 pub mod serve_webhook;
@@ -36,7 +37,7 @@ pub enum Status {
 pub struct Ctx {
     pub api: ApiArgs,
     pub clock: Clock,
-    pub db: std::path::PathBuf,
+    pub db: crate::store::Location,
 }
 
 impl Ctx {
@@ -46,7 +47,7 @@ impl Ctx {
         Ok(Self {
             api: api.cloned().unwrap_or_default(),
             clock: Clock::from_arg(store.now.as_deref())?,
-            db: config::db_path(&store),
+            db: config::db_location(&store)?,
         })
     }
 }
@@ -125,6 +126,7 @@ fn dispatch(ctx: &Ctx, command: Command) -> anyhow::Result<Status> {
         Command::KillSwitch(command) => kill_switch::run(ctx, &command),
         Command::Webhook(command) => subscription::run(ctx, &command),
         Command::Demo(args) => demo::run(ctx, &args),
+        Command::MigrateStore(args) => migrate_store::run(&args),
         Command::ServeWebhook(args) => serve_webhook::run(ctx, &args),
     }
 }

@@ -51,7 +51,7 @@ pub struct Webhooks {
     /// `/metrics` reads the store on a connection of its own (WAL: readers never wait for the
     /// writer), opened at the first scrape and again after a failure.
     figures: std::sync::Mutex<Option<Store>>,
-    db: std::path::PathBuf,
+    db: crate::store::Location,
     clock: crate::clock::Clock,
     /// A failed scrape is logged at most once a second.
     metrics_log: Throttle,

@@ -23,7 +23,6 @@ mod permits;
 mod writer;
 
 use std::net::TcpListener;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
@@ -61,7 +60,7 @@ const HEAD_TIMEOUT: Duration = Duration::from_secs(60);
 /// Everything `serve` needs besides the socket, the key and the stop signal.
 #[derive(Clone)]
 pub struct Config {
-    pub db: PathBuf,
+    pub db: crate::store::Location,
     pub body_limit: u64,
     /// Requests verifying at once.
     pub workers: usize,
@@ -97,10 +96,10 @@ impl std::fmt::Debug for Config {
 }
 
 impl Config {
-    pub fn new(db: PathBuf) -> Self {
+    pub fn new(db: impl Into<crate::store::Location>) -> Self {
         let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         Self {
-            db,
+            db: db.into(),
             body_limit: DEFAULT_BODY_LIMIT,
             workers: 2 * cpus,
             max_requests: 512,

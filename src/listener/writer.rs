@@ -68,7 +68,7 @@ impl Writer {
                     if ok != self.healthy.swap(ok, Ordering::Relaxed) {
                         log::warn!(
                             "database {}: {}",
-                            self.store.path().display(),
+                            self.store.location().display(),
                             if ok { "reachable again" } else { "unreachable" }
                         );
                     }

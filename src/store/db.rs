@@ -177,8 +177,8 @@ impl Row {
         T::from_value(v).with_context(|| format!("reading column {i}"))
     }
 
-    pub(crate) fn into_values(self) -> Vec<Value> {
-        self.values
+    pub(crate) fn values(&self) -> &[Value] {
+        &self.values
     }
 }
 
@@ -208,15 +208,22 @@ pub(crate) enum Dialect {
     Postgres,
 }
 
-/// A Postgres connection with its prepared statements, keyed by the SQLite spelling.
+/// A Postgres connection with its prepared statements, keyed by the SQLite spelling. A
+/// connection found closed between transactions (the server restarted, a network cut) is
+/// opened again before the next statement; one that closes inside a transaction fails it.
 pub(crate) struct PgConn {
-    pub(crate) client: postgres::Client,
+    client: postgres::Client,
     statements: HashMap<String, postgres::Statement>,
+    target: super::location::PgTarget,
 }
 
 impl PgConn {
-    pub(crate) fn new(client: postgres::Client) -> Self {
-        Self { client, statements: HashMap::new() }
+    fn client(&mut self, in_tx: bool) -> anyhow::Result<&mut postgres::Client> {
+        if self.client.is_closed() && !in_tx {
+            self.client = super::postgres::connect(&self.target)?;
+            self.statements.clear();
+        }
+        Ok(&mut self.client)
     }
 
     fn statement(&mut self, sql: &str) -> anyhow::Result<postgres::Statement> {
@@ -231,12 +238,13 @@ impl PgConn {
 
 pub(crate) enum Db {
     Sqlite(rusqlite::Connection),
-    Postgres { conn: RefCell<PgConn>, in_tx: Cell<bool> },
+    Postgres { conn: Box<RefCell<PgConn>>, in_tx: Cell<bool> },
 }
 
 impl Db {
-    pub(crate) fn postgres(client: postgres::Client) -> Self {
-        Db::Postgres { conn: RefCell::new(PgConn::new(client)), in_tx: Cell::new(false) }
+    pub(crate) fn postgres(client: postgres::Client, target: super::location::PgTarget) -> Self {
+        let conn = PgConn { client, statements: HashMap::new(), target };
+        Db::Postgres { conn: Box::new(RefCell::new(conn)), in_tx: Cell::new(false) }
     }
 
     pub(crate) fn dialect(&self) -> Dialect {
@@ -253,6 +261,7 @@ impl Db {
         }
     }
 
+    #[cfg(test)]
     pub(crate) fn sqlite_mut(&mut self) -> Option<&mut rusqlite::Connection> {
         match self {
             Db::Sqlite(c) => Some(c),
@@ -276,19 +285,21 @@ impl Db {
                     return Ok(n);
                 }
                 let mut pg = conn.borrow_mut();
+                pg.client(true)?;
                 let stmt = pg.statement(sql)?;
-                let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
-                    params.iter().map(|p| p as &(dyn postgres::types::ToSql + Sync)).collect();
-                Ok(pg.client.execute(&stmt, &refs)? as usize)
+                Ok(pg.client.execute(&stmt, &pg_params(params))? as usize)
             }
         }
     }
 
     /// Runs statements separated by `;` (fixtures and schema), without parameters.
+    #[cfg(test)]
     pub(crate) fn execute_batch(&self, sql: &str) -> anyhow::Result<()> {
         match self {
             Db::Sqlite(c) => Ok(c.execute_batch(sql)?),
-            Db::Postgres { conn, .. } => Ok(conn.borrow_mut().client.batch_execute(&postgres_sql(sql))?),
+            Db::Postgres { conn, in_tx } => {
+                Ok(conn.borrow_mut().client(in_tx.get())?.batch_execute(&postgres_sql(sql))?)
+            }
         }
     }
 
@@ -311,12 +322,11 @@ impl Db {
                 }
                 Ok(out)
             }
-            Db::Postgres { conn, .. } => {
+            Db::Postgres { conn, in_tx } => {
                 let mut pg = conn.borrow_mut();
+                pg.client(in_tx.get())?;
                 let stmt = pg.statement(sql)?;
-                let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
-                    params.iter().map(|p| p as &(dyn postgres::types::ToSql + Sync)).collect();
-                let rows = pg.client.query(&stmt, &refs)?;
+                let rows = pg.client.query(&stmt, &pg_params(params))?;
                 drop(pg);
                 rows.iter().map(|r| f(&Row { values: from_postgres(r)? })).collect()
             }
@@ -346,25 +356,30 @@ impl Db {
 
     /// A transaction that holds the store's write lock from its first statement.
     pub(crate) fn write_tx(&self) -> anyhow::Result<Tx<'_>> {
-        match self {
-            Db::Sqlite(c) => c.execute_batch("BEGIN IMMEDIATE")?,
-            Db::Postgres { conn, in_tx } => {
-                let mut pg = conn.borrow_mut();
-                pg.client.batch_execute(&format!(
-                    "BEGIN; SET LOCAL lock_timeout = {LOCK_TIMEOUT_MS}; SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})"
-                ))?;
-                in_tx.set(true);
-            }
-        }
-        Ok(Tx { db: self, open: true })
+        self.begin(
+            "BEGIN IMMEDIATE",
+            &format!(
+                "BEGIN; SET LOCAL lock_timeout = {LOCK_TIMEOUT_MS}; SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})"
+            ),
+        )
     }
 
     /// A read-only transaction: every read in it sees one snapshot.
     pub(crate) fn read_tx(&self) -> anyhow::Result<Tx<'_>> {
+        self.begin("BEGIN", "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    }
+
+    fn begin(&self, sqlite: &str, postgres: &str) -> anyhow::Result<Tx<'_>> {
         match self {
-            Db::Sqlite(c) => c.execute_batch("BEGIN")?,
+            Db::Sqlite(c) => c.execute_batch(sqlite)?,
             Db::Postgres { conn, in_tx } => {
-                conn.borrow_mut().client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
+                let mut pg = conn.borrow_mut();
+                let client = pg.client(false)?;
+                if let Err(e) = client.batch_execute(postgres) {
+                    // A lock timeout leaves the transaction open and failed: end it.
+                    let _ = client.batch_execute("ROLLBACK");
+                    return Err(e.into());
+                }
                 in_tx.set(true);
             }
         }
@@ -410,6 +425,10 @@ impl Drop for Tx<'_> {
             let _ = self.db.end_tx("ROLLBACK");
         }
     }
+}
+
+fn pg_params(params: &[Value]) -> Vec<&(dyn postgres::types::ToSql + Sync)> {
+    params.iter().map(|p| p as &(dyn postgres::types::ToSql + Sync)).collect()
 }
 
 fn from_sqlite(v: rusqlite::types::ValueRef<'_>) -> Value {

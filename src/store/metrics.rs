@@ -64,8 +64,8 @@ const FIGURES_CACHE_KIB: i64 = 256;
 
 impl Store {
     /// Opens `path` for reading `figures` on a connection of its own, with a small page cache.
-    pub fn open_for_figures(path: &std::path::Path) -> anyhow::Result<Store> {
-        let store = Store::open(path)?;
+    pub fn open_for_figures(at: impl Into<super::Location>) -> anyhow::Result<Store> {
+        let store = Store::open(at)?;
         store.limit_page_cache(FIGURES_CACHE_KIB)?;
         Ok(store)
     }

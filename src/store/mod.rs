@@ -12,9 +12,12 @@
 //! history table fails a test, not a deployment in its thousandth day.
 
 mod campaign;
+mod copy;
 pub(crate) mod db;
 mod events;
+mod location;
 mod metrics;
+mod postgres;
 mod reconcile;
 mod settings;
 mod sweep;
@@ -27,8 +30,11 @@ use anyhow::Context as _;
 use rusqlite::Connection;
 
 pub use campaign::*;
+pub use copy::{TableFigures, migrate_store};
 pub use events::*;
+pub use location::{Location, PASSWORD_CREDENTIAL, PgTarget, is_postgres_url};
 pub use metrics::*;
+pub use postgres::{DEFAULT_CONNECT_TIMEOUT as DEFAULT_PG_CONNECT_TIMEOUT, LEASE_SECONDS};
 pub use reconcile::*;
 pub use settings::*;
 pub use sweep::*;
@@ -52,18 +58,47 @@ const MIGRATIONS: &[&str] = &[
 
 pub struct Store {
     db: db::Db,
-    path: PathBuf,
+    location: Location,
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("path", &self.path).finish()
+        f.debug_struct("Store").field("location", &self.location).finish()
     }
 }
 
+/// What kind of failure a store error is, for the exit code (or the listener's 503).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// It passes: busy, locked, the server restarting or unreachable (exit 75, 503).
+    Temporary,
+    /// A configuration mistake: wrong password, no such database (exit 78).
+    Config,
+}
+
+/// The class of one cause in an error's chain, if it is a store error that has one.
+pub fn classify_error(cause: &(dyn std::error::Error + 'static)) -> Option<ErrorClass> {
+    if let Some(e) = cause.downcast_ref::<rusqlite::Error>() {
+        return is_busy(e).then_some(ErrorClass::Temporary);
+    }
+    cause.downcast_ref::<::postgres::Error>().and_then(postgres::classify)
+}
+
 impl Store {
-    /// Opens (creating if needed, mode 0600) and migrates the database.
-    pub fn open(path: &Path) -> anyhow::Result<Self> {
+    /// Opens the store at `at` (a SQLite file or a Postgres URL), creating and migrating it.
+    pub fn open(at: impl Into<Location>) -> anyhow::Result<Self> {
+        match at.into() {
+            Location::Sqlite(path) => Self::open_file(&path),
+            Location::Postgres(target) => {
+                let mut client = postgres::connect(&target)?;
+                postgres::migrate(&mut client).with_context(|| format!("migrating the database {target:?}"))?;
+                Ok(Self { db: db::Db::postgres(client, (*target).clone()), location: Location::Postgres(target) })
+            }
+        }
+    }
+
+    /// Opens (creating if needed, mode 0600) and migrates a SQLite file.
+    fn open_file(path: &Path) -> anyhow::Result<Self> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
             && !parent.exists()
         {
@@ -83,15 +118,27 @@ impl Store {
             }
         }
         let conn = Connection::open(path).with_context(|| format!("opening the database {}", path.display()))?;
-        let mut store = Self { db: db::Db::Sqlite(conn), path: path.to_path_buf() };
+        let mut store = Self { db: db::Db::Sqlite(conn), location: Location::Sqlite(path.to_path_buf()) };
         store.configure().with_context(|| format!("configuring the database {}", path.display()))?;
         store.migrate().with_context(|| format!("migrating the database {}", path.display()))?;
         Ok(store)
     }
 
-    /// An in-memory copy of the database at `path`, migrated in memory if it is older, for a dry
-    /// run: the file is opened read-only and never written (its bytes stay as they are).
-    pub fn copy_of(path: &Path) -> anyhow::Result<Self> {
+    /// An in-memory SQLite copy of the store at `at`, migrated in memory if it is older, for a
+    /// dry run: the original is only read (a SQLite file is opened read-only and its bytes stay
+    /// as they are; a Postgres store is read in one snapshot).
+    pub fn copy_of(at: impl Into<Location>) -> anyhow::Result<Self> {
+        let path = match at.into() {
+            Location::Sqlite(path) => path,
+            pg @ Location::Postgres(_) => {
+                let from = Self::open(&pg)?;
+                let mut copy = Self::open_file(Path::new(":memory:"))?;
+                copy.location = pg;
+                copy::copy_tables(&from.db, &copy.db)?;
+                return Ok(copy);
+            }
+        };
+        let path = path.as_path();
         let src = Connection::open_with_flags(
             path,
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -106,7 +153,7 @@ impl Store {
                 .with_context(|| format!("copying the database {}", path.display()))?;
         }
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        let mut store = Self { db: db::Db::Sqlite(conn), path: path.to_path_buf() };
+        let mut store = Self { db: db::Db::Sqlite(conn), location: Location::Sqlite(path.to_path_buf()) };
         store.migrate().with_context(|| format!("migrating a copy of the database {}", path.display()))?;
         Ok(store)
     }
@@ -128,6 +175,7 @@ impl Store {
     }
 
     /// The SQLite connection (opening, pragmas, migrations, test fixtures).
+    #[allow(clippy::expect_used, reason = "only SQLite's opening path and tests call it, on a store made from a file")]
     fn sqlite(&self) -> &Connection {
         self.db.sqlite().expect("a SQLite store")
     }
@@ -201,8 +249,25 @@ impl Store {
         Ok(())
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+
+    /// Holds job `name` for the life of the value, unless a live run of it holds it already
+    /// (`Ok(None)`): a lock file beside a SQLite file, a lease row in Postgres (any host).
+    pub fn try_run_lock(&self, name: &str) -> anyhow::Result<Option<RunLock>> {
+        Ok(match &self.location {
+            Location::Sqlite(path) => RunLock::try_acquire(path, name)?,
+            Location::Postgres(target) => postgres::Lease::try_take(target, name)?.map(RunLock::Lease),
+        })
+    }
+
+    /// Waits for job `name` (in-process background work that must not be skipped).
+    pub fn run_lock(&self, name: &str) -> anyhow::Result<RunLock> {
+        match &self.location {
+            Location::Sqlite(path) => RunLock::acquire(path, name),
+            Location::Postgres(target) => postgres::Lease::take(target, name).map(RunLock::Lease),
+        }
     }
 
     /// A cheap read that proves the file is reachable (for `/health`).
@@ -216,28 +281,29 @@ impl Store {
 /// it when the process dies, so `kill -9` never leaves a stale lock behind. It tells a run
 /// whether another run of the same job is alive; the durable claims stay in SQLite.
 #[derive(Debug)]
-pub struct RunLock {
-    _file: std::fs::File,
+pub enum RunLock {
+    File(std::fs::File),
+    Lease(postgres::Lease),
 }
 
 impl RunLock {
     /// `Ok(None)` when another live process holds it.
-    pub fn try_acquire(db: &Path, name: &str) -> anyhow::Result<Option<Self>> {
+    fn try_acquire(db: &Path, name: &str) -> anyhow::Result<Option<Self>> {
         let path = lock_path(db, name);
         let file = open_lock(&path)?;
         match file.try_lock() {
-            Ok(()) => Ok(Some(Self { _file: file })),
+            Ok(()) => Ok(Some(Self::File(file))),
             Err(std::fs::TryLockError::WouldBlock) => Ok(None),
             Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("locking {}", path.display())),
         }
     }
 
     /// Waits for the lock (used by in-process background work that must not be skipped).
-    pub fn acquire(db: &Path, name: &str) -> anyhow::Result<Self> {
+    fn acquire(db: &Path, name: &str) -> anyhow::Result<Self> {
         let path = lock_path(db, name);
         let file = open_lock(&path)?;
         file.lock().with_context(|| format!("locking {}", path.display()))?;
-        Ok(Self { _file: file })
+        Ok(Self::File(file))
     }
 }
 
@@ -294,10 +360,43 @@ pub(crate) mod testing {
 
     use super::db::params;
 
+    /// The variable that runs the store's tests (and every unit test built on `temp_store`)
+    /// against Postgres: the URL of a server where they may create databases. `scripts/test`
+    /// runs them once on SQLite and once with it set (the contract suite: one set of tests,
+    /// two backends).
+    pub const POSTGRES_ENV: &str = "STARK_SWEEP_TEST_POSTGRES";
+
+    /// A fresh, empty store: a SQLite file, or with `STARK_SWEEP_TEST_POSTGRES` set a new
+    /// Postgres database of its own.
     pub fn temp_store() -> (tempfile::TempDir, super::Store) {
         let dir = tempfile::tempdir().unwrap();
-        let store = super::Store::open(&dir.path().join("t.db")).unwrap();
+        let store = match std::env::var(POSTGRES_ENV) {
+            Ok(admin) if !admin.is_empty() => super::Store::open(fresh_postgres_database(&admin)).unwrap(),
+            _ => temp_sqlite_store_in(dir.path()),
+        };
         (dir, store)
+    }
+
+    /// A SQLite store whatever the backend under test (tests of SQLite's own behaviour).
+    pub fn temp_sqlite_store() -> (tempfile::TempDir, super::Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = temp_sqlite_store_in(dir.path());
+        (dir, store)
+    }
+
+    fn temp_sqlite_store_in(dir: &std::path::Path) -> super::Store {
+        super::Store::open(dir.join("t.db")).unwrap()
+    }
+
+    /// Creates a database with a name of its own on the server at `admin` and returns it.
+    pub fn fresh_postgres_database(admin: &str) -> super::Location {
+        let name = format!("t_{}_{:016x}", std::process::id(), rand::random::<u64>());
+        let mut client = ::postgres::Client::connect(admin, ::postgres::NoTls).unwrap();
+        client.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+        let (base, query) = admin.split_once('?').map_or((admin, None), |(b, q)| (b, Some(q)));
+        let root = base.rsplit_once('/').map_or(base, |(r, _)| r);
+        let url = format!("{root}/{name}{}", query.map(|q| format!("?{q}")).unwrap_or_default());
+        super::Location::parse(&url, None).unwrap()
     }
 
     /// Runs `sql` on the store's connection (fixtures the domain operations cannot make).
@@ -388,7 +487,7 @@ mod tests {
         let (dir, store) = testing::temp_store();
         store.ping().unwrap();
         drop(store);
-        let again = Store::open(&dir.path().join("t.db")).unwrap();
+        let again = Store::open(dir.path().join("t.db")).unwrap();
         let v: i64 = again.sqlite().pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
         assert_eq!(v, MIGRATIONS.len() as i64);
         let mode = std::fs::metadata(dir.path().join("t.db")).unwrap().permissions().mode();

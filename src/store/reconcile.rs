@@ -95,7 +95,9 @@ impl Store {
                    FROM credits c LEFT JOIN transfers t ON t.invoice_id = c.invoice_id AND t.ours = 1
                    WHERE c.state <> 'unclaimed' AND (?1 OR c.state <> 'skipped')
                    GROUP BY c.invoice_id
-                   HAVING NOT (c.state IN ('open', 'transferred') AND successes = 1 AND transferred = c.net)) u
+                   HAVING NOT (c.state IN ('open', 'transferred')
+                               AND COUNT(CASE WHEN t.status = 'success' THEN 1 END) = 1
+                               AND COALESCE(SUM(CASE WHEN t.status = 'success' THEN t.amount END), 0) = c.net)) u
              CROSS JOIN credits c ON c.invoice_id = u.invoice_id
              ORDER BY c.credited_at, c.invoice_id"
         );

@@ -508,14 +508,13 @@ impl Store {
     }
 
     pub fn credit(&self, invoice_id: &str) -> anyhow::Result<Option<Credit>> {
-        Ok(self
-            .db
+        self.db
             .query_row(
                 &format!("SELECT {CREDIT_COLUMNS} FROM credits WHERE invoice_id = ?1"),
                 params![invoice_id],
                 credit_from_row,
             )
-            .optional()?)
+            .optional()
     }
 
     pub fn set_credit_state(
@@ -606,14 +605,13 @@ impl Store {
 
     /// The newest send (highest attempt) for an invoice.
     pub fn last_send(&self, invoice_id: &str) -> anyhow::Result<Option<SendRow>> {
-        Ok(self
-            .db
+        self.db
             .query_row(
                 &format!("SELECT {SEND_COLUMNS} FROM sends WHERE invoice_id = ?1 ORDER BY attempt DESC LIMIT 1"),
                 params![invoice_id],
                 send_from_row,
             )
-            .optional()?)
+            .optional()
     }
 
     /// Every send, in invoice and attempt order.
@@ -652,11 +650,11 @@ impl Store {
     /// Whether a transfer that is not ours carries this externalId (someone used the externalId
     /// we would send, for another amount or target).
     pub fn external_id_taken(&self, external_id: &str) -> anyhow::Result<bool> {
-        Ok(self.db.query_row(
+        self.db.query_row(
             "SELECT EXISTS (SELECT 1 FROM transfers WHERE external_id = ?1 AND ours = 0)",
             params![external_id],
             |r| r.get(0),
-        )?)
+        )
     }
 
     /// Our transfers still created or processing.
@@ -774,12 +772,12 @@ impl Store {
 
     /// Money that left (or may have left) in the 24 hours before `now`, in cents.
     pub fn outflow_24h(&self, now: DateTime<Utc>) -> anyhow::Result<i64> {
-        Ok(outflow_since(&self.db, now - chrono::Duration::hours(24))?)
+        outflow_since(&self.db, now - chrono::Duration::hours(24))
     }
 
     /// The kill switch, when engaged: `(reason, since)`.
     pub fn kill_switch(&self) -> anyhow::Result<Option<(String, String)>> {
-        Ok(kill_switch(&self.db)?)
+        kill_switch(&self.db)
     }
 
     pub fn engage_kill_switch(&mut self, reason: &str, now: DateTime<Utc>) -> anyhow::Result<()> {
@@ -919,7 +917,7 @@ impl Store {
 
     /// How many credits of invoices this deployment did not issue it has seen (and ignored).
     pub fn count_unclaimed(&self) -> anyhow::Result<i64> {
-        Ok(self.db.query_row("SELECT COUNT(*) FROM credits WHERE state = 'unclaimed'", params![], |r| r.get(0))?)
+        self.db.query_row("SELECT COUNT(*) FROM credits WHERE state = 'unclaimed'", params![], |r| r.get(0))
     }
 }
 

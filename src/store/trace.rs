@@ -223,8 +223,8 @@ mod tests {
                  INSERT INTO transfers (id, external_id, invoice_id, amount, status, updated_at, ours) VALUES
                    ('tr1', 'x-1', 'inv1', 100, 'success', 't', 1);
                  INSERT INTO events (id, subscription, log_type, log_id, resource_id, created, body, source, received_at) VALUES
-                   ('ev1', 'invoice', 'paid', 'l1', 'inv1', 't', x'7b7d', 'webhook', 't'),
-                   ('ev2', 'transfer', 'success', 'l2', 'tr1', 't', x'7b7d', 'api', 't');",
+                   ('ev1', 'invoice', 'paid', 'l1', 'inv1', 't', '{}', 'webhook', 't'),
+                   ('ev2', 'transfer', 'success', 'l2', 'tr1', 't', '{}', 'api', 't');",
             )
             .unwrap();
         let by = |id: &str| store.trace_subject(id).unwrap().map(|s| (s.by, s.invoice_id.unwrap()));

@@ -4,8 +4,14 @@
 //! the listener and `process-events` are `kill -9`ed at random moments and restarted, and two
 //! `issue-invoices` race for some slots. The end state is checked from the emulator and the
 //! store. The seed is printed; `STARK_SWEEP_CHAOS_SEED=<n>` replays a run.
+//!
+//! The same campaign runs on Postgres as several hosts would: two listeners (every delivery
+//! goes to both, through two webhook registrations), two `process-events` loops at once in
+//! working directories of their own (no shared files), and one crash-restart of Postgres
+//! (`pg_ctl -m immediate`) in the middle.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::time::Duration as StdDuration;
 
@@ -14,57 +20,83 @@ use rand::rngs::StdRng;
 use rand::{RngExt as _, SeedableRng as _};
 use stark_sweep::sandbox::{DuplicateMode, Faults, SandboxConfig};
 
-use crate::util::{World, at, json, stderr, stdout};
+use crate::util::{OwnPostgres, World, at, json, stderr, stdout};
 
 struct Chaos {
     rng: StdRng,
-    port: u16,
-    listener: Option<Child>,
+    /// One listener per port, each a host of its own (its own working directory).
+    listeners: Vec<(u16, Option<Child>)>,
+    /// The working directories `process-events` runs in, one run in each at every tick.
+    hosts: Vec<PathBuf>,
     kills: usize,
 }
 
 impl Chaos {
-    fn start_listener(&mut self, w: &World) {
-        let log =
-            std::fs::OpenOptions::new().create(true).append(true).open(w.dir.path().join("listener.log")).unwrap();
+    fn start_listener(&mut self, w: &World, i: usize) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(w.dir.path().join(format!("listener-{i}.log")))
+            .unwrap();
         let child = w
-            .cmd(&["serve-webhook", "--listen", &format!("127.0.0.1:{}", self.port)])
+            .cmd(&["serve-webhook", "--listen", &format!("127.0.0.1:{}", self.listeners[i].0)])
+            .current_dir(&self.hosts[i % self.hosts.len()])
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .unwrap();
-        self.listener = Some(child);
+        self.listeners[i].1 = Some(child);
     }
 
-    fn kill_listener(&mut self) {
-        if let Some(mut c) = self.listener.take() {
+    fn kill_listener(&mut self, i: usize) {
+        if let Some(mut c) = self.listeners[i].1.take() {
             c.kill().unwrap(); // SIGKILL
             c.wait().unwrap();
             self.kills += 1;
         }
     }
 
-    /// One `process-events` tick on the emulator's clock; sometimes killed mid-run.
+    /// Starts or kills listeners at random (a listener that died comes back soon).
+    fn shake_listeners(&mut self, w: &World) {
+        for i in 0..self.listeners.len() {
+            if self.listeners[i].1.is_some() && self.rng.random_bool(0.08) {
+                self.kill_listener(i);
+            } else if self.listeners[i].1.is_none() && self.rng.random_bool(0.5) {
+                self.start_listener(w, i);
+            }
+        }
+    }
+
+    /// One `process-events` tick on the emulator's clock, on every host at once; sometimes
+    /// killed mid-run.
     fn process_tick(&mut self, w: &World, kill_chance: f64) {
         let now = at(w.sandbox.now());
-        let mut child = w
-            .cmd(&["process-events", "-q", "--now", &now, "--retry-backoff", "60", "--transfer-attempts", "10"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        if self.rng.random_bool(kill_chance) {
-            std::thread::sleep(StdDuration::from_millis(self.rng.random_range(0..400)));
-            if child.try_wait().unwrap().is_none() {
-                child.kill().unwrap();
-                self.kills += 1;
+        let children: Vec<Child> = self
+            .hosts
+            .iter()
+            .map(|host| {
+                w.cmd(&["process-events", "-q", "--now", &now, "--retry-backoff", "60", "--transfer-attempts", "10"])
+                    .current_dir(host)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for mut child in children {
+            if self.rng.random_bool(kill_chance) {
+                std::thread::sleep(StdDuration::from_millis(self.rng.random_range(0..400)));
+                if child.try_wait().unwrap().is_none() {
+                    child.kill().unwrap();
+                    self.kills += 1;
+                }
+                child.wait().unwrap();
+                continue;
             }
-            child.wait().unwrap();
-            return;
+            let out = child.wait_with_output().unwrap();
+            let code = out.status.code();
+            assert!(matches!(code, Some(0) | Some(75)), "process-events exited {code:?}: {}", stderr(&out));
         }
-        let out = child.wait_with_output().unwrap();
-        let code = out.status.code();
-        assert!(matches!(code, Some(0) | Some(75)), "process-events exited {code:?}: {}", stderr(&out));
     }
 }
 
@@ -101,24 +133,51 @@ fn issue_tick(w: &World, rng: &mut StdRng) -> Option<usize> {
 
 #[test]
 fn chaos_campaign_ends_with_every_credit_transferred_exactly_once() {
+    chaos_campaign(1, 1, None);
+}
+
+#[test]
+fn chaos_campaign_on_postgres_with_two_listeners_and_two_hosts() {
+    let pg = OwnPostgres::start();
+    chaos_campaign(2, 2, Some(&pg));
+}
+
+/// The campaign with `listeners` listeners and `hosts` process-events runs per tick, on SQLite,
+/// or on `pg` (restarted once at the campaign's half-time).
+fn chaos_campaign(listeners: usize, hosts: usize, pg: Option<&OwnPostgres>) {
     let seed: u64 =
         std::env::var("STARK_SWEEP_CHAOS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
     eprintln!("chaos seed: {seed} (replay with STARK_SWEEP_CHAOS_SEED={seed})");
-    let w = World::new(SandboxConfig {
+    let mut w = World::new(SandboxConfig {
         time_scale: 3600.0,
         seed,
         duplicate_external_id: DuplicateMode::Late,
         ..SandboxConfig::default()
     });
+    if let Some(pg) = pg {
+        w = w.on_store(&crate::util::fresh_postgres_db(&pg.url));
+    }
     let start = w.sandbox.now();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut chaos = Chaos { rng: StdRng::seed_from_u64(seed), port, listener: None, kills: 0 };
-    chaos.start_listener(&w);
-    crate::util::wait_for("the listener to answer", || std::net::TcpStream::connect(("127.0.0.1", chaos.port)).is_ok());
-    let hook = format!("http://127.0.0.1:{}/webhook", chaos.port);
-    crate::util::wait_for("the webhook registration", || {
-        w.run(&["webhook", "register", "--url", &hook, "-q"]).status.success()
-    });
+    let hosts: Vec<PathBuf> = (0..hosts)
+        .map(|i| {
+            let dir = w.dir.path().join(format!("host-{i}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            dir
+        })
+        .collect();
+    let ports = (0..listeners)
+        .map(|_| (std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port(), None));
+    let mut chaos = Chaos { rng: StdRng::seed_from_u64(seed), listeners: ports.collect(), hosts, kills: 0 };
+    for i in 0..listeners {
+        chaos.start_listener(&w, i);
+        let port = chaos.listeners[i].0;
+        crate::util::wait_for("the listener to answer", || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+        let hook = format!("http://127.0.0.1:{port}/webhook");
+        crate::util::wait_for("the webhook registration", || {
+            w.run(&["webhook", "register", "--url", &hook, "-q"]).status.success()
+        });
+    }
+    let mut restarted = pg.is_none();
 
     w.sandbox.set_faults(Faults {
         error_rate: 0.05,
@@ -135,8 +194,9 @@ fn chaos_campaign_ends_with_every_credit_transferred_exactly_once() {
 
     // The campaign: the invoice timer and the transfer timer tick independently, as systemd
     // runs them; the listener dies now and then.
+    // Read by the test itself: not over while the store cannot be read (Postgres restarting).
     let campaign_over = |w: &World| {
-        let started = w.open_store().campaign().unwrap().map(|c| c.started_at);
+        let started = w.try_open_store().and_then(|s| s.campaign()).ok().flatten().map(|c| c.started_at);
         started.is_some_and(|s| w.sandbox.now() > s + Duration::hours(24))
     };
     let mut slot_issued = [false; 8];
@@ -155,10 +215,12 @@ fn chaos_campaign_ends_with_every_credit_transferred_exactly_once() {
         });
         while !invoices.is_finished() {
             chaos.process_tick(w, 0.15);
-            if chaos.listener.is_some() && chaos.rng.random_bool(0.08) {
-                chaos.kill_listener();
-            } else if chaos.listener.is_none() && chaos.rng.random_bool(0.5) {
-                chaos.start_listener(w);
+            chaos.shake_listeners(w);
+            if !restarted && w.sandbox.now() > start + Duration::hours(12) {
+                // A crash of Postgres (no shutdown checkpoint) and its recovery, mid-campaign.
+                pg.unwrap().pg_cluster("restart");
+                restarted = true;
+                eprintln!("chaos: Postgres restarted at {}", at(w.sandbox.now()));
             }
             std::thread::sleep(StdDuration::from_millis(chaos.rng.random_range(50..350)));
         }
@@ -167,8 +229,11 @@ fn chaos_campaign_ends_with_every_credit_transferred_exactly_once() {
     assert!(slot_issued.iter().all(|s| *s), "every slot was issued: {slot_issued:?} (seed {seed})");
     // After the campaign, the outage ends: the listener stays up and the timer keeps ticking
     // until nothing is left in flight. Dropped webhooks are recovered by reconciliation.
-    if chaos.listener.is_none() {
-        chaos.start_listener(&w);
+    assert!(restarted, "Postgres was restarted during the campaign (seed {seed})");
+    for i in 0..listeners {
+        if chaos.listeners[i].1.is_none() {
+            chaos.start_listener(&w, i);
+        }
     }
     w.sandbox.set_faults(Faults::default());
     let mut settled = false;
@@ -192,7 +257,9 @@ fn chaos_campaign_ends_with_every_credit_transferred_exactly_once() {
         }
         std::thread::sleep(StdDuration::from_millis(100));
     }
-    chaos.kill_listener();
+    for i in 0..listeners {
+        chaos.kill_listener(i);
+    }
     assert!(settled, "the campaign did not settle (seed {seed})");
 
     // 8 batches of 8-12 invoices, no extra invoice.

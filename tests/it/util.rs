@@ -139,8 +139,19 @@ impl World {
         .unwrap()
     }
 
+    /// The same world on another store (a `postgres://` URL): `db` is then the URL.
+    pub fn on_store(mut self, db: &str) -> World {
+        self.db = PathBuf::from(db);
+        self
+    }
+
     pub fn open_store(&self) -> stark_sweep::store::Store {
-        stark_sweep::store::Store::open(&self.db).unwrap()
+        self.try_open_store().unwrap()
+    }
+
+    pub fn try_open_store(&self) -> anyhow::Result<stark_sweep::store::Store> {
+        let at = stark_sweep::store::Location::parse(self.db.to_str().unwrap(), None)?;
+        stark_sweep::store::Store::open(&at)
     }
 }
 
@@ -169,4 +180,48 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
         let value = l.strip_prefix(series)?.strip_prefix(' ')?;
         value.split_whitespace().next()?.parse().ok()
     })
+}
+
+/// The Postgres server `scripts/test` starts for the run (`STARK_SWEEP_TEST_PG_URL`).
+pub fn postgres_admin_url() -> String {
+    std::env::var("STARK_SWEEP_TEST_PG_URL").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| {
+        panic!("STARK_SWEEP_TEST_PG_URL is not set: the Postgres tests need a server; run `scripts/test` (it starts one with scripts/pg-cluster)")
+    })
+}
+
+/// A new, empty database on the server at `admin`; returns its URL.
+pub fn fresh_postgres_db(admin: &str) -> String {
+    let name = format!("it_{}_{:016x}", std::process::id(), rand::random::<u64>());
+    let mut client = postgres::Client::connect(admin, postgres::NoTls).unwrap();
+    client.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+    let root = admin.rsplit_once('/').map_or(admin, |(r, _)| r);
+    format!("{root}/{name}")
+}
+
+/// A Postgres cluster of a test's own (scripts/pg-cluster), for tests that stop or restart it.
+pub struct OwnPostgres {
+    pub dir: tempfile::TempDir,
+    pub url: String,
+}
+
+impl OwnPostgres {
+    pub fn start() -> OwnPostgres {
+        let dir = tempfile::Builder::new().prefix("stark-sweep-pg").tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let out = Command::new(repo().join("scripts/pg-cluster")).arg("start").arg(dir.path()).output().unwrap();
+        assert!(out.status.success(), "scripts/pg-cluster start: {}", stderr(&out));
+        let url = stdout(&out).trim().to_string();
+        OwnPostgres { dir, url }
+    }
+
+    pub fn pg_cluster(&self, what: &str) {
+        let out = Command::new(repo().join("scripts/pg-cluster")).arg(what).arg(self.dir.path()).output().unwrap();
+        assert!(out.status.success(), "scripts/pg-cluster {what}: {}", stderr(&out));
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        let _ = Command::new(repo().join("scripts/pg-cluster")).arg("stop").arg(self.dir.path()).output();
+    }
 }
