@@ -16,6 +16,7 @@ mod issue_invoices;
 mod listeners;
 mod monitoring;
 mod operator;
+mod postgres;
 mod process_events;
 mod properties;
 mod real_systemd;
