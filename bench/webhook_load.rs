@@ -374,7 +374,9 @@ fn start_listener(
 ) -> Result<(Child, SocketAddr), String> {
     // The listener stores only events of its own workspace; with no API credentials here, it
     // must be pinned already (as process-events or issue-invoices would have done).
-    let mut store = stark_sweep::store::Store::open(db).map_err(|e| format!("{e:#}"))?;
+    // `--db` may also be a postgres:// URL (the Postgres backend's intake).
+    let at = stark_sweep::store::Location::parse(&db.to_string_lossy(), None).map_err(|e| format!("{e:#}"))?;
+    let mut store = stark_sweep::store::Store::open(&at).map_err(|e| format!("{e:#}"))?;
     stark_sweep::workspace::pin(&mut store, workspace, "bench", None, chrono::Utc::now())
         .map_err(|e| format!("{e:#}"))?;
     drop(store);
