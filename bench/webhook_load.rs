@@ -452,7 +452,9 @@ fn main() -> Result<(), String> {
     let listener_db = a.db.clone().unwrap_or_else(|| dir.path().join("bench.db"));
     let count_rows = |db: &std::path::Path| -> Result<i64, String> {
         let at = stark_sweep::store::Location::parse(&db.to_string_lossy(), None).map_err(|e| format!("{e:#}"))?;
-        stark_sweep::store::Store::open(&at).and_then(|s| s.count_events()).map_err(|e| format!("{}: {e:#}", db.display()))
+        stark_sweep::store::Store::open(&at)
+            .and_then(|s| s.count_events())
+            .map_err(|e| format!("{}: {e:#}", db.display()))
     };
     // Rows the database held before (an existing one, `--db`): the check counts only new ones.
     let rows_before = if a.db.is_some() { count_rows(&listener_db)? } else { 0 };

@@ -27,6 +27,10 @@ const WRITE_LOCK_KEY: i64 = 0x5354_524B;
 /// temporary failure: exit 75, or 503 for the listener), as SQLite's busy timeout does.
 pub(crate) const LOCK_TIMEOUT_MS: u64 = 10_000;
 
+/// A Postgres session idle this long inside a transaction is ended by the server (its write
+/// lock freed), so a stalled or partitioned host cannot hold every writer up.
+const IDLE_IN_TX_TIMEOUT_MS: u64 = 30_000;
+
 /// A value in or out of a statement.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Value {
@@ -358,8 +362,15 @@ impl Db {
     pub(crate) fn write_tx(&self) -> anyhow::Result<Tx<'_>> {
         self.begin(
             "BEGIN IMMEDIATE",
+            // READ COMMITTED whatever the database's default: each statement after the lock sees
+            // what the previous holder committed (under REPEATABLE READ the snapshot would be
+            // taken before the lock is granted, and the kill switch and limits read stale).
+            // A holder that stalls inside its transaction is cut off by the server instead of
+            // blocking every writer on every host.
             &format!(
-                "BEGIN; SET LOCAL lock_timeout = {LOCK_TIMEOUT_MS}; SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})"
+                "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout = {LOCK_TIMEOUT_MS};
+                 SET LOCAL idle_in_transaction_session_timeout = {IDLE_IN_TX_TIMEOUT_MS};
+                 SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})"
             ),
         )
     }

@@ -34,10 +34,10 @@ impl Location {
         if !is_postgres_url(db) {
             return Ok(Location::Sqlite(PathBuf::from(db)));
         }
+        // The URL is never echoed: a password in it may hold any character.
         let mut config: postgres::Config = db.parse().map_err(|e| {
             anyhow::anyhow!(
-                "the database URL {} is not a Postgres URL it can read: {e}; to fix: postgres://USER@HOST:PORT/DATABASE",
-                redact_url(db)
+                "the postgres:// URL (not shown: it may hold a password) is not one it can read: {e}; to fix: postgres://USER@HOST:PORT/DATABASE, with the password in STARK_SWEEP_DB_PASSWORD_FILE"
             )
         })?;
         let credential = std::env::var_os("CREDENTIALS_DIRECTORY")
@@ -149,23 +149,6 @@ fn shown(c: &postgres::Config) -> String {
     format!("postgres://{user}{}/{}", hosts.join(","), c.get_dbname().unwrap_or(""))
 }
 
-/// A URL with any `user:password@` password replaced by `***` (for errors about a URL that
-/// could not be read).
-fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://").map(|i| i + 3) else { return url.to_string() };
-    let rest = &url[scheme_end..];
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => {
-            let userinfo = &rest[..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            let masked = if userinfo.contains(':') { format!("{user}:***") } else { user.to_string() };
-            format!("{}{masked}{}", &url[..scheme_end], &rest[at..])
-        }
-        None => url.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,8 +175,11 @@ mod tests {
         }
         let Location::Postgres(t) = &from_file else { panic!() };
         assert_eq!(t.config.get_password(), Some(&b"s3cret-from-file"[..]));
-        let bad = Location::parse("postgres://sweep:s3cret@db.internal:notaport/x", None).unwrap_err();
-        assert!(!format!("{bad:#}").contains("s3cret"), "{bad:#}");
+        for bad in ["postgres://sweep:s3cret@db.internal:notaport/x", "postgres://sweep:s3cr/et@db.internal:notaport/x"]
+        {
+            let err = Location::parse(bad, None).unwrap_err();
+            assert!(!format!("{err:#}").contains("s3cr"), "{err:#}");
+        }
         let empty = dir.path().join("empty");
         std::fs::write(&empty, "\n").unwrap();
         assert!(Location::parse("postgres://u@h/db", Some(&empty)).is_err());

@@ -69,6 +69,7 @@ fn tls() -> anyhow::Result<tokio_postgres_rustls::MakeRustlsConnect> {
 /// Applies what is missing of the schema, once, whoever else is starting at the same moment.
 pub(crate) fn migrate(client: &mut postgres::Client) -> anyhow::Result<()> {
     let mut tx = client.transaction()?;
+    tx.batch_execute(&format!("SET LOCAL lock_timeout = {}", super::db::LOCK_TIMEOUT_MS))?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATE_LOCK_KEY])?;
     tx.batch_execute("CREATE TABLE IF NOT EXISTS stark_sweep_schema (version BIGINT NOT NULL)")?;
     let current: i64 = match tx.query_opt("SELECT version FROM stark_sweep_schema", &[])? {
@@ -83,6 +84,9 @@ pub(crate) fn migrate(client: &mut postgres::Client) -> anyhow::Result<()> {
         anyhow::bail!(
             "it was written by a newer stark-sweep (schema {current}, this one knows {known}); to fix: upgrade stark-sweep"
         );
+    }
+    if current == known {
+        return Ok(());
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
         tx.batch_execute(sql).with_context(|| format!("applying Postgres schema {}", i + 1))?;
@@ -191,8 +195,16 @@ fn holder_id() -> String {
 /// configuration mistake (exit 78): authentication, a database or role that does not exist.
 pub(crate) fn classify(e: &postgres::Error) -> Option<super::ErrorClass> {
     let Some(code) = e.code() else {
-        // No SQLSTATE: the connection itself failed (refused, reset, timed out, closed).
-        return Some(super::ErrorClass::Temporary);
+        // No SQLSTATE: temporary only when the connection itself failed (refused, reset, timed
+        // out, closed); a value that does not convert is a bug (exit 1), a missing password or
+        // TLS that the server lacks a configuration mistake.
+        let io = std::error::Error::source(e).is_some_and(|s| s.downcast_ref::<std::io::Error>().is_some());
+        if e.is_closed() || io {
+            return Some(super::ErrorClass::Temporary);
+        }
+        let text = e.to_string();
+        return (text.contains("password") || text.contains("TLS") || text.contains("tls"))
+            .then_some(super::ErrorClass::Config);
     };
     let code = code.code();
     if code.starts_with("08")

@@ -754,14 +754,20 @@ impl Store {
                 out.claimed.push(s.clone());
                 continue;
             }
+            // Only a credit still in play is claimed for: one that went to attention (a
+            // reversal, a return) since the run planned this send stays where it is.
+            let in_play = tx.execute(
+                "UPDATE credits SET state = 'open', limit_approved = 0,
+                    reason = CASE WHEN state = 'held' THEN NULL ELSE reason END
+                 WHERE invoice_id = ?1 AND state IN ('open', 'held')",
+                params![&s.invoice_id],
+            )?;
+            if in_play == 0 {
+                continue;
+            }
             tx.execute(
                 "INSERT INTO sends (external_id, invoice_id, attempt, amount, claimed_at, target) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![s.external_id, s.invoice_id, s.attempt, s.amount, s.claimed_at, s.target],
-            )?;
-            tx.execute(
-                "UPDATE credits SET state = 'open', limit_approved = 0,
-                    reason = CASE WHEN state = 'held' THEN NULL ELSE reason END WHERE invoice_id = ?1",
-                params![&s.invoice_id],
             )?;
             window = after.unwrap_or(window);
             out.claimed.push(s.clone());
@@ -1065,6 +1071,21 @@ mod tests {
         store.upsert_transfers(&[transfer("t1", "success", "2026-01-01T00:00:02+00:00")]).unwrap();
         store.upsert_transfers(&[transfer("t1", "processing", "2026-01-01T00:00:03+00:00")]).unwrap();
         assert_eq!(store.transfers_for("i1").unwrap()[0].status, "success");
+    }
+
+    /// A plan made before its credit went to attention (a reversal applied by another run in
+    /// between, on another host) claims nothing and leaves the credit where it is.
+    #[test]
+    fn a_stale_plan_never_reopens_a_credit_in_attention() {
+        let (_d, mut store) = temp_store();
+        credit_row(&store);
+        store.set_credit_state("i1", CreditState::Attention, Some("reversed")).unwrap();
+        let limits = OutflowLimits { max_transfer: 1_000_000, max_24h: 1_000_000 };
+        let now = crate::starkbank::time::parse("2026-01-01T00:00:00+00:00").unwrap();
+        let out = store.claim_sends_within(&[send("x1", 1)], &[], &limits, now).unwrap();
+        assert!(out.claimed.is_empty(), "{out:?}");
+        assert!(store.sends().unwrap().is_empty());
+        assert_eq!(store.credit("i1").unwrap().unwrap().state, CreditState::Attention);
     }
 
     #[test]
