@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 
 /// The systemd credential that carries the Postgres password (`LoadCredential=db-password:...`).
-pub const PASSWORD_CREDENTIAL: &str = "db-password";
+const PASSWORD_CREDENTIAL: &str = "db-password";
 
 #[derive(Clone)]
 pub enum Location {
@@ -123,7 +123,7 @@ impl From<&Location> for Location {
     }
 }
 
-pub fn is_postgres_url(s: &str) -> bool {
+fn is_postgres_url(s: &str) -> bool {
     let lower = s.trim_start().to_ascii_lowercase();
     lower.starts_with("postgres://") || lower.starts_with("postgresql://")
 }

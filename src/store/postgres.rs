@@ -18,11 +18,11 @@ use anyhow::Context as _;
 use super::location::PgTarget;
 
 /// How long connecting may take when the URL does not say (`connect_timeout=`).
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A request the server never acknowledges fails after this (TCP_USER_TIMEOUT).
 const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
 /// A lease outlives its holder's death by at most this.
-pub const LEASE_SECONDS: u64 = 60;
+const LEASE_SECONDS: u64 = 60;
 /// How often a live holder renews its lease.
 const LEASE_RENEW: Duration = Duration::from_secs(15);
 /// The advisory lock key of schema changes ("STRM").

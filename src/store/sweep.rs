@@ -275,6 +275,18 @@ pub fn target_key(bank_code: &str, branch_code: &str, account_number: &str, tax_
     format!("{}/{}/{}/{digits}", bank_code.trim(), branch_code.trim(), account_number.trim())
 }
 
+/// An `InvoiceState` from `id, status, amount, nominal_amount, fee, last_log_at`.
+pub(super) fn invoice_from_row(r: &Row) -> anyhow::Result<InvoiceState> {
+    Ok(InvoiceState {
+        id: r.get(0)?,
+        status: r.get(1)?,
+        amount: r.get(2)?,
+        nominal_amount: r.get(3)?,
+        fee: r.get(4)?,
+        log_at: r.get(5)?,
+    })
+}
+
 pub(super) fn credit_from_row(r: &Row) -> anyhow::Result<Credit> {
     Ok(Credit {
         invoice_id: r.get(0)?,
@@ -872,16 +884,7 @@ impl Store {
             "SELECT i.id, i.status, i.amount, i.nominal_amount, i.fee, i.last_log_at FROM invoices i
              WHERE EXISTS (SELECT 1 FROM invoice_drafts d WHERE d.invoice_id = i.id) ORDER BY i.id",
             params![],
-            |r| {
-                Ok(InvoiceState {
-                    id: r.get(0)?,
-                    status: r.get(1)?,
-                    amount: r.get(2)?,
-                    nominal_amount: r.get(3)?,
-                    fee: r.get(4)?,
-                    log_at: r.get(5)?,
-                })
-            },
+            invoice_from_row,
         )?;
         Ok(rows)
     }

@@ -160,16 +160,7 @@ impl Store {
             .query_row(
                 "SELECT id, status, amount, nominal_amount, fee, last_log_at FROM invoices WHERE id = ?1",
                 params![inv],
-                |r| {
-                    Ok(InvoiceState {
-                        id: r.get(0)?,
-                        status: r.get(1)?,
-                        amount: r.get(2)?,
-                        nominal_amount: r.get(3)?,
-                        fee: r.get(4)?,
-                        log_at: r.get(5)?,
-                    })
-                },
+                super::sweep::invoice_from_row,
             )
             .optional()?;
         h.events = tx.query_map(
