@@ -53,7 +53,7 @@ pub struct GlobalArgs {
 }
 
 /// The state a subcommand reads or writes, and its business clock.
-#[derive(Debug, Clone, Default, Args)]
+#[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "State")]
 pub struct StoreArgs {
     /// The store: a SQLite file, or a postgres:// URL (several hosts share one Postgres)
@@ -64,10 +64,20 @@ pub struct StoreArgs {
     /// out of the URL, the command line and the logs
     #[arg(long, env = "STARK_SWEEP_DB_PASSWORD_FILE", value_name = "PATH")]
     pub db_password_file: Option<PathBuf>,
+    /// On Postgres: how long a job's lease (one issue-invoices, one sweep across all hosts)
+    /// outlives a run that died; a live run renews it every quarter of this
+    #[arg(long, env = "STARK_SWEEP_LEASE_SECONDS", value_name = "SECS", default_value_t = crate::store::DEFAULT_LEASE_SECONDS)]
+    pub lease_seconds: u64,
     /// Business clock override (RFC 3339) for drills and tests: campaign window, slots, due dates.
     /// Request signing always uses the real clock.
     #[arg(long, env = "STARK_SWEEP_NOW", value_name = "RFC3339")]
     pub now: Option<String>,
+}
+
+impl Default for StoreArgs {
+    fn default() -> Self {
+        StoreArgs { db: None, db_password_file: None, lease_seconds: crate::store::DEFAULT_LEASE_SECONDS, now: None }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

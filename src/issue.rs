@@ -25,7 +25,7 @@ use crate::error;
 use crate::people;
 use crate::starkbank::resources::{ListFilter, NewInvoice};
 use crate::starkbank::{ApiError, Client, time};
-use crate::store::{CampaignRow, Draft, SlotRow, SlotState, Store};
+use crate::store::{CampaignRow, Draft, RunLock, SlotRow, SlotState, Store};
 
 /// A sanity bound for configured amounts: R$ 1.000.000,00 (Stark Bank's real limit is undocumented).
 const MAX_INVOICE_CENTS: i64 = 100_000_000;
@@ -298,7 +298,7 @@ fn issue_slot(
     now: DateTime<Utc>,
     earlier_failures: &mut Vec<anyhow::Error>,
 ) -> anyhow::Result<(Option<CampaignRow>, Outcome)> {
-    let Some(_lock) = store.try_run_lock("issue-invoices")? else {
+    let Some(lock) = store.try_run_lock("issue-invoices")? else {
         return Ok((store.campaign()?, Outcome::Busy));
     };
     // The credentials must act on this database's workspace (pinned the first time it can be
@@ -354,7 +354,7 @@ fn issue_slot(
         }
         log::info!(slot = earlier + 1; "completing slot {}, left unfinished by an earlier run", earlier + 1);
         let drafts = store.drafts(earlier)?;
-        if let Err(e) = complete_slot(client, store, plan, &campaign, earlier, drafts, now) {
+        if let Err(e) = complete_slot(client, store, &lock, plan, &campaign, earlier, drafts, now) {
             log::error!(slot = earlier + 1; "slot {} is still unfinished: {}", earlier + 1, error::one_line(&e));
             earlier_failures.push(e);
         }
@@ -396,7 +396,7 @@ fn issue_slot(
             drafts
         }
     };
-    let created_now = complete_slot(client, store, plan, &campaign, slot, drafts, now)?;
+    let created_now = complete_slot(client, store, &lock, plan, &campaign, slot, drafts, now)?;
     let drafts = store.drafts(slot)?;
     // The first invoices of a new workspace make the first events: learn the workspace now, so
     // the listener can tell our events from any other workspace's from the start.
@@ -417,9 +417,17 @@ fn issue_slot(
 
 /// Makes every draft of a claimed slot exist at Stark Bank exactly once. Returns how many
 /// invoices this run created.
+///
+/// Invoices carry no idempotency key at Stark Bank, so two runs must never send the same
+/// drafts: the run lock keeps a second run out, and where it cannot be trusted (a Postgres
+/// lease can expire under a run that stalled), each attempt is a compare-and-set on the slot's
+/// attempt number and its in-flight window, on the database's clock. A run that lost the race,
+/// its lease, or too much time between starting its attempt and sending, sends nothing.
+#[allow(clippy::too_many_arguments)]
 fn complete_slot(
     client: &Client,
     store: &mut Store,
+    lock: &RunLock,
     plan: &Plan,
     campaign: &CampaignRow,
     slot: u32,
@@ -434,16 +442,16 @@ fn complete_slot(
     }
     // A request sent earlier may still be processed by Stark Bank (its client timed out, or the
     // process died waiting): a lookup could miss what it is creating, so create nothing yet.
-    let real_now = Utc::now();
-    if let Some(until) = store.slot_in_flight_until(slot)?
-        && until > real_now
+    let Some(seen) = store.slot_attempt(slot)? else { anyhow::bail!("slot {human} is not claimed") };
+    if let Some(until) = seen.in_flight_until
+        && until > seen.db_now
     {
         return Err(error::temporary(format!(
             "slot {human}: the create request sent earlier may still be processed by Stark Bank until {}; nothing is created before then, and the first run after it looks the slot's invoices up by tag",
             time::format_secs(until)
         )));
     }
-    let resumed = store.slot_attempted(slot)?;
+    let resumed = seen.attempted;
     if resumed {
         // An earlier attempt may have created some or all of them: find them by tag first.
         let found =
@@ -483,10 +491,18 @@ fn complete_slot(
             d.due = fresh_due.clone();
         }
     }
-    let in_flight_until = real_now
-        + Duration::from_std(client.config().timeout).unwrap_or_else(|_| Duration::seconds(60))
-        + plan.in_flight_margin;
-    store.mark_slot_attempted(slot, now, in_flight_until)?;
+    if !lock.is_held() {
+        return Err(lease_lost(human));
+    }
+    let request_timeout = Duration::from_std(client.config().timeout).unwrap_or_else(|_| Duration::seconds(60));
+    let Some((attempt, in_flight_until)) =
+        store.begin_slot_attempt(slot, seen.attempt, now, request_timeout + plan.in_flight_margin)?
+    else {
+        return Err(error::temporary(format!(
+            "slot {human}: another run started creating its invoices at the same moment; this run sent nothing, and the next run completes the slot by tag"
+        )));
+    };
+    let started = std::time::Instant::now();
     let batch: Vec<NewInvoice> = missing
         .iter()
         .map(|d| NewInvoice {
@@ -500,10 +516,28 @@ fn complete_slot(
         .collect();
     // Stark Bank's answer may echo the payers it refused: never their names or tax ids further.
     let payers = crate::starkbank::redact::Redactor::new(missing.iter().map(|d| d.name.clone()));
+    // The window counts from the attempt's start, and the request may take its whole timeout:
+    // a run that stalled here for most of the margin could still be sending when the window
+    // closes and another run looks the slot up. It sends nothing, and the slot waits. (A zero
+    // margin, for drills, asks for no such protection.)
+    let stalled = plan.in_flight_margin > Duration::zero()
+        && Duration::from_std(started.elapsed()).unwrap_or(Duration::MAX) > plan.in_flight_margin / 2;
+    if stalled || !lock.is_held() {
+        return Err(if stalled {
+            error::temporary(format!(
+                "slot {human}: this run stalled between starting its attempt and sending it; it sent nothing, and the first run after {} looks the slot's invoices up by tag",
+                time::format_secs(in_flight_until)
+            ))
+        } else {
+            lease_lost(human)
+        });
+    }
     let answer = client.create_invoices(&batch).map_err(|e| e.redacted(&payers));
     // Any answer means Stark Bank is done with the request; only silence keeps it in flight.
-    if !matches!(answer, Err(ApiError::OutcomeUnknown { answered: false, .. })) {
-        store.clear_in_flight(slot)?;
+    // What it created is recorded first: should the store fail between the two, the slot is
+    // complete already, or its window keeps it until a lookup finds the rest.
+    if !matches!(answer, Ok(_) | Err(ApiError::OutcomeUnknown { answered: false, .. })) {
+        store.clear_in_flight(slot, attempt)?;
     }
     match answer {
         Ok(created) => {
@@ -518,6 +552,7 @@ fn complete_slot(
                 }
             }
             let complete = store.record_invoices(slot, &ids, now)?;
+            store.clear_in_flight(slot, attempt)?;
             for (draft_key, invoice_id) in &ids {
                 log::info!(
                     invoice_id = invoice_id.as_str(), slot = human, draft_key = draft_key.as_str();
@@ -536,7 +571,7 @@ fn complete_slot(
         Err(e @ ApiError::Rejected { .. }) if !resumed => {
             // The whole request was refused, so nothing was created: forget the claim, so the
             // next run (a transient refusal) or a corrected configuration issues this slot.
-            store.abandon_slot(slot)?;
+            store.abandon_slot(slot, attempt)?;
             Err(anyhow::Error::new(e).context(format!("issuing slot {human}")))
         }
         Err(e @ ApiError::Rejected { .. }) => match crate::starkbank::answers::invoice_refusal(&e) {
@@ -567,6 +602,13 @@ fn complete_slot(
             Err(anyhow::Error::new(e).context(what))
         }
     }
+}
+
+/// The run's lease on `issue-invoices` may have passed to another host: stop before sending.
+fn lease_lost(human: u32) -> anyhow::Error {
+    error::temporary(format!(
+        "slot {human}: this run lost its issue-invoices lease (the database did not answer its renewals in time), so another run may be completing the slot; this run sent nothing more, and the next run completes it by tag"
+    ))
 }
 
 /// Where a campaign stands at a moment.

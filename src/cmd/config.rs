@@ -19,7 +19,9 @@ use crate::sweep;
 pub fn db_location(store: &StoreArgs) -> anyhow::Result<Location> {
     match &store.db {
         Some(db) => Location::parse(db, store.db_password_file.as_deref())
-            .map_err(|e| error::config(format!("STARK_SWEEP_DB (--db): {}", error::one_line(&e)))),
+            .map_err(|e| error::config(format!("STARK_SWEEP_DB (--db): {}", error::one_line(&e))))?
+            .with_lease_seconds(store.lease_seconds)
+            .map_err(|e| error::config(format!("STARK_SWEEP_LEASE_SECONDS (--lease-seconds): {e}"))),
         None => Ok(Location::Sqlite(default_db_path())),
     }
 }

@@ -56,6 +56,16 @@ pub enum SlotState {
 }
 
 /// Slot-level summary for `status`.
+/// A claimed slot's create attempts: how many started, whether any did, and until when the
+/// last one's request may still be processed by Stark Bank, next to the database's clock now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotAttempt {
+    pub attempt: i64,
+    pub attempted: bool,
+    pub in_flight_until: Option<DateTime<Utc>>,
+    pub db_now: DateTime<Utc>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SlotRow {
     pub slot: u32,
@@ -212,44 +222,58 @@ impl Store {
         Ok(missing == 0)
     }
 
-    /// Whether a create request was ever sent for this slot.
-    pub fn slot_attempted(&self, slot: u32) -> anyhow::Result<bool> {
-        let at: Option<Option<String>> = self
+    /// Where the slot's create attempts stand, with the database's clock to compare
+    /// `in_flight_until` against (the same clock for every host). `None`: the slot is not claimed.
+    pub fn slot_attempt(&self, slot: u32) -> anyhow::Result<Option<SlotAttempt>> {
+        let row = self
             .db
-            .query_row("SELECT attempted_at FROM slots WHERE slot = ?1", params![slot], |r| r.get(0))
+            .query_row("SELECT attempt, attempted_at, in_flight_until FROM slots WHERE slot = ?1", params![slot], |r| {
+                Ok((r.get::<i64>(0)?, r.get::<Option<String>>(1)?, r.get::<Option<String>>(2)?))
+            })
             .optional()?;
-        Ok(matches!(at, Some(Some(_))))
+        let Some((attempt, attempted_at, until)) = row else { return Ok(None) };
+        Ok(Some(SlotAttempt {
+            attempt,
+            attempted: attempted_at.is_some(),
+            in_flight_until: until.map(|t| parse_ts(&t)).transpose()?,
+            db_now: self.db.clock()?,
+        }))
     }
 
-    /// Recorded durably before the create request leaves, so a crash mid-request is known:
-    /// `in_flight_until` (real time) is when the request can no longer be processed by Stark
-    /// Bank (its timeout plus a margin); until then nothing more is created for the slot.
-    pub fn mark_slot_attempted(
+    /// Starts attempt `seen + 1` of creating the slot's invoices, recorded durably before the
+    /// request leaves, so a crash mid-request is known. A compare-and-set: it happens only if
+    /// no other run started an attempt since this one read `seen`, and no earlier request may
+    /// still be processed by Stark Bank. Returns the attempt and its `in_flight_until`
+    /// (`window` after now, on the database's clock): until then nothing more is created for
+    /// the slot. `None`: another run got there first; this one must send nothing.
+    pub fn begin_slot_attempt(
         &mut self,
         slot: u32,
+        seen: i64,
         now: DateTime<Utc>,
-        in_flight_until: DateTime<Utc>,
-    ) -> anyhow::Result<()> {
+        window: chrono::Duration,
+    ) -> anyhow::Result<Option<(i64, DateTime<Utc>)>> {
+        let tx = self.write_tx()?;
+        let db_now = tx.clock()?;
+        let until = db_now + window;
+        let started = tx.execute(
+            "UPDATE slots SET attempt = attempt + 1, attempted_at = ?3, in_flight_until = ?4
+             WHERE slot = ?1 AND attempt = ?2 AND issued_at IS NULL
+               AND (in_flight_until IS NULL OR in_flight_until <= ?5)",
+            params![slot, seen, ts(now), ts(until), ts(db_now)],
+        )?;
+        tx.commit()?;
+        Ok((started == 1).then_some((seen + 1, until)))
+    }
+
+    /// Stark Bank answered attempt `attempt`'s request (whatever it said): it is done with it.
+    /// A later attempt's window is left alone.
+    pub fn clear_in_flight(&mut self, slot: u32, attempt: i64) -> anyhow::Result<()> {
         self.db.execute(
-            "UPDATE slots SET attempted_at = ?2, in_flight_until = ?3 WHERE slot = ?1",
-            params![slot, ts(now), ts(in_flight_until)],
+            "UPDATE slots SET in_flight_until = NULL WHERE slot = ?1 AND attempt = ?2",
+            params![slot, attempt],
         )?;
         Ok(())
-    }
-
-    /// Stark Bank answered the create request (whatever it said): it is done with it.
-    pub fn clear_in_flight(&mut self, slot: u32) -> anyhow::Result<()> {
-        self.db.execute("UPDATE slots SET in_flight_until = NULL WHERE slot = ?1", params![slot])?;
-        Ok(())
-    }
-
-    /// Until when a create request of this slot may still be processed, if one may.
-    pub fn slot_in_flight_until(&self, slot: u32) -> anyhow::Result<Option<DateTime<Utc>>> {
-        let at: Option<Option<String>> = self
-            .db
-            .query_row("SELECT in_flight_until FROM slots WHERE slot = ?1", params![slot], |r| r.get(0))
-            .optional()?;
-        at.flatten().map(|t| parse_ts(&t)).transpose()
     }
 
     /// A permanent refusal of a slot whose earlier attempt may have created invoices: it is not
@@ -278,11 +302,18 @@ impl Store {
         Ok(())
     }
 
-    /// Forgets a claim whose create request Stark Bank refused outright (so nothing exists);
-    /// forgets the campaign too when this was its only slot, so the next run starts it afresh.
-    pub fn abandon_slot(&mut self, slot: u32) -> anyhow::Result<()> {
+    /// Forgets a claim whose create request (attempt `attempt`, its first) Stark Bank refused
+    /// outright, so nothing exists; forgets the campaign too when this was its only slot, so
+    /// the next run starts it afresh. Refused when another attempt started since.
+    pub fn abandon_slot(&mut self, slot: u32, attempt: i64) -> anyhow::Result<()> {
         // Reads then writes: take the write lock first (see `migrate`).
         let tx = self.write_tx()?;
+        let current: Option<i64> =
+            tx.query_row("SELECT attempt FROM slots WHERE slot = ?1", params![slot], |r| r.get(0)).optional()?;
+        anyhow::ensure!(
+            current == Some(attempt),
+            "slot {slot} had another create attempt since this one; it is not abandoned"
+        );
         let with_ids: i64 = tx.query_row(
             "SELECT COUNT(*) FROM invoice_drafts WHERE slot = ?1 AND invoice_id IS NOT NULL",
             params![slot],
@@ -354,15 +385,67 @@ mod tests {
         assert!(!store.record_invoices(0, &[("k0-0".into(), "i1".into())], Utc::now()).unwrap());
         assert!(store.record_invoices(0, &[("k0-1".into(), "i2".into())], Utc::now()).unwrap());
         assert!(matches!(store.slot_state(0).unwrap(), SlotState::Issued { .. }));
-        assert!(store.abandon_slot(0).is_err(), "issued slots are never forgotten");
+        assert!(store.abandon_slot(0, 0).is_err(), "issued slots are never forgotten");
     }
 
     #[test]
     fn abandoning_the_only_slot_forgets_the_campaign() {
         let (_d, mut store) = temp_store();
         store.claim_slot(&campaign(), &[draft(0, 0)], Utc::now()).unwrap();
-        store.abandon_slot(0).unwrap();
+        let seen = store.slot_attempt(0).unwrap().unwrap().attempt;
+        let (mine, _) = store.begin_slot_attempt(0, seen, Utc::now(), chrono::Duration::seconds(60)).unwrap().unwrap();
+        assert!(store.abandon_slot(0, seen).is_err(), "only the attempt that was refused abandons");
+        store.abandon_slot(0, mine).unwrap();
         assert_eq!(store.campaign().unwrap(), None);
         assert_eq!(store.slot_state(0).unwrap(), SlotState::Free);
+    }
+
+    #[test]
+    fn two_runs_that_read_the_same_attempt_cannot_both_start_one() {
+        let (_d, mut store) = temp_store();
+        store.claim_slot(&campaign(), &[draft(0, 0)], Utc::now()).unwrap();
+        let first = store.slot_attempt(0).unwrap().unwrap();
+        let second = store.slot_attempt(0).unwrap().unwrap();
+        assert_eq!((first.attempt, first.attempted, first.in_flight_until), (0, false, None));
+        let window = chrono::Duration::seconds(60);
+        let (mine, until) = store.begin_slot_attempt(0, first.attempt, Utc::now(), window).unwrap().unwrap();
+        assert_eq!(mine, 1);
+        assert!(until > first.db_now, "the window is on the database's clock");
+        // The run that read the same state (its lease expired, it stalled) sends nothing...
+        assert_eq!(store.begin_slot_attempt(0, second.attempt, Utc::now(), window).unwrap(), None);
+        // ...not even once the first attempt's answer closed its window.
+        store.clear_in_flight(0, mine).unwrap();
+        assert_eq!(store.begin_slot_attempt(0, second.attempt, Utc::now(), window).unwrap(), None);
+        // A run that reads afresh sees the attempt, and starts the next one.
+        let fresh = store.slot_attempt(0).unwrap().unwrap();
+        assert!(fresh.attempted && fresh.in_flight_until.is_none());
+        assert_eq!(store.begin_slot_attempt(0, fresh.attempt, Utc::now(), window).unwrap().map(|a| a.0), Some(2));
+    }
+
+    #[test]
+    fn no_attempt_starts_while_an_earlier_request_may_be_in_flight() {
+        let (_d, mut store) = temp_store();
+        store.claim_slot(&campaign(), &[draft(0, 0)], Utc::now()).unwrap();
+        let seen = store.slot_attempt(0).unwrap().unwrap();
+        let (mine, _) =
+            store.begin_slot_attempt(0, seen.attempt, Utc::now(), chrono::Duration::hours(1)).unwrap().unwrap();
+        // Read afresh, the number matches, but the window is open: refused until it closes.
+        let now = store.slot_attempt(0).unwrap().unwrap();
+        assert!(now.in_flight_until.is_some_and(|u| u > now.db_now));
+        assert_eq!(store.begin_slot_attempt(0, now.attempt, Utc::now(), chrono::Duration::hours(1)).unwrap(), None);
+        // An older attempt's answer does not close a newer attempt's window.
+        store.clear_in_flight(0, mine - 1).unwrap();
+        assert!(store.slot_attempt(0).unwrap().unwrap().in_flight_until.is_some());
+        // A window that has passed lets the next attempt start.
+        let past = chrono::Duration::seconds(-1);
+        store.clear_in_flight(0, mine).unwrap();
+        let again = store.slot_attempt(0).unwrap().unwrap();
+        let (next, _) = store.begin_slot_attempt(0, again.attempt, Utc::now(), past).unwrap().unwrap();
+        let after = store.slot_attempt(0).unwrap().unwrap();
+        assert_eq!(store.begin_slot_attempt(0, after.attempt, Utc::now(), past).unwrap().map(|a| a.0), Some(next + 1));
+        // An issued slot starts no attempt at all.
+        store.record_invoices(0, &[("k0-0".into(), "i1".into())], Utc::now()).unwrap();
+        let issued = store.slot_attempt(0).unwrap().unwrap();
+        assert_eq!(store.begin_slot_attempt(0, issued.attempt, Utc::now(), past).unwrap(), None);
     }
 }

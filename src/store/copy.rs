@@ -15,7 +15,7 @@ use super::db::{Db, Value, params};
 /// (the copy pages through it).
 const TABLES: &[(&str, &[&str])] = &[
     ("campaign", &["id", "tag", "started_at", "length_seconds", "slot_seconds"]),
-    ("slots", &["slot", "claimed_at", "attempted_at", "issued_at", "in_flight_until", "failed_reason"]),
+    ("slots", &["slot", "claimed_at", "attempted_at", "issued_at", "in_flight_until", "failed_reason", "attempt"]),
     (
         "invoice_drafts",
         &["draft_key", "slot", "position", "name", "tax_id", "amount", "due", "expiration", "tags", "invoice_id"],

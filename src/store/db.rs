@@ -212,25 +212,45 @@ pub(crate) enum Dialect {
     Postgres,
 }
 
-/// A Postgres connection with its prepared statements, keyed by the SQLite spelling. A
-/// connection found closed between transactions (the server restarted, a network cut) is
-/// opened again before the next statement; one that closes inside a transaction fails it.
+/// A Postgres connection with its prepared statements, keyed by the SQLite spelling.
+///
+/// Between transactions, a connection found closed (the server restarted, a network cut) is
+/// opened again, also when a statement is the first to find it closed: that statement is run
+/// once more on the new connection, since nothing of it took effect (statements outside a
+/// transaction are reads, and `BEGIN`). Inside a transaction, a failed statement fails the
+/// transaction: `commit` then reports it, instead of Postgres' silent rollback.
 pub(crate) struct PgConn {
     client: postgres::Client,
     statements: HashMap<String, postgres::Statement>,
     target: super::location::PgTarget,
+    /// A statement of the open transaction failed.
+    failed: bool,
 }
 
 impl PgConn {
-    fn client(&mut self, in_tx: bool) -> anyhow::Result<&mut postgres::Client> {
-        if self.client.is_closed() && !in_tx {
-            self.client = super::postgres::connect(&self.target)?;
-            self.statements.clear();
+    /// Runs `f` on the connection, as the type's comment says; errors name the database.
+    fn run<R>(&mut self, in_tx: bool, mut f: impl FnMut(&mut Self) -> Result<R, postgres::Error>) -> anyhow::Result<R> {
+        let mut again = !in_tx;
+        loop {
+            if self.client.is_closed() && !in_tx {
+                self.client = super::postgres::connect(&self.target)?;
+                self.statements.clear();
+            }
+            match f(self) {
+                Ok(r) => return Ok(r),
+                Err(e) if again && self.client.is_closed() => {
+                    log::info!("the database connection was closed ({e}); reconnecting to {:?}", self.target);
+                    again = false;
+                }
+                Err(e) => {
+                    self.failed |= in_tx;
+                    return Err(anyhow::Error::new(e).context(format!("the database {:?}", self.target)));
+                }
+            }
         }
-        Ok(&mut self.client)
     }
 
-    fn statement(&mut self, sql: &str) -> anyhow::Result<postgres::Statement> {
+    fn statement(&mut self, sql: &str) -> Result<postgres::Statement, postgres::Error> {
         if let Some(s) = self.statements.get(sql) {
             return Ok(s.clone());
         }
@@ -241,26 +261,37 @@ impl PgConn {
 }
 
 pub(crate) enum Db {
-    Sqlite(rusqlite::Connection),
-    Postgres { conn: Box<RefCell<PgConn>>, in_tx: Cell<bool> },
+    /// `failed`: a statement of the open transaction failed (see `PgConn`).
+    Sqlite {
+        conn: rusqlite::Connection,
+        failed: Cell<bool>,
+    },
+    Postgres {
+        conn: Box<RefCell<PgConn>>,
+        in_tx: Cell<bool>,
+    },
 }
 
 impl Db {
+    pub(crate) fn on_sqlite(conn: rusqlite::Connection) -> Self {
+        Db::Sqlite { conn, failed: Cell::new(false) }
+    }
+
     pub(crate) fn postgres(client: postgres::Client, target: super::location::PgTarget) -> Self {
-        let conn = PgConn { client, statements: HashMap::new(), target };
+        let conn = PgConn { client, statements: HashMap::new(), target, failed: false };
         Db::Postgres { conn: Box::new(RefCell::new(conn)), in_tx: Cell::new(false) }
     }
 
     pub(crate) fn dialect(&self) -> Dialect {
         match self {
-            Db::Sqlite(_) => Dialect::Sqlite,
+            Db::Sqlite { .. } => Dialect::Sqlite,
             Db::Postgres { .. } => Dialect::Postgres,
         }
     }
 
     pub(crate) fn sqlite(&self) -> Option<&rusqlite::Connection> {
         match self {
-            Db::Sqlite(c) => Some(c),
+            Db::Sqlite { conn: c, .. } => Some(c),
             Db::Postgres { .. } => None,
         }
     }
@@ -268,8 +299,25 @@ impl Db {
     #[cfg(test)]
     pub(crate) fn sqlite_mut(&mut self) -> Option<&mut rusqlite::Connection> {
         match self {
-            Db::Sqlite(c) => Some(c),
+            Db::Sqlite { conn: c, .. } => Some(c),
             Db::Postgres { .. } => None,
+        }
+    }
+
+    /// The database's clock: the server's on Postgres (one clock for every host), this
+    /// machine's for a SQLite file (only this machine opens it).
+    pub(crate) fn clock(&self) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
+        match self {
+            Db::Sqlite { .. } => Ok(chrono::Utc::now()),
+            Db::Postgres { .. } => {
+                let micros: i64 = self.query_row(
+                    "SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000 AS BIGINT)",
+                    params![],
+                    |r| r.get(0),
+                )?;
+                chrono::DateTime::from_timestamp_micros(micros)
+                    .ok_or_else(|| anyhow::anyhow!("the database's clock says {micros} µs since 1970"))
+            }
         }
     }
 
@@ -277,10 +325,10 @@ impl Db {
     /// statement on Postgres takes the write lock for itself (as SQLite's autocommit does).
     pub(crate) fn execute(&self, sql: &str, params: &[Value]) -> anyhow::Result<usize> {
         match self {
-            Db::Sqlite(c) => {
+            Db::Sqlite { conn: c, failed } => sqlite_run(c, failed, || {
                 let mut stmt = c.prepare_cached(sql)?;
-                Ok(stmt.execute(rusqlite::params_from_iter(params.iter()))?)
-            }
+                stmt.execute(rusqlite::params_from_iter(params.iter()))
+            }),
             Db::Postgres { conn, in_tx } => {
                 if !in_tx.get() {
                     let tx = self.write_tx()?;
@@ -288,10 +336,12 @@ impl Db {
                     tx.commit()?;
                     return Ok(n);
                 }
-                let mut pg = conn.borrow_mut();
-                pg.client(true)?;
-                let stmt = pg.statement(sql)?;
-                Ok(pg.client.execute(&stmt, &pg_params(params))? as usize)
+                conn.borrow_mut()
+                    .run(true, |pg| {
+                        let stmt = pg.statement(sql)?;
+                        pg.client.execute(&stmt, &pg_params(params))
+                    })
+                    .map(|n| n as usize)
             }
         }
     }
@@ -300,9 +350,9 @@ impl Db {
     #[cfg(test)]
     pub(crate) fn execute_batch(&self, sql: &str) -> anyhow::Result<()> {
         match self {
-            Db::Sqlite(c) => Ok(c.execute_batch(sql)?),
+            Db::Sqlite { conn: c, .. } => Ok(c.execute_batch(sql)?),
             Db::Postgres { conn, in_tx } => {
-                Ok(conn.borrow_mut().client(in_tx.get())?.batch_execute(&postgres_sql(sql))?)
+                conn.borrow_mut().run(in_tx.get(), |pg| pg.client.batch_execute(&postgres_sql(sql)))
             }
         }
     }
@@ -315,23 +365,24 @@ impl Db {
         mut f: impl FnMut(&Row) -> anyhow::Result<T>,
     ) -> anyhow::Result<Vec<T>> {
         match self {
-            Db::Sqlite(c) => {
-                let mut stmt = c.prepare_cached(sql)?;
-                let width = stmt.column_count();
-                let mut rows = stmt.query(rusqlite::params_from_iter(params.iter()))?;
-                let mut out = Vec::new();
-                while let Some(r) = rows.next()? {
-                    let values = (0..width).map(|i| r.get_ref(i).map(from_sqlite)).collect::<Result<_, _>>()?;
-                    out.push(f(&Row { values })?);
-                }
-                Ok(out)
+            Db::Sqlite { conn: c, failed } => {
+                let rows = sqlite_run(c, failed, || {
+                    let mut stmt = c.prepare_cached(sql)?;
+                    let width = stmt.column_count();
+                    let mut rows = stmt.query(rusqlite::params_from_iter(params.iter()))?;
+                    let mut out = Vec::new();
+                    while let Some(r) = rows.next()? {
+                        out.push((0..width).map(|i| r.get_ref(i).map(from_sqlite)).collect::<Result<_, _>>()?);
+                    }
+                    Ok(out)
+                })?;
+                rows.into_iter().map(|values| f(&Row { values })).collect()
             }
             Db::Postgres { conn, in_tx } => {
-                let mut pg = conn.borrow_mut();
-                pg.client(in_tx.get())?;
-                let stmt = pg.statement(sql)?;
-                let rows = pg.client.query(&stmt, &pg_params(params))?;
-                drop(pg);
+                let rows = conn.borrow_mut().run(in_tx.get(), |pg| {
+                    let stmt = pg.statement(sql)?;
+                    pg.client.query(&stmt, &pg_params(params))
+                })?;
                 rows.iter().map(|r| f(&Row { values: from_postgres(r)? })).collect()
             }
         }
@@ -382,15 +433,18 @@ impl Db {
 
     fn begin(&self, sqlite: &str, postgres: &str) -> anyhow::Result<Tx<'_>> {
         match self {
-            Db::Sqlite(c) => c.execute_batch(sqlite)?,
+            Db::Sqlite { conn: c, failed } => {
+                c.execute_batch(sqlite)?;
+                failed.set(false);
+            }
             Db::Postgres { conn, in_tx } => {
                 let mut pg = conn.borrow_mut();
-                let client = pg.client(false)?;
-                if let Err(e) = client.batch_execute(postgres) {
+                if let Err(e) = pg.run(false, |pg| pg.client.batch_execute(postgres)) {
                     // A lock timeout leaves the transaction open and failed: end it.
-                    let _ = client.batch_execute("ROLLBACK");
-                    return Err(e.into());
+                    let _ = pg.client.batch_execute("ROLLBACK");
+                    return Err(e);
                 }
+                pg.failed = false;
                 in_tx.set(true);
             }
         }
@@ -399,13 +453,45 @@ impl Db {
 
     fn end_tx(&self, sql: &str) -> anyhow::Result<()> {
         match self {
-            Db::Sqlite(c) => Ok(c.execute_batch(sql)?),
+            Db::Sqlite { conn: c, failed } => {
+                if failed.take() && sql == "COMMIT" {
+                    let _ = c.execute_batch("ROLLBACK");
+                    anyhow::bail!(TX_FAILED);
+                }
+                Ok(c.execute_batch(sql)?)
+            }
             Db::Postgres { conn, in_tx } => {
                 in_tx.set(false);
-                Ok(conn.borrow_mut().client.batch_execute(sql)?)
+                let mut pg = conn.borrow_mut();
+                let failed = std::mem::take(&mut pg.failed);
+                if failed && sql == "COMMIT" {
+                    // Postgres would answer COMMIT with a rollback and no error.
+                    let _ = pg.client.batch_execute("ROLLBACK");
+                    anyhow::bail!(TX_FAILED);
+                }
+                pg.client
+                    .batch_execute(sql)
+                    .map_err(|e| anyhow::Error::new(e).context(format!("the database {:?}", pg.target)))
             }
         }
     }
+}
+
+/// What `commit` says when a statement of its transaction had failed.
+const TX_FAILED: &str = "a statement of this transaction failed, so nothing of it was committed";
+
+/// Runs `f` on SQLite; a failure inside a transaction fails the transaction (see `PgConn`).
+fn sqlite_run<R>(
+    c: &rusqlite::Connection,
+    failed: &Cell<bool>,
+    f: impl FnOnce() -> rusqlite::Result<R>,
+) -> anyhow::Result<R> {
+    f().map_err(|e| {
+        if !c.is_autocommit() {
+            failed.set(true);
+        }
+        e.into()
+    })
 }
 
 /// An open transaction; rolled back when dropped uncommitted. Queries go through `Deref`.
@@ -613,7 +699,7 @@ mod tests {
 
     #[test]
     fn values_round_trip_through_sqlite() {
-        let db = Db::Sqlite(rusqlite::Connection::open_in_memory().unwrap());
+        let db = Db::on_sqlite(rusqlite::Connection::open_in_memory().unwrap());
         db.execute_batch("CREATE TABLE t (i INTEGER, s TEXT, b BLOB)").unwrap();
         db.execute("INSERT INTO t VALUES (?1, ?2, ?3)", params![7_u32, "x", b"\x00y".to_vec()]).unwrap();
         db.execute("INSERT INTO t VALUES (?1, ?2, ?3)", params![true, None::<String>, None::<Vec<u8>>]).unwrap();

@@ -19,11 +19,18 @@ pub enum Location {
     Postgres(Box<PgTarget>),
 }
 
-/// A Postgres database: the connection settings, and how they are shown (no password).
+/// How long a job's lease outlives a holder that died, unless `--lease-seconds` says otherwise.
+pub const DEFAULT_LEASE_SECONDS: u64 = 60;
+/// The shortest and longest lease `--lease-seconds` accepts.
+pub const LEASE_SECONDS_RANGE: std::ops::RangeInclusive<u64> = 2..=3600;
+
+/// A Postgres database: the connection settings, how they are shown (no password), and how
+/// long a job's lease lasts.
 #[derive(Clone)]
 pub struct PgTarget {
     pub(crate) config: postgres::Config,
     shown: String,
+    pub(crate) lease: std::time::Duration,
 }
 
 impl Location {
@@ -34,7 +41,13 @@ impl Location {
         if !is_postgres_url(db) {
             return Ok(Location::Sqlite(PathBuf::from(db)));
         }
-        // The URL is never echoed: a password in it may hold any character.
+        // The URL is never echoed: a password in it may hold any character. A second `@` before
+        // the path would be read as part of the host, and the password cut short.
+        let authority = db.split_once("://").map_or("", |(_, rest)| rest.split(['/', '?']).next().unwrap_or(""));
+        anyhow::ensure!(
+            authority.matches('@').count() <= 1,
+            "the postgres:// URL (not shown: it may hold a password) has more than one '@' before the database name; to fix: write an '@' in the password as %40, or put the password in STARK_SWEEP_DB_PASSWORD_FILE"
+        );
         let mut config: postgres::Config = db.parse().map_err(|e| {
             anyhow::anyhow!(
                 "the postgres:// URL (not shown: it may hold a password) is not one it can read: {e}; to fix: postgres://USER@HOST:PORT/DATABASE, with the password in STARK_SWEEP_DB_PASSWORD_FILE"
@@ -54,7 +67,31 @@ impl Location {
             );
             config.password(password);
         }
-        Ok(Location::Postgres(Box::new(PgTarget { shown: shown(&config), config })))
+        // libpq's default, `prefer`, falls back to plain text when TLS fails: a host that is
+        // not this machine gets `require` (verified, see `postgres::tls`) unless the URL says.
+        if !db.contains("sslmode=") && !is_local(&config) {
+            config.ssl_mode(postgres::config::SslMode::Require);
+        }
+        let lease = std::time::Duration::from_secs(DEFAULT_LEASE_SECONDS);
+        Ok(Location::Postgres(Box::new(PgTarget { shown: shown(&config), config, lease })))
+    }
+
+    /// The lease of the jobs' singletons on Postgres (no meaning for a SQLite file, whose
+    /// locks the kernel drops with their process).
+    pub fn with_lease_seconds(self, seconds: u64) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            LEASE_SECONDS_RANGE.contains(&seconds),
+            "{seconds} is not a number of seconds from {} to {}",
+            LEASE_SECONDS_RANGE.start(),
+            LEASE_SECONDS_RANGE.end()
+        );
+        Ok(match self {
+            Location::Postgres(mut t) => {
+                t.lease = std::time::Duration::from_secs(seconds);
+                Location::Postgres(t)
+            }
+            sqlite => sqlite,
+        })
     }
 
     /// Whether there is anything to open yet: a SQLite file that exists; a Postgres database is
@@ -123,6 +160,16 @@ impl From<&Location> for Location {
     }
 }
 
+/// Every host is this machine: a Unix socket, `localhost` or a loopback address.
+fn is_local(c: &postgres::Config) -> bool {
+    c.get_hosts().iter().all(|h| match h {
+        postgres::config::Host::Unix(_) => true,
+        postgres::config::Host::Tcp(name) => {
+            name == "localhost" || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        }
+    })
+}
+
 fn is_postgres_url(s: &str) -> bool {
     let lower = s.trim_start().to_ascii_lowercase();
     lower.starts_with("postgres://") || lower.starts_with("postgresql://")
@@ -183,5 +230,33 @@ mod tests {
         let empty = dir.path().join("empty");
         std::fs::write(&empty, "\n").unwrap();
         assert!(Location::parse("postgres://u@h/db", Some(&empty)).is_err());
+        let err = Location::parse("postgres://sweep:s3c@ret@db.internal/sweep", None).unwrap_err();
+        assert!(err.to_string().contains("%40") && !format!("{err:#}").contains("s3c"), "{err:#}");
+    }
+
+    fn ssl_mode(url: &str) -> postgres::config::SslMode {
+        let Location::Postgres(t) = Location::parse(url, None).unwrap() else { panic!("{url}") };
+        t.config.get_ssl_mode()
+    }
+
+    #[test]
+    fn a_host_that_is_not_this_machine_gets_verified_tls_unless_the_url_says() {
+        use postgres::config::SslMode;
+        assert_eq!(ssl_mode("postgres://u@db.internal/x"), SslMode::Require);
+        assert_eq!(ssl_mode("postgres://u@10.0.0.5:5432/x"), SslMode::Require);
+        assert_eq!(ssl_mode("postgres://u@127.0.0.1:5432/x"), SslMode::Prefer);
+        assert_eq!(ssl_mode("postgres://u@localhost/x"), SslMode::Prefer);
+        assert_eq!(ssl_mode("postgres://u@%2Frun%2Fpostgresql/x"), SslMode::Prefer);
+        assert_eq!(ssl_mode("postgres://u@db.internal/x?sslmode=disable"), SslMode::Disable);
+    }
+
+    #[test]
+    fn the_lease_is_set_within_its_range() {
+        let pg = Location::parse("postgres://u@h/db", None).unwrap();
+        let Location::Postgres(t) = pg.clone().with_lease_seconds(5).unwrap() else { panic!() };
+        assert_eq!(t.lease, std::time::Duration::from_secs(5));
+        assert!(pg.clone().with_lease_seconds(1).is_err());
+        assert!(pg.with_lease_seconds(3601).is_err());
+        assert!(Location::parse("x.db", None).unwrap().with_lease_seconds(5).is_ok());
     }
 }

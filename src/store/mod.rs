@@ -32,7 +32,7 @@ use rusqlite::Connection;
 pub use campaign::*;
 pub use copy::{TableFigures, migrate_store};
 pub use events::*;
-pub use location::{Location, PgTarget};
+pub use location::{DEFAULT_LEASE_SECONDS, Location, PgTarget};
 pub use metrics::*;
 pub use reconcile::*;
 pub use settings::*;
@@ -53,6 +53,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_recovery.sql"),
     include_str!("migrations/0004_limits.sql"),
     include_str!("migrations/0005_open_work.sql"),
+    include_str!("migrations/0006_attempts.sql"),
 ];
 
 pub struct Store {
@@ -117,7 +118,7 @@ impl Store {
             }
         }
         let conn = Connection::open(path).with_context(|| format!("opening the database {}", path.display()))?;
-        let mut store = Self { db: db::Db::Sqlite(conn), location: Location::Sqlite(path.to_path_buf()) };
+        let mut store = Self { db: db::Db::on_sqlite(conn), location: Location::Sqlite(path.to_path_buf()) };
         store.configure().with_context(|| format!("configuring the database {}", path.display()))?;
         store.migrate().with_context(|| format!("migrating the database {}", path.display()))?;
         Ok(store)
@@ -152,7 +153,7 @@ impl Store {
                 .with_context(|| format!("copying the database {}", path.display()))?;
         }
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        let mut store = Self { db: db::Db::Sqlite(conn), location: Location::Sqlite(path.to_path_buf()) };
+        let mut store = Self { db: db::Db::on_sqlite(conn), location: Location::Sqlite(path.to_path_buf()) };
         store.migrate().with_context(|| format!("migrating a copy of the database {}", path.display()))?;
         Ok(store)
     }
@@ -286,6 +287,15 @@ pub enum RunLock {
 }
 
 impl RunLock {
+    /// Whether this run surely still holds the job: always for a file lock (the kernel holds
+    /// it until the process ends); a lease can be lost (see `postgres::Lease`).
+    pub fn is_held(&self) -> bool {
+        match self {
+            RunLock::File(_) => true,
+            RunLock::Lease(l) => l.is_held(),
+        }
+    }
+
     /// `Ok(None)` when another live process holds it.
     fn try_acquire(db: &Path, name: &str) -> anyhow::Result<Option<Self>> {
         let path = lock_path(db, name);
@@ -508,6 +518,30 @@ mod tests {
         for t in threads {
             assert!(t.join().unwrap().unwrap());
         }
+    }
+
+    #[test]
+    fn a_transaction_in_which_a_statement_failed_commits_nothing() {
+        let (_d, store) = testing::temp_store();
+        let insert = |tx: &db::Tx<'_>, value: &str| {
+            tx.execute(
+                "INSERT INTO settings (key, value, source, set_at) VALUES ('k', ?1, 'test', 'now')",
+                db::params![value],
+            )
+        };
+        let count =
+            || -> i64 { store.db.query_row("SELECT COUNT(*) FROM settings", db::params![], |r| r.get(0)).unwrap() };
+        let tx = store.db.write_tx().unwrap();
+        insert(&tx, "1").unwrap();
+        assert!(insert(&tx, "2").is_err(), "the key is taken");
+        let err = tx.commit().unwrap_err();
+        assert!(err.to_string().contains("nothing of it was committed"), "{err:#}");
+        assert_eq!(count(), 0, "the statement before the failure is not committed either");
+        // The next transaction starts afresh.
+        let tx = store.db.write_tx().unwrap();
+        insert(&tx, "3").unwrap();
+        tx.commit().unwrap();
+        assert_eq!(count(), 1);
     }
 
     #[test]

@@ -7,6 +7,8 @@ use std::process::Stdio;
 
 use chrono::Duration;
 
+use stark_sweep::sandbox::Faults;
+
 use crate::util::{OwnPostgres, at, fresh_postgres_db, json, manual_world, postgres_admin_url, stderr, stdout};
 
 #[test]
@@ -92,4 +94,49 @@ fn a_postgres_outage_is_temporary_for_every_job_and_the_listener_recovers() {
     assert_eq!(v["campaign"]["slotsIssued"], 1, "{v:#}");
     listener.kill().unwrap();
     listener.wait().unwrap();
+}
+
+/// The reviewer's case: a run stops (SIGSTOP: a VM pause, a stalled host) just as it sends a
+/// slot's create request, long enough for its lease to expire. The run that takes the lease
+/// over must not send the same drafts again while that request may still be processed, and
+/// the stopped run, when it wakes, sends nothing it has not already sent. In the end the slot
+/// holds exactly its drafts at the emulator.
+#[test]
+fn a_run_stopped_past_its_lease_mid_attempt_is_not_repeated_by_the_run_that_takes_over() {
+    let w = manual_world(13)
+        .on_store(&fresh_postgres_db(&postgres_admin_url()))
+        .with_env("STARK_SWEEP_LEASE_SECONDS", "2")
+        .with_env("STARK_SWEEP_HTTP_TIMEOUT", "4")
+        .with_env("STARK_SWEEP_IN_FLIGHT_MARGIN", "2");
+    let start = w.sandbox.now();
+    w.sandbox.set_faults(Faults { latency_ms: 1500, ..Faults::default() });
+    let issue = || w.cmd(&["issue-invoices", "--json", "-q", "--now", &at(start)]);
+    let a = issue().stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let store = w.open_store();
+    crate::util::wait_for("the first run to start its attempt", || {
+        store.slot_attempt(0).unwrap().is_some_and(|s| s.attempted)
+    });
+    let signal = |sig: &str| {
+        assert!(std::process::Command::new("kill").args([sig, &a.id().to_string()]).status().unwrap().success());
+    };
+    signal("-STOP");
+    std::thread::sleep(std::time::Duration::from_millis(2500)); // its lease expires
+
+    let b = w.run(&["issue-invoices", "--json", "-q", "--now", &at(start)]);
+    assert_eq!(b.status.code(), Some(75), "{}{}", stdout(&b), stderr(&b));
+    assert!(stderr(&b).contains("may still be processed by Stark Bank until"), "{}", stderr(&b));
+
+    signal("-CONT");
+    let a = a.wait_with_output().unwrap();
+    assert!(matches!(a.status.code(), Some(0 | 75)), "{}{}", stdout(&a), stderr(&a));
+    // After the window, a run completes the slot by tag, whatever the stopped run did.
+    std::thread::sleep(std::time::Duration::from_secs(7));
+    w.sandbox.set_faults(Faults::default());
+    let c = json(&w.run_expect(&["issue-invoices", "--json", "-q", "--now", &at(start)], 0));
+    assert!(matches!(c["status"].as_str(), Some("issued" | "already-issued")), "{c:#}");
+    let slot = &store.slots().unwrap()[0];
+    let tag = stark_sweep::campaign::slot_tag(&store.campaign().unwrap().unwrap().tag, 0);
+    let at_emulator = w.sandbox.snapshot().invoices.iter().filter(|i| i.tags.contains(&tag)).count() as i64;
+    assert_eq!(at_emulator, slot.invoices, "every draft exists once at the emulator: {slot:?}");
+    assert!(slot.issued_at.is_some(), "{slot:?}");
 }
