@@ -101,8 +101,9 @@ impl Chaos {
 }
 
 /// Runs issue-invoices the way the timer would, sometimes two at once; a temporary
-/// failure is completed by a later tick. Returns the index (0-based) of the slot reported issued.
-fn issue_tick(w: &World, rng: &mut StdRng) -> Option<usize> {
+/// failure is completed by a later tick. Returns the index (0-based) of the slot reported
+/// issued; what the other runs said goes to `notes` (shown if a slot is never issued).
+fn issue_tick(w: &World, rng: &mut StdRng, notes: &mut Vec<String>) -> Option<usize> {
     let now = at(w.sandbox.now());
     let racers = if rng.random_bool(0.4) { 2 } else { 1 };
     let children: Vec<Child> = (0..racers)
@@ -117,15 +118,21 @@ fn issue_tick(w: &World, rng: &mut StdRng) -> Option<usize> {
     let mut issued = None;
     for c in children {
         let out = c.wait_with_output().unwrap();
-        match out.status.code() {
-            Some(0) => {
-                let v = json(&out);
-                if matches!(v["status"].as_str(), Some("issued" | "already-issued")) {
-                    issued = v["slot"].as_u64().map(|k| k as usize - 1);
-                }
+        let code = out.status.code();
+        if !matches!(code, Some(0 | 75)) {
+            panic!("issue-invoices exited {code:?}: {}{}", stdout(&out), stderr(&out));
+        }
+        if code == Some(75) {
+            notes.push(format!("{now}: exit 75: {}", stderr(&out).trim()));
+        }
+        // Exit 75 for an earlier slot still unfinished comes after this run's own report.
+        if code == Some(0) || !stdout(&out).trim().is_empty() {
+            let v = json(&out);
+            if matches!(v["status"].as_str(), Some("issued" | "already-issued")) {
+                issued = v["slot"].as_u64().map(|k| k as usize - 1);
+            } else {
+                notes.push(format!("{now}: {}", v["status"]));
             }
-            Some(75) => {}
-            other => panic!("issue-invoices exited {other:?}: {}{}", stdout(&out), stderr(&out)),
         }
     }
     issued
@@ -155,7 +162,15 @@ fn chaos_campaign(listeners: usize, hosts: usize, pg: Option<&OwnPostgres>) {
         ..SandboxConfig::default()
     });
     if let Some(pg) = pg {
-        w = w.on_store(&crate::util::fresh_postgres_db(&pg.url));
+        // Real-time windows scaled to the campaign's clock (a second of it is an hour): a lease
+        // that outlives a killed run by 3 s, not the default 60 s (the rest of the campaign);
+        // a create request that Postgres' restart left unconfirmed holds its slot for 3 + 1 s,
+        // not 10 + 120 s.
+        w = w
+            .on_store(&crate::util::fresh_postgres_db(&pg.url))
+            .with_env("STARK_SWEEP_LEASE_SECONDS", "3")
+            .with_env("STARK_SWEEP_HTTP_TIMEOUT", "3")
+            .with_env("STARK_SWEEP_IN_FLIGHT_MARGIN", "1");
     }
     let start = w.sandbox.now();
     let hosts: Vec<PathBuf> = (0..hosts)
@@ -199,19 +214,19 @@ fn chaos_campaign(listeners: usize, hosts: usize, pg: Option<&OwnPostgres>) {
         let started = w.try_open_store().and_then(|s| s.campaign()).ok().flatten().map(|c| c.started_at);
         started.is_some_and(|s| w.sandbox.now() > s + Duration::hours(24))
     };
-    let mut slot_issued = [false; 8];
+    let (mut slot_issued, mut issue_notes) = ([false; 8], Vec::new());
     std::thread::scope(|scope| {
         let w = &w;
         let invoices = scope.spawn(move || {
             let mut rng = StdRng::seed_from_u64(seed.wrapping_add(1));
-            let mut issued = [false; 8];
+            let (mut issued, mut notes) = ([false; 8], Vec::new());
             while !campaign_over(w) {
-                if let Some(k) = issue_tick(w, &mut rng) {
+                if let Some(k) = issue_tick(w, &mut rng, &mut notes) {
                     issued[k] = true;
                 }
                 std::thread::sleep(StdDuration::from_millis(rng.random_range(100..300)));
             }
-            issued
+            (issued, notes)
         });
         while !invoices.is_finished() {
             chaos.process_tick(w, 0.15);
@@ -224,9 +239,21 @@ fn chaos_campaign(listeners: usize, hosts: usize, pg: Option<&OwnPostgres>) {
             }
             std::thread::sleep(StdDuration::from_millis(chaos.rng.random_range(50..350)));
         }
-        slot_issued = invoices.join().unwrap();
+        (slot_issued, issue_notes) = invoices.join().unwrap();
     });
-    assert!(slot_issued.iter().all(|s| *s), "every slot was issued: {slot_issued:?} (seed {seed})");
+    // Each slot was issued by a run in its own time, or held by the window of a create request
+    // whose answer was never recorded (Postgres restarted under it): the first run after the
+    // window completes it, checked below with every other slot.
+    let held = |k: usize| {
+        issue_notes
+            .iter()
+            .any(|n| n.contains(&format!("slot {}: the create request sent earlier may still be processed", k + 1)))
+    };
+    assert!(
+        (0..8).all(|k| slot_issued[k] || held(k)),
+        "every slot was issued: {slot_issued:?} (seed {seed}); the runs that did not issue said:\n{}",
+        issue_notes.join("\n")
+    );
     // After the campaign, the outage ends: the listener stays up and the timer keeps ticking
     // until nothing is left in flight. Dropped webhooks are recovered by reconciliation.
     assert!(restarted, "Postgres was restarted during the campaign (seed {seed})");
@@ -237,7 +264,11 @@ fn chaos_campaign(listeners: usize, hosts: usize, pg: Option<&OwnPostgres>) {
     }
     w.sandbox.set_faults(Faults::default());
     let mut settled = false;
+    let mut rng = StdRng::seed_from_u64(seed.wrapping_add(2));
     for _ in 0..400 {
+        // The invoice timer keeps ticking too: after the campaign it completes a slot left
+        // unfinished, and does nothing else.
+        issue_tick(&w, &mut rng, &mut issue_notes);
         chaos.process_tick(&w, 0.0);
         let snap = w.sandbox.snapshot();
         let now = w.sandbox.now();
@@ -249,6 +280,7 @@ fn chaos_campaign(listeners: usize, hosts: usize, pg: Option<&OwnPostgres>) {
         let credited = snap.invoices.iter().filter(|i| i.logs.iter().any(|l| l.log_type == "credited")).count();
         if !paying
             && !in_flight
+            && store.slots().unwrap().iter().all(|s| s.issued_at.is_some())
             && store.open_credits().unwrap().is_empty()
             && store.credits().unwrap().len() == credited
         {

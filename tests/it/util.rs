@@ -76,6 +76,8 @@ pub struct World {
     pub dir: tempfile::TempDir,
     pub sandbox: stark_sweep::sandbox::Sandbox,
     pub db: PathBuf,
+    /// More environment for every command of this world.
+    env: Vec<(String, String)>,
 }
 
 /// A world whose clock moves only when a test says so, where nobody pays unless told to and
@@ -96,7 +98,7 @@ impl World {
         cfg.key_dir = Some(dir.path().to_path_buf());
         let sandbox = stark_sweep::sandbox::Sandbox::start(cfg).unwrap();
         let db = dir.path().join("stark-sweep.db");
-        World { dir, sandbox, db }
+        World { dir, sandbox, db, env: Vec::new() }
     }
 
     /// The binary, configured for this world's emulator and database.
@@ -107,8 +109,15 @@ impl World {
             .env("STARKBANK_API_URL", self.sandbox.url())
             .env("STARK_SWEEP_DB", &self.db)
             .env("STARK_SWEEP_HTTP_TIMEOUT", "10")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .args(args);
         c
+    }
+
+    /// Every command of this world gets `key=value` too.
+    pub fn with_env(mut self, key: &str, value: &str) -> World {
+        self.env.push((key.to_string(), value.to_string()));
+        self
     }
 
     pub fn run(&self, args: &[&str]) -> Output {
