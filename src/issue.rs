@@ -494,9 +494,11 @@ fn complete_slot(
     if !lock.is_held() {
         return Err(lease_lost(human));
     }
-    let request_timeout = Duration::from_std(client.config().timeout).unwrap_or_else(|_| Duration::seconds(60));
+    // A create is retried only when it surely did not reach Stark Bank, but a retry may still
+    // start late in the call: the window covers the whole call, every retry included.
+    let longest_call = Duration::from_std(client.config().longest_call()).unwrap_or_else(|_| Duration::hours(1));
     let Some((attempt, in_flight_until)) =
-        store.begin_slot_attempt(slot, seen.attempt, now, request_timeout + plan.in_flight_margin)?
+        store.begin_slot_attempt(slot, seen.attempt, now, longest_call + plan.in_flight_margin)?
     else {
         return Err(error::temporary(format!(
             "slot {human}: another run started creating its invoices at the same moment; this run sent nothing, and the next run completes the slot by tag"
@@ -552,7 +554,10 @@ fn complete_slot(
                 }
             }
             let complete = store.record_invoices(slot, &ids, now)?;
-            store.clear_in_flight(slot, attempt)?;
+            // The invoices are recorded: a window left open only delays the slot's next look.
+            if let Err(e) = store.clear_in_flight(slot, attempt) {
+                log::warn!(slot = human; "slot {human}: its in-flight window stays until {}: {e:#}", time::format_secs(in_flight_until));
+            }
             for (draft_key, invoice_id) in &ids {
                 log::info!(
                     invoice_id = invoice_id.as_str(), slot = human, draft_key = draft_key.as_str();

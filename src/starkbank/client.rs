@@ -48,6 +48,20 @@ impl std::fmt::Debug for ClientConfig {
 }
 
 impl ClientConfig {
+    /// The longest one call may take, retries included: every try its whole `timeout` (which
+    /// reqwest counts from the connect on) and every backoff at its ceiling. A request whose
+    /// outcome matters after the run (an invoice create) stays in flight this long.
+    pub fn longest_call(&self) -> Duration {
+        let tries = self.max_attempts.max(1);
+        let backoffs: Duration = (1..tries).map(|n| self.backoff_ceiling(n)).sum();
+        self.timeout.saturating_mul(tries) + backoffs
+    }
+
+    /// The longest wait before try `attempt + 1`: min(cap, base * 2^(attempt-1)).
+    fn backoff_ceiling(&self, attempt: u32) -> Duration {
+        self.backoff_base.saturating_mul(1u32 << attempt.saturating_sub(1).min(16)).min(self.backoff_cap)
+    }
+
     pub fn new(base_url: impl Into<String>, project_id: impl Into<String>, key: SigningKey) -> Self {
         Self {
             base_url: base_url.into(),
@@ -303,8 +317,7 @@ impl Client {
 
     /// Equal jitter over a capped exponential: uniform in [c/2, c], c = min(cap, base * 2^(n-1)).
     fn backoff(&self, attempt: u32) -> Duration {
-        let exp = self.cfg.backoff_base.saturating_mul(1u32 << (attempt - 1).min(16));
-        let ceiling = exp.min(self.cfg.backoff_cap);
+        let ceiling = self.cfg.backoff_ceiling(attempt);
         let millis = ceiling.as_millis() as u64;
         Duration::from_millis(if millis == 0 { 0 } else { rand::rng().random_range(millis / 2..=millis) })
     }
@@ -512,5 +525,18 @@ mod tests {
         for attempt in 1..30 {
             assert!(c.backoff(attempt) <= Duration::from_millis(300));
         }
+    }
+
+    #[test]
+    fn the_longest_call_counts_every_try_and_every_backoff() {
+        let mut cfg = ClientConfig::new("http://x", "1", crate::starkbank::keys::generate());
+        cfg.timeout = Duration::from_secs(3);
+        cfg.max_attempts = 4;
+        cfg.backoff_base = Duration::from_millis(200);
+        cfg.backoff_cap = Duration::from_millis(500);
+        // 4 tries of 3 s, and waits of at most 200, 400 and 500 ms between them.
+        assert_eq!(cfg.longest_call(), Duration::from_millis(4 * 3000 + 200 + 400 + 500));
+        cfg.max_attempts = 1;
+        assert_eq!(cfg.longest_call(), Duration::from_secs(3));
     }
 }

@@ -161,7 +161,9 @@ impl Store {
         anyhow::ensure!(stored == campaign.tag, "the campaign changed while this run was starting; run again");
         let Some(first) = drafts.first() else { anyhow::bail!("no drafts to claim") };
         let inserted = tx.execute(
-            "INSERT INTO slots (slot, claimed_at) VALUES (?1, ?2) ON CONFLICT (slot) DO NOTHING",
+            "INSERT INTO slots (slot, claimed_at, attempt)
+             VALUES (?1, ?2, COALESCE((SELECT attempt + 1 FROM retired_slot_attempts WHERE slot = ?1), 0))
+             ON CONFLICT (slot) DO NOTHING",
             params![first.slot, ts(now)],
         )?;
         if inserted == 0 {
@@ -322,6 +324,12 @@ impl Store {
         anyhow::ensure!(with_ids == 0, "slot {slot} already has invoices; it cannot be abandoned");
         tx.execute("DELETE FROM invoice_drafts WHERE slot = ?1", params![slot])?;
         tx.execute("DELETE FROM slots WHERE slot = ?1", params![slot])?;
+        // The number is never reused: a new claim counts on from it (see migration 6).
+        tx.execute(
+            "INSERT INTO retired_slot_attempts (slot, attempt) VALUES (?1, ?2)
+             ON CONFLICT (slot) DO UPDATE SET attempt = excluded.attempt",
+            params![slot, attempt],
+        )?;
         let left: i64 = tx.query_row("SELECT COUNT(*) FROM slots", params![], |r| r.get(0))?;
         if left == 0 {
             tx.execute("DELETE FROM campaign", params![])?;
@@ -447,5 +455,25 @@ mod tests {
         store.record_invoices(0, &[("k0-0".into(), "i1".into())], Utc::now()).unwrap();
         let issued = store.slot_attempt(0).unwrap().unwrap();
         assert_eq!(store.begin_slot_attempt(0, issued.attempt, Utc::now(), past).unwrap(), None);
+    }
+
+    #[test]
+    fn a_number_read_before_an_abandon_starts_nothing_on_the_new_claim() {
+        let (_d, mut store) = temp_store();
+        let window = chrono::Duration::seconds(60);
+        store.claim_slot(&campaign(), &[draft(0, 0)], Utc::now()).unwrap();
+        let stale = store.slot_attempt(0).unwrap().unwrap();
+        let (refused, _) = store.begin_slot_attempt(0, stale.attempt, Utc::now(), window).unwrap().unwrap();
+        store.clear_in_flight(0, refused).unwrap();
+        store.abandon_slot(0, refused).unwrap();
+        // Another run claims the slot afresh, with other drafts.
+        store.claim_slot(&campaign(), &[draft(0, 7)], Utc::now()).unwrap();
+        let fresh = store.slot_attempt(0).unwrap().unwrap();
+        assert!(fresh.attempt > refused, "attempt numbers are never reused: {} after {refused}", fresh.attempt);
+        // The run that read the old claim's number sends nothing on the new claim...
+        assert_eq!(store.begin_slot_attempt(0, stale.attempt, Utc::now(), window).unwrap(), None);
+        assert_eq!(store.begin_slot_attempt(0, refused, Utc::now(), window).unwrap(), None);
+        // ...while the run that read the new claim starts its attempt.
+        assert!(store.begin_slot_attempt(0, fresh.attempt, Utc::now(), window).unwrap().is_some());
     }
 }

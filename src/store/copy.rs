@@ -16,6 +16,7 @@ use super::db::{Db, Value, params};
 const TABLES: &[(&str, &[&str])] = &[
     ("campaign", &["id", "tag", "started_at", "length_seconds", "slot_seconds"]),
     ("slots", &["slot", "claimed_at", "attempted_at", "issued_at", "in_flight_until", "failed_reason", "attempt"]),
+    ("retired_slot_attempts", &["slot", "attempt"]),
     (
         "invoice_drafts",
         &["draft_key", "slot", "position", "name", "tax_id", "amount", "due", "expiration", "tags", "invoice_id"],

@@ -41,12 +41,12 @@ impl Location {
         if !is_postgres_url(db) {
             return Ok(Location::Sqlite(PathBuf::from(db)));
         }
-        // The URL is never echoed: a password in it may hold any character. A second `@` before
-        // the path would be read as part of the host, and the password cut short.
-        let authority = db.split_once("://").map_or("", |(_, rest)| rest.split(['/', '?']).next().unwrap_or(""));
+        // The URL is never echoed: a password in it may hold any character. The credentials end
+        // at the first `@`, wherever it is: a second `@` would put the rest of the password in
+        // the host (and in every message that names it).
         anyhow::ensure!(
-            authority.matches('@').count() <= 1,
-            "the postgres:// URL (not shown: it may hold a password) has more than one '@' before the database name; to fix: write an '@' in the password as %40, or put the password in STARK_SWEEP_DB_PASSWORD_FILE"
+            db.matches('@').count() <= 1,
+            "the postgres:// URL (not shown: it may hold a password) has more than one '@'; to fix: write an '@' in the password as %40, or put the password in STARK_SWEEP_DB_PASSWORD_FILE"
         );
         let mut config: postgres::Config = db.parse().map_err(|e| {
             anyhow::anyhow!(
@@ -69,7 +69,7 @@ impl Location {
         }
         // libpq's default, `prefer`, falls back to plain text when TLS fails: a host that is
         // not this machine gets `require` (verified, see `postgres::tls`) unless the URL says.
-        if !db.contains("sslmode=") && !is_local(&config) {
+        if !names_ssl_mode(db) && !is_local(&config) {
             config.ssl_mode(postgres::config::SslMode::Require);
         }
         let lease = std::time::Duration::from_secs(DEFAULT_LEASE_SECONDS);
@@ -160,14 +160,28 @@ impl From<&Location> for Location {
     }
 }
 
-/// Every host is this machine: a Unix socket, `localhost` or a loopback address.
+/// Every host is this machine (a Unix socket, `localhost` or a loopback address), and so is
+/// every `hostaddr`, which is where the connection goes when it is given.
 fn is_local(c: &postgres::Config) -> bool {
-    c.get_hosts().iter().all(|h| match h {
-        postgres::config::Host::Unix(_) => true,
-        postgres::config::Host::Tcp(name) => {
-            name == "localhost" || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
-        }
-    })
+    let loopback = |ip: std::net::IpAddr| ip.to_canonical().is_loopback();
+    !c.get_hosts().is_empty()
+        && c.get_hosts().iter().all(|h| match h {
+            postgres::config::Host::Unix(_) => true,
+            postgres::config::Host::Tcp(name) => {
+                let name = name.trim_end_matches('.');
+                name.eq_ignore_ascii_case("localhost")
+                    || name.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(loopback)
+            }
+        })
+        && c.get_hostaddrs().iter().all(|ip| loopback(*ip))
+}
+
+/// The URL's query (after its credentials, so never a password) names `sslmode`.
+fn names_ssl_mode(db: &str) -> bool {
+    let after_credentials = db.rsplit_once('@').map_or(db, |(_, rest)| rest);
+    after_credentials
+        .split_once('?')
+        .is_some_and(|(_, query)| query.split('&').any(|kv| kv.split('=').next() == Some("sslmode")))
 }
 
 fn is_postgres_url(s: &str) -> bool {
@@ -232,6 +246,14 @@ mod tests {
         assert!(Location::parse("postgres://u@h/db", Some(&empty)).is_err());
         let err = Location::parse("postgres://sweep:s3c@ret@db.internal/sweep", None).unwrap_err();
         assert!(err.to_string().contains("%40") && !format!("{err:#}").contains("s3c"), "{err:#}");
+        // Past the host too: the credentials end at the first '@' wherever it is.
+        for url in ["postgres://sweep:x@evil.example/pw-tail@db.internal/sweep", "postgres://sweep:q?x@evil@db/sweep"] {
+            let err = Location::parse(url, None).unwrap_err();
+            assert!(
+                err.to_string().contains("more than one '@'") && !format!("{err:#}").contains("pw-tail"),
+                "{err:#}"
+            );
+        }
     }
 
     fn ssl_mode(url: &str) -> postgres::config::SslMode {
@@ -248,6 +270,22 @@ mod tests {
         assert_eq!(ssl_mode("postgres://u@localhost/x"), SslMode::Prefer);
         assert_eq!(ssl_mode("postgres://u@%2Frun%2Fpostgresql/x"), SslMode::Prefer);
         assert_eq!(ssl_mode("postgres://u@db.internal/x?sslmode=disable"), SslMode::Disable);
+        for local in [
+            "postgres://u@LOCALHOST/x",
+            "postgres://u@localhost./x",
+            "postgres://u@[::1]/x",
+            "postgres://u@[::ffff:127.0.0.1]/x",
+            "postgres://u@127.0.0.2/x",
+            "postgres://u@/x?host=/run/postgresql",
+        ] {
+            assert_eq!(ssl_mode(local), SslMode::Prefer, "{local}");
+        }
+        // Where the connection really goes: a hostaddr, or no host at all.
+        assert_eq!(ssl_mode("postgres://u@localhost/x?hostaddr=10.0.0.5"), SslMode::Require);
+        assert_eq!(ssl_mode("postgres://u@/x?hostaddr=10.0.0.5"), SslMode::Require);
+        // A password that spells sslmode does not count as the URL's choice.
+        assert_eq!(ssl_mode("postgres://u:x%3Fsslmode=disable@db.internal/x"), SslMode::Require);
+        assert_eq!(ssl_mode("postgres://u:a?sslmode=disable@db.internal/x"), SslMode::Require);
     }
 
     #[test]

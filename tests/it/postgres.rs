@@ -130,7 +130,7 @@ fn a_run_stopped_past_its_lease_mid_attempt_is_not_repeated_by_the_run_that_take
     let a = a.wait_with_output().unwrap();
     assert!(matches!(a.status.code(), Some(0 | 75)), "{}{}", stdout(&a), stderr(&a));
     // After the window, a run completes the slot by tag, whatever the stopped run did.
-    std::thread::sleep(std::time::Duration::from_secs(7));
+    crate::util::sleep_past_the_window_named_in(&stderr(&b));
     w.sandbox.set_faults(Faults::default());
     let c = json(&w.run_expect(&["issue-invoices", "--json", "-q", "--now", &at(start)], 0));
     assert!(matches!(c["status"].as_str(), Some("issued" | "already-issued")), "{c:#}");

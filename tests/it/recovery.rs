@@ -205,8 +205,9 @@ fn a_rerun_during_a_slow_create_issues_no_second_batch() {
     let rerun = slow(&[]);
     assert_eq!(rerun.status.code(), Some(75), "{}", stderr(&rerun));
     assert!(stderr(&rerun).contains("may still be processed"), "says when it resolves: {}", stderr(&rerun));
-    // After the request's lifetime (1 s timeout + 3 s margin), a run completes the slot by tag.
-    std::thread::sleep(std::time::Duration::from_secs(5));
+    // After the request's lifetime (every try of 1 s, the backoffs between them, and the 3 s
+    // margin), a run completes the slot by tag.
+    crate::util::sleep_past_the_window_named_in(&stderr(&rerun));
     let done = slow(&["--json"]);
     assert_eq!(done.status.code(), Some(0), "{}", stderr(&done));
     let snap = w.sandbox.snapshot();

@@ -178,6 +178,19 @@ pub fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// Sleeps until a second past the in-flight window that a refused run names ("may still be
+/// processed by Stark Bank until <time>;"), so the next run may look the slot up by tag.
+pub fn sleep_past_the_window_named_in(stderr: &str) {
+    let marker = "processed by Stark Bank until ";
+    let Some(rest) = stderr.split_once(marker).map(|(_, rest)| rest) else {
+        panic!("names no in-flight window: {stderr}")
+    };
+    let until = rest.split(';').next().unwrap_or("");
+    let until = chrono::DateTime::parse_from_rfc3339(until).unwrap_or_else(|e| panic!("{until:?}: {e}"));
+    let left = until.with_timezone(&chrono::Utc) - chrono::Utc::now() + chrono::Duration::seconds(1);
+    std::thread::sleep(left.to_std().unwrap_or_default());
+}
+
 pub fn json(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(out)))
 }

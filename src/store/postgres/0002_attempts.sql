@@ -2,6 +2,11 @@
 -- Each attempt to create a slot's invoices is numbered (as SQLite's schema 6): starting an
 -- attempt is a compare-and-set on this number.
 ALTER TABLE slots ADD COLUMN attempt BIGINT NOT NULL DEFAULT 0;
+-- An abandoned claim's last attempt number; a new claim counts on from it (as SQLite's).
+CREATE TABLE retired_slot_attempts (
+    slot    BIGINT PRIMARY KEY,
+    attempt BIGINT NOT NULL
+);
 
 -- Text compares byte by byte, as in SQLite, whatever the database's default collation: the
 -- timestamps are RFC 3339 text compared with < and >, and ids page in byte order.
