@@ -250,8 +250,9 @@ pub struct IssueArgs {
     /// Days after the due date during which the invoice can still be paid
     #[arg(long, help_heading = "Campaign", env = "STARK_SWEEP_EXPIRATION_DAYS", value_name = "DAYS", default_value_t = crate::campaign::DEFAULT_EXPIRATION_DAYS)]
     pub expiration_days: u32,
-    /// After a create request got no answer: how long past its timeout Stark Bank may still be
-    /// processing it, in seconds; until then no rerun creates anything for the slot
+    /// After a create request got no answer: how long past the whole call (every try's timeout
+    /// and the backoffs between them) Stark Bank may still be processing it, in seconds; until
+    /// then no rerun creates anything for the slot
     #[arg(long, env = "STARK_SWEEP_IN_FLIGHT_MARGIN", value_name = "SECS", default_value_t = crate::campaign::DEFAULT_IN_FLIGHT_MARGIN_SECS)]
     pub in_flight_margin: u32,
     /// Issue this slot of the campaign (1-8) now, on purpose: one whose time passed without it
