@@ -534,6 +534,16 @@ fn complete_slot(
             lease_lost(human)
         });
     }
+    // Retries too: none starts that could still be running when the window closes, however
+    // long this run stops in a backoff (half the margin is the slack for clock and commit).
+    let bounded;
+    let client = match (longest_call + plan.in_flight_margin / 2).to_std() {
+        Ok(left) if plan.in_flight_margin > Duration::zero() => {
+            bounded = client.finishing_by(started + left);
+            &bounded
+        }
+        _ => client,
+    };
     let answer = client.create_invoices(&batch).map_err(|e| e.redacted(&payers));
     // Any answer means Stark Bank is done with the request; only silence keeps it in flight.
     // What it created is recorded first: should the store fail between the two, the slot is

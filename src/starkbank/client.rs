@@ -176,11 +176,13 @@ pub enum Idempotency {
     Unsafe,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Client {
     http: reqwest::blocking::Client,
     cfg: ClientConfig,
     access_id: String,
+    /// No try starts that could not finish by then (see [`Client::finishing_by`]).
+    finish_by: Option<std::time::Instant>,
 }
 
 impl Client {
@@ -192,7 +194,14 @@ impl Client {
             .build()
             .map_err(|e| anyhow::anyhow!("could not build the HTTP client: {e}"))?;
         let access_id = format!("project/{}", cfg.project_id);
-        Ok(Self { http, cfg, access_id })
+        Ok(Self { http, cfg, access_id, finish_by: None })
+    }
+
+    /// This client, starting no try (first or retry) that its timeout would let run past
+    /// `deadline`: for a request whose in-flight window other runs trust (an invoice create),
+    /// a run that stalled (stopped, starved) sends nothing late instead of racing the window.
+    pub fn finishing_by(&self, deadline: std::time::Instant) -> Client {
+        Client { finish_by: Some(deadline), ..self.clone() }
     }
 
     pub fn config(&self) -> &ClientConfig {
@@ -244,6 +253,14 @@ impl Client {
         let mut unanswered = false;
         loop {
             attempt += 1;
+            if self.finish_by.is_some_and(|by| std::time::Instant::now() + self.cfg.timeout > by) {
+                let cause = format!("try {attempt} could not finish before this call's deadline, so it was not sent");
+                return Err(if maybe_received && method == reqwest::Method::POST {
+                    ApiError::OutcomeUnknown { what: what.into(), cause, answered: !unanswered }
+                } else {
+                    ApiError::Temporary { what: what.into(), cause }
+                });
+            }
             let outcome = self.send_once(&method, &url, &body_text);
             let retryable_failure = match outcome {
                 Ok(Response { status: 200, text }) => {
@@ -502,6 +519,38 @@ mod tests {
         let c = Client::new(cfg).unwrap();
         c.call(reqwest::Method::POST, "invoice", &[], Some(&serde_json::json!({})), Idempotency::Unsafe, "creating")
             .unwrap_err()
+    }
+
+    /// Found by review of #18: a run stopped during the backoff after a refused connection
+    /// could send its create after the in-flight window closed, when another run may have
+    /// created the slot already. No try starts that its timeout would let outlast the deadline.
+    #[test]
+    fn no_try_starts_that_could_outlast_the_deadline() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let seen = std::sync::Arc::new(AtomicUsize::new(0));
+        let counter = seen.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                counter.fetch_add(1, Ordering::SeqCst);
+                drop(conn);
+            }
+        });
+        let mut cfg = ClientConfig::new(url.as_str(), "1", crate::starkbank::keys::generate());
+        cfg.timeout = Duration::from_secs(2);
+        let c = Client::new(cfg).unwrap();
+        let create = |c: &Client| {
+            c.call(reqwest::Method::POST, "invoice", &[], Some(&serde_json::json!({})), Idempotency::Unsafe, "creating")
+        };
+        let late = c.finishing_by(std::time::Instant::now() + Duration::from_secs(1));
+        let err = create(&late).unwrap_err();
+        assert!(matches!(err, ApiError::Temporary { .. }), "nothing was sent, so nothing is in flight: {err}");
+        assert!(err.to_string().contains("not sent"), "{err}");
+        assert_eq!(seen.load(Ordering::SeqCst), 0, "no connection was made");
+        // With time for the try, it is sent.
+        let _ = create(&c.finishing_by(std::time::Instant::now() + Duration::from_secs(60)));
+        assert!(seen.load(Ordering::SeqCst) >= 1);
     }
 
     /// Found by review of #12: a 504 from a gateway counted as an answer, so a rerun during a
