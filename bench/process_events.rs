@@ -17,8 +17,11 @@
 //! 3. `--python PY --python-script bench/python/process_events.py`: the official SDK doing the
 //!    same sweep on a fresh world of `--python-invoices` credits (straight to the emulator).
 //!
+//! `--postgres ADMIN_URL`: every stark-sweep run gets a new database of its own on that server
+//! (created through ADMIN_URL) instead of a SQLite file: the same sweep on the Postgres backend.
+//!
 //! Run: `cargo build --release && cargo run --release --example process_events -- [--invoices 10000]
-//!       [--direct-invoices 300] [--python bench/.venv/bin/python --python-script
+//!       [--direct-invoices 300] [--postgres postgres://postgres@127.0.0.1:PORT/postgres] [--python bench/.venv/bin/python --python-script
 //!       bench/python/process_events.py --python-invoices 1000] [--json out.json]
 //!       [--bin target/release/stark-sweep]`
 
@@ -32,12 +35,22 @@ use anyhow::{Context as _, bail};
 use common::{Flags, Measured, World, exactly_once, requests_by_kind, run_timed, self_cpu_s};
 use serde_json::{Value, json};
 
-/// One world of `n` credits swept by one run of stark-sweep, through the proxy or not.
-fn rust_run(bin: &std::path::Path, n: usize, scale: f64, through_proxy: bool) -> anyhow::Result<Value> {
+/// One world of `n` credits swept by one run of stark-sweep, through the proxy or not, on a
+/// SQLite file or a new database on the Postgres server at `postgres`.
+fn rust_run(
+    bin: &std::path::Path,
+    n: usize,
+    scale: f64,
+    through_proxy: bool,
+    postgres: Option<&str>,
+) -> anyhow::Result<Value> {
     let w = World::start(scale)?;
     eprintln!("creating, paying and crediting {n} invoices ...");
     let setup_s = w.credited_invoices(n)?;
-    let db = w.dir.path().join("stark-sweep.db");
+    let db = match postgres {
+        Some(admin) => PathBuf::from(new_postgres_database(admin)?),
+        None => w.dir.path().join("stark-sweep.db"),
+    };
     let mut env = w.env(&db)?;
     let proxy = if through_proxy {
         let upstream = w.sandbox.url().trim_start_matches("http://").to_string();
@@ -54,7 +67,8 @@ fn rust_run(bin: &std::path::Path, n: usize, scale: f64, through_proxy: bool) ->
     let before = w.sandbox.snapshot().requests.len();
     eprintln!("timing process-events ({}) ...", if through_proxy { "through the proxy" } else { "direct" });
     let cpu0 = self_cpu_s();
-    let m = run_timed(w.dir.path(), bin, &["process-events", "--json"], &env)?;
+    // The harness made these invoices, not issue-invoices: they are swept as the workspace's.
+    let m = run_timed(w.dir.path(), bin, &["process-events", "--json", "--all-credits"], &env)?;
     let harness_cpu_s = self_cpu_s() - cpu0;
     let report = sweep_report(&m)?;
     let snap = w.sandbox.snapshot();
@@ -62,7 +76,8 @@ fn rust_run(bin: &std::path::Path, n: usize, scale: f64, through_proxy: bool) ->
     let (credits, once, transfers, failed) = exactly_once(&snap);
     let sends = send_times(&m);
     let label = if through_proxy { "through the proxy" } else { "direct to the emulator (keep-alive)" };
-    println!("process-events on {n} credits, {label} (setup {setup_s:.1} s), release binary, fresh database");
+    let backend = if postgres.is_some() { "Postgres" } else { "SQLite" };
+    println!("process-events on {n} credits, {label} (setup {setup_s:.1} s), release binary, fresh {backend} database");
     println!(
         "  wall {:.2} s   user {:.2} s   sys {:.2} s   peak RSS {:.1} MiB   exit {}",
         m.wall_s,
@@ -87,6 +102,7 @@ fn rust_run(bin: &std::path::Path, n: usize, scale: f64, through_proxy: bool) ->
     println!("  exactly once: {once} of {credits} credits have exactly one transfer of amount - fee");
     let mut out = json!({
         "invoices": n,
+        "backend": backend,
         "through_proxy": through_proxy,
         "measured": m,
         "setup_s": setup_s,
@@ -137,9 +153,10 @@ fn main() -> anyhow::Result<()> {
     let scale: f64 = flags.num("time-scale", 3600.0)?;
     let mut results = json!({"invoices": n});
 
-    results["rust"] = rust_run(&bin, n, scale, true)?;
+    let postgres = flags.get("postgres");
+    results["rust"] = rust_run(&bin, n, scale, true, postgres)?;
     if direct_n > 0 {
-        results["direct"] = rust_run(&bin, direct_n, scale, false)?;
+        results["direct"] = rust_run(&bin, direct_n, scale, false, postgres)?;
     }
 
     // The official SDK, same job.
@@ -191,6 +208,15 @@ fn sweep_report(m: &Measured) -> anyhow::Result<Value> {
         bail!("process-events exited {}:\n{}", m.exit_code, tail(&m.stderr, 40));
     }
     serde_json::from_str(&m.stdout).with_context(|| format!("process-events printed no JSON: {}", tail(&m.stdout, 5)))
+}
+
+/// A new, empty database on the server at `admin`; returns its URL.
+fn new_postgres_database(admin: &str) -> anyhow::Result<String> {
+    let name = format!("bench_{}_{:08x}", std::process::id(), rand::random::<u32>());
+    let mut client = postgres::Client::connect(admin, postgres::NoTls).context("connecting to --postgres")?;
+    client.batch_execute(&format!("CREATE DATABASE {name}"))?;
+    let root = admin.rsplit_once('/').map_or(admin, |(r, _)| r);
+    Ok(format!("{root}/{name}"))
 }
 
 fn tail(text: &str, lines: usize) -> String {
