@@ -415,6 +415,12 @@ fn issue_slot(
     Ok((Some(campaign), Outcome::Issued { slot, drafts, created_now }))
 }
 
+/// A run that started an attempt `elapsed` ago, with `left` of its window to go, is too late to
+/// send a call that may take `longest_call`: half the margin is the slack for clocks and commits.
+fn stalled_before_sending(left: Duration, elapsed: Duration, longest_call: Duration, margin: Duration) -> bool {
+    margin > Duration::zero() && (elapsed > margin / 2 || left < longest_call + margin / 2)
+}
+
 /// Makes every draft of a claimed slot exist at Stark Bank exactly once. Returns how many
 /// invoices this run created.
 ///
@@ -497,6 +503,8 @@ fn complete_slot(
     // A create is retried only when it surely did not reach Stark Bank, but a retry may still
     // start late in the call: the window covers the whole call, every retry included.
     let longest_call = Duration::from_std(client.config().longest_call()).unwrap_or_else(|_| Duration::hours(1));
+    // Before the attempt starts, so a stop anywhere after the window's clock read counts.
+    let started = std::time::Instant::now();
     let Some((attempt, in_flight_until)) =
         store.begin_slot_attempt(slot, seen.attempt, now, longest_call + plan.in_flight_margin)?
     else {
@@ -504,7 +512,6 @@ fn complete_slot(
             "slot {human}: another run started creating its invoices at the same moment; this run sent nothing, and the next run completes the slot by tag"
         )));
     };
-    let started = std::time::Instant::now();
     let batch: Vec<NewInvoice> = missing
         .iter()
         .map(|d| NewInvoice {
@@ -518,12 +525,14 @@ fn complete_slot(
         .collect();
     // Stark Bank's answer may echo the payers it refused: never their names or tax ids further.
     let payers = crate::starkbank::redact::Redactor::new(missing.iter().map(|d| d.name.clone()));
-    // The window counts from the attempt's start, and the request may take its whole timeout:
-    // a run that stalled here for most of the margin could still be sending when the window
-    // closes and another run looks the slot up. It sends nothing, and the slot waits. (A zero
-    // margin, for drills, asks for no such protection.)
-    let stalled = plan.in_flight_margin > Duration::zero()
-        && Duration::from_std(started.elapsed()).unwrap_or(Duration::MAX) > plan.in_flight_margin / 2;
+    // The window counts from the attempt's start, and the request may take the whole call: a
+    // run that stalled here for most of the margin could still be sending when the window
+    // closes and another run looks the slot up. It sends nothing, and the slot waits. The
+    // database's clock (which runs on while this machine is stopped or suspended) and this
+    // process's both count. (A zero margin, for drills, asks for no such protection.)
+    let left = in_flight_until - store.clock()?;
+    let elapsed = Duration::from_std(started.elapsed()).unwrap_or(Duration::MAX);
+    let stalled = stalled_before_sending(left, elapsed, longest_call, plan.in_flight_margin);
     if stalled || !lock.is_held() {
         return Err(if stalled {
             error::temporary(format!(
@@ -716,6 +725,20 @@ pub fn invoice_statuses(mut known: BTreeMap<String, usize>, issued: i64) -> BTre
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by review of #18: the stall check counted from after the attempt's commit, on
+    /// this process's clock only, so a run stopped between the window's clock read and the
+    /// check (or a machine suspended) sent its create after the window closed.
+    #[test]
+    fn a_run_is_too_late_to_send_by_either_clock() {
+        let s = Duration::seconds;
+        let (call, margin) = (s(60), s(120));
+        assert!(!stalled_before_sending(s(179), s(1), call, margin), "just started");
+        assert!(stalled_before_sending(s(179), s(61), call, margin), "this process stopped");
+        assert!(stalled_before_sending(s(119), s(1), call, margin), "the database's clock ran on");
+        assert!(stalled_before_sending(s(-5), s(0), call, margin), "the window closed");
+        assert!(!stalled_before_sending(s(-5), s(600), call, Duration::zero()), "a drill asks for none");
+    }
 
     fn settings() -> Settings {
         Settings {

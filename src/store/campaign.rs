@@ -268,6 +268,11 @@ impl Store {
         Ok((started == 1).then_some((seen + 1, until)))
     }
 
+    /// The clock slot windows are written on: the database server's on Postgres.
+    pub fn clock(&self) -> anyhow::Result<DateTime<Utc>> {
+        self.db.clock()
+    }
+
     /// Stark Bank answered attempt `attempt`'s request (whatever it said): it is done with it.
     /// A later attempt's window is left alone.
     pub fn clear_in_flight(&mut self, slot: u32, attempt: i64) -> anyhow::Result<()> {

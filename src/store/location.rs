@@ -53,6 +53,12 @@ impl Location {
                 "the postgres:// URL (not shown: it may hold a password) is not one it can read: {e}; to fix: postgres://USER@HOST:PORT/DATABASE, with the password in STARK_SWEEP_DB_PASSWORD_FILE"
             )
         })?;
+        // An '@' in the query (`?password=a@b`) ends what the parser reads as the user: that
+        // "user" holds the path and the query, password and all, and would be shown.
+        anyhow::ensure!(
+            !config.get_user().is_some_and(|u| u.contains(['/', '?', '&', '='])),
+            "the postgres:// URL (not shown: it may hold a password) has an '@' after its host; to fix: write an '@' in the password as %40, or put the password in STARK_SWEEP_DB_PASSWORD_FILE"
+        );
         let credential = std::env::var_os("CREDENTIALS_DIRECTORY")
             .map(|d| Path::new(&d).join(PASSWORD_CREDENTIAL))
             .filter(|p| p.exists());
@@ -254,6 +260,14 @@ mod tests {
                 "{err:#}"
             );
         }
+        // Found by review of #18: one '@', in the query, made the path and query the "user".
+        for url in ["postgres://db.internal/sweep?user=sweep&password=hunter2@x", "postgres://db/s?password=hunter2@x"]
+        {
+            let err = Location::parse(url, None).unwrap_err();
+            assert!(err.to_string().contains("after its host") && !format!("{err:#}").contains("hunter2"), "{err:#}");
+        }
+        // A password with a '/' or '?' in it is still read as a password.
+        assert!(Location::parse("postgres://sweep:pa/ss?w@db.internal/sweep", None).is_ok());
     }
 
     fn ssl_mode(url: &str) -> postgres::config::SslMode {
