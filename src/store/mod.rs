@@ -2,7 +2,7 @@
 //! `synchronous=FULL` so a commit that answered 200 survives a power cut.
 //!
 //! Owns: opening (with a 0600 file, owned by its directory's owner), embedded migrations run on
-//! open, and the queries of each part of the product (`events`, `campaign`, `sweep`,
+//! open, and the queries of each part of the product (`events`, `campaign`, `credits`,
 //! `reconcile`, `metrics`, `trace`). Does not own: HTTP or decisions.
 //!
 //! Routine runs read what is open, never the whole history: every query a timer runs goes
@@ -13,6 +13,7 @@
 
 mod campaign;
 mod copy;
+mod credits;
 pub(crate) mod db;
 mod events;
 mod location;
@@ -20,7 +21,6 @@ mod metrics;
 mod postgres;
 mod reconcile;
 mod settings;
-mod sweep;
 mod trace;
 
 use std::path::{Path, PathBuf};
@@ -31,12 +31,12 @@ use rusqlite::Connection;
 
 pub use campaign::*;
 pub use copy::{TableFigures, migrate_store};
+pub use credits::*;
 pub use events::*;
 pub use location::{DEFAULT_LEASE_SECONDS, Location, PgTarget};
 pub use metrics::*;
 pub use reconcile::*;
 pub use settings::*;
-pub use sweep::*;
 pub use trace::*;
 
 /// How long a statement waits for another process's lock before failing.

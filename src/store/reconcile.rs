@@ -6,8 +6,8 @@
 
 use std::collections::BTreeMap;
 
+use super::credits::{CREDIT_COLUMNS_OF_C, TRANSFER_COLUMNS_OF_T, credit_from_row, transfer_from_row};
 use super::db::{Dialect, params};
-use super::sweep::{CREDIT_COLUMNS_OF_C, TRANSFER_COLUMNS_OF_T, credit_from_row, transfer_from_row};
 use super::{Credit, CreditState, Store, TransferRow};
 
 /// What the transfers of ours for one invoice add up to.

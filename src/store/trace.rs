@@ -160,7 +160,7 @@ impl Store {
             .query_row(
                 "SELECT id, status, amount, nominal_amount, fee, last_log_at FROM invoices WHERE id = ?1",
                 params![inv],
-                super::sweep::invoice_from_row,
+                super::credits::invoice_from_row,
             )
             .optional()?;
         h.events = tx.query_map(

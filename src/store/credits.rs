@@ -1,4 +1,5 @@
-//! Credits, sends and transfers (process-events).
+//! Credits, sends and transfers: the tables of the transfer step (`crate::sweep`, run by
+//! process-events and serve-webhook).
 //!
 //! `credits` holds one row per credited invoice of our workspace (what must be transferred, or
 //! why not), `sends` one row per transfer we asked for (claimed before the request), `transfers`
