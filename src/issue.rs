@@ -17,6 +17,7 @@
 
 use std::collections::BTreeMap;
 
+use anyhow::Context as _;
 use chrono::{DateTime, Duration, Utc};
 use rand::RngExt as _;
 
@@ -503,8 +504,6 @@ fn complete_slot(
     // A create is retried only when it surely did not reach Stark Bank, but a retry may still
     // start late in the call: the window covers the whole call, every retry included.
     let longest_call = Duration::from_std(client.config().longest_call()).unwrap_or_else(|_| Duration::hours(1));
-    // Before the attempt starts, so a stop anywhere after the window's clock read counts.
-    let started = std::time::Instant::now();
     let Some((attempt, in_flight_until)) =
         store.begin_slot_attempt(slot, seen.attempt, now, longest_call + plan.in_flight_margin)?
     else {
@@ -512,6 +511,7 @@ fn complete_slot(
             "slot {human}: another run started creating its invoices at the same moment; this run sent nothing, and the next run completes the slot by tag"
         )));
     };
+    let started = std::time::Instant::now();
     let batch: Vec<NewInvoice> = missing
         .iter()
         .map(|d| NewInvoice {
@@ -527,11 +527,19 @@ fn complete_slot(
     let payers = crate::starkbank::redact::Redactor::new(missing.iter().map(|d| d.name.clone()));
     // The window counts from the attempt's start, and the request may take the whole call: a
     // run that stalled here for most of the margin could still be sending when the window
-    // closes and another run looks the slot up. It sends nothing, and the slot waits. The
-    // database's clock (which runs on while this machine is stopped or suspended) and this
-    // process's both count. (A zero margin, for drills, asks for no such protection.)
-    let left = in_flight_until - store.clock()?;
-    let elapsed = Duration::from_std(started.elapsed()).unwrap_or(Duration::MAX);
+    // closes and another run looks the slot up. It sends nothing, and the slot waits. What is
+    // left of the window is read on the database's clock (which runs on while this machine is
+    // stopped or suspended, and which wrote the window); this process's clock counts too.
+    // (A zero margin, for drills, asks for no such protection.)
+    let db_now = store.clock().with_context(|| {
+        format!(
+            "slot {human}: reading the database's clock before sending; this run sent nothing, and the first run after {} completes the slot by tag",
+            time::format_secs(in_flight_until)
+        )
+    })?;
+    let checked = std::time::Instant::now();
+    let left = in_flight_until - db_now;
+    let elapsed = Duration::from_std(checked - started).unwrap_or(Duration::MAX);
     let stalled = stalled_before_sending(left, elapsed, longest_call, plan.in_flight_margin);
     if stalled || !lock.is_held() {
         return Err(if stalled {
@@ -545,13 +553,15 @@ fn complete_slot(
     }
     // Retries too: none starts that could still be running when the window closes, however
     // long this run stops in a backoff (half the margin is the slack for clock and commit).
+    // By either clock: what the database says is left, and the call's length from the start.
     let bounded;
-    let client = match (longest_call + plan.in_flight_margin / 2).to_std() {
-        Ok(left) if plan.in_flight_margin > Duration::zero() => {
-            bounded = client.finishing_by(started + left);
-            &bounded
-        }
-        _ => client,
+    let client = if plan.in_flight_margin > Duration::zero() {
+        let by_db = (left - plan.in_flight_margin / 2).to_std().unwrap_or_default();
+        let by_call = (longest_call + plan.in_flight_margin / 2).to_std().unwrap_or_default();
+        bounded = client.finishing_by((checked + by_db).min(started + by_call));
+        &bounded
+    } else {
+        client
     };
     let answer = client.create_invoices(&batch).map_err(|e| e.redacted(&payers));
     // Any answer means Stark Bank is done with the request; only silence keeps it in flight.

@@ -53,11 +53,12 @@ impl Location {
                 "the postgres:// URL (not shown: it may hold a password) is not one it can read: {e}; to fix: postgres://USER@HOST:PORT/DATABASE, with the password in STARK_SWEEP_DB_PASSWORD_FILE"
             )
         })?;
-        // An '@' in the query (`?password=a@b`) ends what the parser reads as the user: that
-        // "user" holds the path and the query, password and all, and would be shown.
+        // An '@' in the path or query (`?password=a@b`) would end what the parser reads as the
+        // credentials, and the host and user it shows would hold the rest, password and all.
+        // Credentials hold no raw '/' or '?' (as in libpq): they end the host part.
         anyhow::ensure!(
-            !config.get_user().is_some_and(|u| u.contains(['/', '?', '&', '='])),
-            "the postgres:// URL (not shown: it may hold a password) has an '@' after its host; to fix: write an '@' in the password as %40, or put the password in STARK_SWEEP_DB_PASSWORD_FILE"
+            !credentials(db).is_some_and(|c| c.contains(['/', '?'])),
+            "the postgres:// URL (not shown: it may hold a password) has a '/' or '?' before its '@': an '@' after the host, or a '/' or '?' in the user or password; to fix: write them as %40, %2F and %3F, or put the password in STARK_SWEEP_DB_PASSWORD_FILE"
         );
         let credential = std::env::var_os("CREDENTIALS_DIRECTORY")
             .map(|d| Path::new(&d).join(PASSWORD_CREDENTIAL))
@@ -182,6 +183,11 @@ fn is_local(c: &postgres::Config) -> bool {
         && c.get_hostaddrs().iter().all(|ip| loopback(*ip))
 }
 
+/// What stands between `://` and the URL's `@`, if it has one.
+fn credentials(db: &str) -> Option<&str> {
+    db.split_once("://").and_then(|(_, rest)| rest.split_once('@')).map(|(c, _)| c)
+}
+
 /// The URL's query (after its credentials, so never a password) names `sslmode`.
 fn names_ssl_mode(db: &str) -> bool {
     let after_credentials = db.rsplit_once('@').map_or(db, |(_, rest)| rest);
@@ -260,14 +266,24 @@ mod tests {
                 "{err:#}"
             );
         }
-        // Found by review of #18: one '@', in the query, made the path and query the "user".
-        for url in ["postgres://db.internal/sweep?user=sweep&password=hunter2@x", "postgres://db/s?password=hunter2@x"]
-        {
+        // Found by review of #18: one '@', in the query, made the path and query the "user",
+        // or (after a port) the host the tail of the password.
+        for url in [
+            "postgres://db.internal/sweep?user=sweep&password=hunter2@x",
+            "postgres://db/s?password=hunter2@x",
+            "postgres://db.internal:5432/sweep?password=hunter2@2024x",
+            "postgres://[::1]:5432/sweep?password=hunter2@2024x",
+            "postgres://sweep:pa/ss?w@db.internal/sweep",
+        ] {
             let err = Location::parse(url, None).unwrap_err();
-            assert!(err.to_string().contains("after its host") && !format!("{err:#}").contains("hunter2"), "{err:#}");
+            assert!(err.to_string().contains("before its '@'"), "{url}: {err:#}");
+            for secret in ["hunter2", "2024x", "pa/ss"] {
+                assert!(!format!("{err:#}").contains(secret), "{err:#}");
+            }
         }
-        // A password with a '/' or '?' in it is still read as a password.
-        assert!(Location::parse("postgres://sweep:pa/ss?w@db.internal/sweep", None).is_ok());
+        // Written as the message says, they are read as a password.
+        assert!(Location::parse("postgres://sweep:pa%2Fss%3Fw%40x@db.internal/sweep", None).is_ok());
+        assert!(Location::parse("postgresql:///db?host=/run/postgresql&user=x", None).is_ok());
     }
 
     fn ssl_mode(url: &str) -> postgres::config::SslMode {
@@ -299,7 +315,8 @@ mod tests {
         assert_eq!(ssl_mode("postgres://u@/x?hostaddr=10.0.0.5"), SslMode::Require);
         // A password that spells sslmode does not count as the URL's choice.
         assert_eq!(ssl_mode("postgres://u:x%3Fsslmode=disable@db.internal/x"), SslMode::Require);
-        assert_eq!(ssl_mode("postgres://u:a?sslmode=disable@db.internal/x"), SslMode::Require);
+        // Unencoded, it is refused before anyone reads it (see the_password_is_never_shown).
+        assert!(Location::parse("postgres://u:a?sslmode=disable@db.internal/x", None).is_err());
     }
 
     #[test]
