@@ -736,9 +736,10 @@ pub fn invoice_statuses(mut known: BTreeMap<String, usize>, issued: i64) -> BTre
 mod tests {
     use super::*;
 
-    /// Found by review of #18: the stall check counted from after the attempt's commit, on
-    /// this process's clock only, so a run stopped between the window's clock read and the
-    /// check (or a machine suspended) sent its create after the window closed.
+    /// Found by review of #18: the stall check read only this process's clock, from after the
+    /// attempt's commit, so a run stopped between the window's clock read in that transaction
+    /// and its return (or a suspended machine) sent its create after the window closed. What is
+    /// left of the window, on the database's clock, counts too.
     #[test]
     fn a_run_is_too_late_to_send_by_either_clock() {
         let s = Duration::seconds;
