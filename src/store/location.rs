@@ -48,11 +48,6 @@ impl Location {
             db.matches('@').count() <= 1,
             "the postgres:// URL (not shown: it may hold a password) has more than one '@'; to fix: write an '@' in the password as %40, or put the password in STARK_SWEEP_DB_PASSWORD_FILE"
         );
-        let mut config: postgres::Config = db.parse().map_err(|e| {
-            anyhow::anyhow!(
-                "the postgres:// URL (not shown: it may hold a password) is not one it can read: {e}; to fix: postgres://USER@HOST:PORT/DATABASE, with the password in STARK_SWEEP_DB_PASSWORD_FILE"
-            )
-        })?;
         // An '@' in the path or query (`?password=a@b`) would end what the parser reads as the
         // credentials, and the host and user it shows would hold the rest, password and all.
         // Credentials hold no raw '/' or '?' (as in libpq): they end the host part.
@@ -60,6 +55,11 @@ impl Location {
             !credentials(db).is_some_and(|c| c.contains(['/', '?'])),
             "the postgres:// URL (not shown: it may hold a password) has a '/' or '?' before its '@': an '@' after the host, or a '/' or '?' in the user or password; to fix: write them as %40, %2F and %3F, or put the password in STARK_SWEEP_DB_PASSWORD_FILE"
         );
+        let mut config: postgres::Config = db.parse().map_err(|e| {
+            anyhow::anyhow!(
+                "the postgres:// URL (not shown: it may hold a password) is not one it can read: {e}; to fix: postgres://USER@HOST:PORT/DATABASE, with the password in STARK_SWEEP_DB_PASSWORD_FILE"
+            )
+        })?;
         let credential = std::env::var_os("CREDENTIALS_DIRECTORY")
             .map(|d| Path::new(&d).join(PASSWORD_CREDENTIAL))
             .filter(|p| p.exists());
